@@ -1,0 +1,231 @@
+"""SQLAlchemy 2 typed models.
+
+The seed schema at revision ``fbc78f685fa2`` is kept verbatim (tables, columns, types, index and
+constraint names); the columns after the ``# --- additions`` markers come from our own migrations.
+Timestamps are stored naive in UTC (as the seed's ``DateTime`` columns) and returned timezone-aware.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A naive ``DateTime`` column holding UTC; Python sees aware datetimes."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    GENERATING_DATA = "generating-data"
+    DATA_GENERATED = "data-generated"
+    GENERATING_IMAGES = "generating-images"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def runnable(cls) -> tuple[str, ...]:
+        """Statuses a worker may claim (the in-progress ones only with an expired lease)."""
+        return (cls.PENDING.value, cls.GENERATING_DATA.value, cls.DATA_GENERATED.value, cls.GENERATING_IMAGES.value)
+
+    @classmethod
+    def finished(cls) -> tuple[str, ...]:
+        return (cls.COMPLETED.value, cls.PARTIAL.value, cls.FAILED.value, cls.CANCELLED.value)
+
+
+class PersonaStatus(enum.StrEnum):
+    PENDING = "pending"  # data stored, images not (all) done
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (sa.Index("ix_users_email", "email", unique=True),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    password_hash: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    last_login: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    # --- additions
+    role: Mapped[str] = mapped_column(sa.String(20), nullable=False, server_default="user", default="user")
+    failed_logins: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    __table_args__ = (sa.Index("ix_settings_key", "key", unique=True),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    value: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=sa.func.now())
+
+
+class Config(Base):
+    __tablename__ = "config"
+    __table_args__ = (sa.Index("ix_config_key", "key", unique=True),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    value: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=sa.func.now())
+
+
+class GenerationTask(Base):
+    __tablename__ = "generation_tasks"
+    __table_args__ = (
+        sa.UniqueConstraint("task_id", name="uq_generation_tasks_task_id"),
+        sa.Index("ix_generation_tasks_task_id", "task_id", unique=True),
+        sa.Index("ix_generation_tasks_user_id", "user_id"),
+        sa.Index("ix_generation_tasks_status", "status"),
+        sa.Index("ix_generation_tasks_lease_expires_at", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    task_id: Mapped[str] = mapped_column(sa.String(12), nullable=False)
+    user_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("users.id", name="fk_generation_tasks_user_id"), nullable=False
+    )
+    persona_description: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    bio_language: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    number_to_generate: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    images_per_persona: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(50), nullable=False, server_default="pending", default="pending")
+    error_log: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=sa.func.now())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # --- additions
+    seed: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    config_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    targets: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    rerun_of: Mapped[str | None] = mapped_column(sa.String(12), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    worker_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", default=0)
+    cancel_requested: Mapped[bool] = mapped_column(
+        sa.Boolean, nullable=False, server_default=sa.false(), default=False
+    )
+
+    user: Mapped[User] = relationship(lazy="raise")
+
+
+class GenerationResult(Base):
+    __tablename__ = "generation_results"
+    __table_args__ = (
+        sa.Index("ix_generation_results_task_id", "task_id"),
+        sa.Index("ix_generation_results_batch_number", "batch_number"),
+        sa.UniqueConstraint("task_id", "batch_number", "slot", name="uq_generation_results_task_batch_slot"),
+        sa.Index("ix_generation_results_task_status", "task_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(
+        sa.Integer,
+        sa.ForeignKey("generation_tasks.id", name="fk_generation_results_task_id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    batch_number: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    firstname: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    lastname: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    gender: Mapped[str] = mapped_column(sa.String(10), nullable=False)
+    ethnicity: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    age: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    bio_facebook: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    bio_instagram: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    bio_x: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    bio_tiktok: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    job_title: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    workplace: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    edu_establishment: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    edu_study: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    current_city: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    current_state: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    prev_city: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    prev_state: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    about: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    base_image_url: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    images: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=sa.func.now())
+    # --- additions
+    slot: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    status: Mapped[str] = mapped_column(sa.String(20), nullable=False, server_default="pending", default="pending")
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", default=0)
+    image_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", default=0)
+    image_meta: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    favorite: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, server_default=sa.false(), default=False)
+    tags: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    rating: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=sa.func.now(), default=utcnow, onupdate=utcnow
+    )
+
+
+class AuditLog(Base):
+    """Who changed which setting, prompt, toggle or user, from what to what, and when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_created_at", "created_at"),
+        sa.Index("ix_audit_log_target", "target"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        sa.Integer, sa.ForeignKey("users.id", name="fk_audit_log_user_id", ondelete="SET NULL"), nullable=True
+    )
+    actor: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(50), nullable=False)
+    target: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    old_value: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    new_value: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=sa.func.now(), default=utcnow
+    )

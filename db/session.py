@@ -1,0 +1,117 @@
+"""Engine and session factory. Nothing connects at import time.
+
+SQLite: WAL, foreign keys on, a long busy timeout, and explicit ``BEGIN`` handling so a write
+transaction can ask for ``BEGIN IMMEDIATE`` (the executor's claim) via ``immediate_transaction``.
+PostgreSQL: pre-ping so a restarted server is reconnected to transparently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 60
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``DATABASE_URL``; creates the folder of a SQLite file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return sa.create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from pysqlite so BEGIN IMMEDIATE is possible.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN"
+        conn.exec_driver_sql(mode)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+class Database:
+    """An engine plus its session factory; the one object the pipeline passes around for the DB."""
+
+    def __init__(self, url: str, **engine_kwargs: Any):
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite allows one writer at a time; serialising writers in-process avoids busy waits.
+        self._write_lock = threading.RLock() if is_sqlite(self.engine) else None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read session (commits nothing unless the caller does)."""
+        with self.sessionmaker() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def transaction(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A session inside one transaction, committed on success and rolled back on error.
+
+        ``immediate`` takes SQLite's write lock at BEGIN (for read-then-write critical sections).
+        """
+        lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
+        with lock, self.sessionmaker() as session:
+            if immediate and self.dialect == "sqlite":
+                session.connection(execution_options={"sqlite_immediate": True})
+            with session.begin():
+                yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """``alembic upgrade REVISION`` on ``url`` (the app and ``python -m pipeline migrate`` call this)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("script_location", str(root / "alembic"))
+    cfg.attributes["database_url"] = url
+    return cfg

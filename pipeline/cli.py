@@ -1,0 +1,267 @@
+"""``python -m pipeline COMMAND`` — a stable contract for scripts (DESIGN §6).
+
+Exit 0 on success, 2 on bad input (one line on stderr starting ``error:``, nothing written), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from db.session import Database, migrate
+from pipeline.config import Settings, get_settings
+from pipeline.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
+
+BAD_INPUT = (ValidationError, NotFoundError, ConflictError, AccessDenied)
+EXPORT_FORMATS = ("csv", "json", "jsonl", "parquet", "zip", "hf")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise SystemExit(_fail(2, message))
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pipeline", description="Avatar Data Generator command line")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
+
+    p = sub.add_parser("create-user", help="create a user (password from --password or one line of stdin)")
+    p.add_argument("email")
+    p.add_argument("--admin", action="store_true")
+    p.add_argument("--password")
+
+    p = sub.add_parser("submit", help="validate and queue a task; prints its task_id")
+    p.add_argument("--user", required=True, help="e-mail of the owner")
+    p.add_argument("--description", required=True)
+    p.add_argument("--language", required=True)
+    p.add_argument("--count", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--seed")
+
+    p = sub.add_parser("work", help="run an executor")
+    p.add_argument("--until-idle", action="store_true")
+    p.add_argument("--worker-id")
+
+    p = sub.add_parser("status", help="a task's status")
+    p.add_argument("task_id")
+    p.add_argument("--json", action="store_true")
+
+    for name in ("cancel", "retry", "delete"):
+        sub.add_parser(name, help=f"{name} a task").add_argument("task_id")
+
+    p = sub.add_parser("rerun", help="queue a copy of a task")
+    p.add_argument("task_id")
+    p.add_argument("--new-seed", action="store_true")
+
+    p = sub.add_parser("export", help="write a task's dataset")
+    p.add_argument("task_id")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("settings", help="read or change a global setting")
+    ssub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ssub.add_parser("get").add_argument("key")
+    s = ssub.add_parser("set")
+    s.add_argument("key")
+    s.add_argument("value")
+
+    sub.add_parser("check-providers", help="report whether each configured provider is reachable")
+    return parser
+
+
+def _open(settings: Settings) -> Database:
+    migrate(settings.database_url)
+    return Database(settings.database_url)
+
+
+def _storage(settings: Settings):  # type: ignore[no-untyped-def]
+    from pipeline.storage import open_storage
+
+    return open_storage(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
+
+
+def run(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(
+        level=logging.INFO if args.command == "work" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = get_settings()
+    handler = COMMANDS[args.command]
+    return handler(args, settings)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings.database_url)
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.accounts import create_user, validate_email, validate_password
+
+    email = validate_email(args.email)
+    password = args.password if args.password is not None else sys.stdin.readline().rstrip("\r\n")
+    validate_password(password)
+    db = _open(settings)
+    create_user(db, email, password, admin=args.admin)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    import db.queries as q
+    from pipeline.tasks import build_snapshot, submit_task, validate_spec
+
+    db = _open(settings)
+    with db.session() as session:
+        user = q.get_user_by_email(session, args.user)
+    if user is None or not user.is_active:
+        raise ValidationError(f"no active user {args.user!r}: create one with create-user")
+    spec = validate_spec(
+        user_id=user.id, description=args.description, language=args.language,
+        count=args.count, images_per_persona=args.images, seed=args.seed,
+    )
+    print(submit_task(db, spec, build_snapshot(db, settings)))
+    return 0
+
+
+def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.executor import Worker
+
+    db = _open(settings)
+    worker = Worker(db, _storage(settings), settings, worker_id=args.worker_id)
+
+    def _graceful(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: finishing the current unit, then stopping", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    worker.run(until_idle=args.until_idle)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.tasks import task_status
+
+    report = task_status(_open(settings), args.task_id)
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False))
+    else:
+        print(f"{report.task_id}  {report.status}  personas {report.personas_done}/{report.number_to_generate}"
+              f"  images {report.images_done}/{report.number_to_generate * report.images_per_persona}"
+              f"  failed {report.personas_failed}")
+        if report.error_log:
+            print(report.error_log)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.tasks import cancel_task
+
+    print(cancel_task(_open(settings), args.task_id))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.tasks import retry_task
+
+    print(f"{retry_task(_open(settings), args.task_id)} persona(s) queued again")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.tasks import delete_task
+
+    removed = delete_task(_open(settings), _storage(settings), args.task_id)
+    print(f"deleted {args.task_id} and {removed} stored object(s)")
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
+    import db.queries as q
+    from pipeline.tasks import rerun_task
+
+    db = _open(settings)
+    with db.session() as session:
+        task = q.get_task(session, args.task_id)
+        owner = q.get_user(session, task.user_id) if task else None
+    if task is None or owner is None:
+        raise NotFoundError(f"no task {args.task_id!r}")
+    print(rerun_task(db, args.task_id, owner, same_seed=not args.new_seed))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.exports import export_task
+
+    out = Path(args.out)
+    if out.exists() and out.is_dir() and args.format != "hf":
+        raise ValidationError(f"--out {out} is a folder: give a file path")
+    export_task(_open(settings), _storage(settings), args.task_id, args.format, out)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.app_settings import get_setting_value, set_setting_value
+
+    db = _open(settings)
+    if args.action == "get":
+        print(get_setting_value(db, args.key))
+    else:
+        set_setting_value(db, args.key, args.value, actor=None)
+    return 0
+
+
+def cmd_check_providers(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.checks import check_providers
+
+    results = check_providers(settings)
+    for check in results:
+        print(f"{'ok ' if check.ok else 'FAIL'}  {check.kind:<8} {check.name:<10} {check.detail}")
+    return 0 if all(c.ok for c in results) else 1
+
+
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "create-user": cmd_create_user,
+    "submit": cmd_submit,
+    "work": cmd_work,
+    "status": cmd_status,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "delete": cmd_delete,
+    "rerun": cmd_rerun,
+    "export": cmd_export,
+    "settings": cmd_settings,
+    "check-providers": cmd_check_providers,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else _fail(2, exc.code)
+    except BAD_INPUT as exc:
+        return _fail(2, str(exc))
+    except PipelineError as exc:
+        return _fail(1, str(exc))
+    except KeyboardInterrupt:
+        return _fail(1, "interrupted")
+    except Exception as exc:  # the CLI's last line of defence: one line, no traceback spam, exit 1
+        logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
+        return _fail(1, f"{type(exc).__name__}: {str(exc)[:300]}")

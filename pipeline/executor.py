@@ -1,0 +1,206 @@
+"""The executor: a small DB-backed worker, the same in the Streamlit process and in ``python -m pipeline work``.
+
+A worker claims tasks atomically (``db.queries.claim_next_task``: the global ``max_concurrent_tasks`` cap holds
+across every process and host), runs each in its own thread, and renews its leases from a heartbeat thread,
+which also relays cancel requests. A task whose worker died has its lease expire and is resumed elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+
+import db.queries as q
+from db.models import utcnow
+from db.session import Database
+from pipeline.config import Settings
+from pipeline.registry import ProviderCache
+from pipeline.runner import TaskContext, run_task
+from pipeline.storage import Storage
+
+log = logging.getLogger(__name__)
+
+MAX_TASK_ATTEMPTS = 10
+POLL_SECONDS = 1.0
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Held:
+    ctx: TaskContext
+    thread: threading.Thread
+
+
+class Worker:
+    """Claims and runs tasks until stopped. Thread-safe ``stop()``; ``run()`` blocks."""
+
+    def __init__(
+        self,
+        db: Database,
+        storage: Storage,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        providers: ProviderCache | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ):
+        self.db = db
+        self.storage = storage
+        self.settings = settings
+        self.worker_id = worker_id or default_worker_id()
+        self.providers = providers or ProviderCache(settings)
+        self.poll_seconds = poll_seconds
+        self._held: dict[int, _Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.finished: list[tuple[str, str]] = []  # (task_id, outcome), for callers and tests
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Graceful: running tasks finish their current unit, then release their leases."""
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            for held in self._held.values():
+                held.ctx.stopping.set()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (e.g. right after a submit)."""
+        self._wake.set()
+
+    @property
+    def held_task_ids(self) -> list[str]:
+        with self._lock:
+            return [h.ctx.task_id for h in self._held.values()]
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, *, until_idle: bool = False) -> None:
+        log.info("worker %s started (slots=%d)", self.worker_id, self.settings.worker_task_slots)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.worker_id}", daemon=True)
+        heartbeat.start()
+        try:
+            while not self._stop.is_set():
+                self._reap()
+                claimed = False
+                if self._free_slots() > 0:
+                    claimed = self._claim_and_start()
+                if claimed:
+                    continue  # there may be more runnable work: claim again at once
+                if until_idle and not self._held and not self._runnable_exists():
+                    break
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+        finally:
+            self.stop()
+            self._join_all()
+            log.info("worker %s stopped", self.worker_id)
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.settings.worker_task_slots - len(self._held)
+
+    def _claim_and_start(self) -> bool:
+        try:
+            with self.db.transaction(immediate=True) as session:
+                task = q.claim_next_task(
+                    session,
+                    worker_id=self.worker_id,
+                    now=utcnow(),
+                    lease_seconds=self.settings.lease_seconds,
+                    max_attempts=MAX_TASK_ATTEMPTS,
+                )
+                if task is None:
+                    return False
+                snapshot = task.config_snapshot or {}
+                names = snapshot.get("providers", {})
+                providers = self.providers.for_names(
+                    names.get("persona", self.settings.persona_provider), names.get("image", self.settings.image_provider)
+                )
+                ctx = TaskContext.from_task(
+                    task, db=self.db, storage=self.storage, settings=self.settings,
+                    providers=providers, worker_id=self.worker_id,
+                )
+        except Exception:  # a DB outage must not kill the worker: log it and try again at the next poll
+            log.exception("worker %s: claim failed", self.worker_id)
+            return False
+        ctx.log.info("claimed by %s", self.worker_id)
+        thread = threading.Thread(target=self._run_one, args=(ctx,), name=f"task-{ctx.task_id}", daemon=True)
+        with self._lock:
+            self._held[ctx.task_pk] = _Held(ctx, thread)
+        thread.start()
+        return True
+
+    def _run_one(self, ctx: TaskContext) -> None:
+        try:
+            outcome = run_task(ctx)
+        except Exception:  # run_task records failures itself; this only guards the worker thread
+            ctx.log.exception("task thread crashed")
+            outcome = "crashed"
+        self.finished.append((ctx.task_id, outcome))
+        self._wake.set()
+
+    def _reap(self) -> None:
+        with self._lock:
+            for pk in [pk for pk, h in self._held.items() if not h.thread.is_alive()]:
+                del self._held[pk]
+
+    def _join_all(self) -> None:
+        with self._lock:
+            threads = [h.thread for h in self._held.values()]
+        for thread in threads:
+            thread.join()
+        self._reap()
+
+    def _runnable_exists(self) -> bool:
+        """Whether any task could still be claimed (runnable and not held by a live lease)."""
+        try:
+            with self.db.session() as session:
+                return q.runnable_task_exists(session, utcnow())
+        except Exception:
+            log.exception("worker %s: cannot check for work", self.worker_id)
+            return True
+
+    # ------------------------------------------------------------------ heartbeat
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_seconds):
+            self.beat()
+        self.beat()
+
+    def beat(self) -> None:
+        """Renew the leases of every held task; flag lost leases and relayed cancels."""
+        with self._lock:
+            held = dict(self._held)
+        if not held:
+            return
+        try:
+            with self.db.transaction() as session:
+                alive, cancelled = q.renew_leases(
+                    session,
+                    worker_id=self.worker_id,
+                    task_pks=list(held),
+                    now=utcnow(),
+                    lease_seconds=self.settings.lease_seconds,
+                )
+        except Exception:  # e.g. PostgreSQL restarting: keep working, renew at the next beat
+            log.warning("worker %s: heartbeat failed; will retry", self.worker_id, exc_info=True)
+            return
+        for pk, h in held.items():
+            if pk not in alive and h.thread.is_alive():
+                h.ctx.lost.set()
+            if pk in cancelled:
+                h.ctx.cancel.set()
+
+
+def run_until_idle(db: Database, storage: Storage, settings: Settings, *, worker_id: str | None = None) -> Worker:
+    """Run a worker until nothing is runnable (tests and ``work --until-idle``)."""
+    worker = Worker(db, storage, settings, worker_id=worker_id, poll_seconds=0.2)
+    worker.run(until_idle=True)
+    return worker

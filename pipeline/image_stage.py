@@ -1,0 +1,157 @@
+"""One persona's images: the base selfie (or a library face edited into it), then blocks of 4 variations.
+
+Resumable: a stored base is reused (never regenerated) and finished blocks are kept. Objects are written
+under deterministic keys before their row is committed, so a retried block overwrites the same keys instead
+of leaving orphans.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+import db.queries as q
+from db.models import GenerationResult, PersonaStatus
+from pipeline.domain import IMAGES_PER_BLOCK, PERSONA_FIELDS, ImageMeta, PersonaDraft, derive_seed
+from pipeline.errors import ConfigError, ImageCheckError, ProviderError, RefusalError
+from pipeline.imaging import ProcessedImage, image_size, process_grid
+from pipeline.keys import base_image_key, content_type_for, extension_for, thumbnail_key, variation_key
+from pipeline.prompts import base_selfie_prompt, face_edit_prompt
+from pipeline.storage import read_image
+
+if TYPE_CHECKING:
+    from pipeline.runner import TaskContext
+
+GRID_ATTEMPTS = 3  # a grid that is not 2x2 is asked for again, with another seed
+FACE_ATTEMPTS = 3  # up to 3 different library faces when the provider refuses one
+
+
+def _draft(row: GenerationResult) -> PersonaDraft:
+    return PersonaDraft(**{name: getattr(row, name) for name in PERSONA_FIELDS})
+
+
+def make_persona_images(ctx: TaskContext, result_id: int) -> None:
+    with ctx.db.session() as session:
+        row = q.get_result(session, result_id)
+        if row is None or row.status != PersonaStatus.PENDING.value:
+            return
+        persona = _draft(row)
+        batch, slot = row.batch_number, int(row.slot or 0)
+        base_uri = row.base_image_url
+        done_blocks = int(row.image_count or 0) // IMAGES_PER_BLOCK
+        history = [b.get("prompt", "") for b in (row.image_meta or {}).get("blocks", [])]
+    persona_key = f"b{batch}-s{slot}"
+    append = str(ctx.snapshot.get("base_prompt_append") or "")
+
+    if base_uri:
+        base = read_image(ctx.storage, base_uri)  # resume: reuse the stored base, never regenerate it
+    else:
+        ctx.checkpoint()
+        base, meta = _make_base(ctx, persona, persona_key, append)
+        key = base_image_key(ctx.task_id, batch, slot, extension_for(base))
+        uri = ctx.storage.put(key, base, content_type_for(key))
+        meta["key"] = uri
+        with ctx.guarded() as (session, _task):
+            row = q.get_result(session, result_id)
+            if row is not None:
+                q.set_base_image(session, row, uri, meta)
+
+    n_blocks = ctx.images_per_persona // IMAGES_PER_BLOCK
+    for block in range(done_blocks, n_blocks):
+        ctx.checkpoint()
+        prompt, processed = _make_block(ctx, persona, persona_key, base, block, history, append)
+        uris, metas = [], []
+        for i, image in enumerate(processed):
+            index = block * IMAGES_PER_BLOCK + i
+            key = variation_key(ctx.task_id, batch, slot, index)
+            uri = ctx.storage.put(key, image.data, "image/jpeg")
+            thumb = ctx.storage.put(thumbnail_key(key), image.thumb, "image/jpeg")
+            uris.append(uri)
+            metas.append(
+                ImageMeta(
+                    key=uri, thumb_key=thumb, width=image.width, height=image.height, format="JPEG",
+                    bytes=len(image.data), block=block, index=index, style=image.style,
+                ).as_dict()
+                | {"quality": image.quality}
+            )
+        with ctx.guarded() as (session, _task):
+            row = q.get_result(session, result_id)
+            if row is None:
+                return
+            q.append_images(session, row, uris, metas, {"block": block, "prompt": prompt})
+        history.append(prompt)
+
+    with ctx.guarded() as (session, _task):
+        row = q.get_result(session, result_id)
+        if row is not None and row.image_count >= ctx.images_per_persona:
+            q.mark_persona(session, row, PersonaStatus.COMPLETED.value)
+
+
+def _make_base(ctx: TaskContext, persona: PersonaDraft, persona_key: str, append: str) -> tuple[bytes, dict[str, Any]]:
+    seed = derive_seed(ctx.seed, persona_key, "base")
+    if not ctx.toggle("randomize_face_base"):
+        prompt = base_selfie_prompt(persona, append)
+        data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
+        return data, _base_meta(data, prompt, None)
+    from pipeline.faces import FaceLibrary
+
+    library = FaceLibrary.from_settings(ctx.settings)
+    if library is None:
+        raise ConfigError("randomize_face_base is on but FACES_URL is not set")
+    rng = random.Random(seed)
+    prompt = face_edit_prompt(persona, append)
+    tried: set[str] = set()
+    last: ProviderError | None = None
+    for _ in range(FACE_ATTEMPTS):
+        ref = library.pick(persona.gender, rng, gender_lock=ctx.toggle("randomize_face_gender_lock"), exclude=tried)
+        tried.add(ref)
+        try:
+            data = ctx.providers.image.edit_face(library.read(ref), persona, prompt, seed=seed)
+        except RefusalError as exc:  # moderation refused this face: try another one
+            last = exc
+            ctx.log.info("face reference refused; trying another (%d tried)", len(tried))
+            continue
+        return data, _base_meta(data, prompt, ref)
+    assert last is not None
+    raise last
+
+
+def _base_meta(data: bytes, prompt: str, face_ref: str | None) -> dict[str, Any]:
+    width, height = image_size(data)
+    return {
+        "width": width,
+        "height": height,
+        "format": extension_for(data).upper().replace("JPG", "JPEG"),
+        "bytes": len(data),
+        "prompt": prompt,
+        "face_reference": face_ref,
+    }
+
+
+def _make_block(
+    ctx: TaskContext, persona: PersonaDraft, persona_key: str, base: bytes, block: int, history: list[str], append: str
+) -> tuple[str, list[ProcessedImage]]:
+    """Ask for a grid prompt, edit the stored base into a 2x2 grid, split and post-process it."""
+    prompt = ctx.providers.prompt.grid_prompt(persona, history, seed=derive_seed(ctx.seed, persona_key, "prompt", block))
+    if append and append not in prompt:
+        prompt = f"{prompt} {append}"
+    last: ImageCheckError | None = None
+    for attempt in range(GRID_ATTEMPTS):
+        ctx.checkpoint()
+        grid = ctx.providers.image.make_grid(base, prompt, seed=derive_seed(ctx.seed, persona_key, "grid", block, attempt))
+        try:
+            processed = process_grid(
+                grid,
+                crop_borders=ctx.toggle("crop_white_borders"),
+                randomize=ctx.toggle("randomize_image_style"),
+                seed=ctx.seed,
+                persona_key=persona_key,
+                first_index=block * IMAGES_PER_BLOCK,
+            )
+        except ImageCheckError as exc:
+            last = exc
+            ctx.log.warning("grid %d of %s rejected (attempt %d): %s", block, persona_key, attempt + 1, exc)
+            continue
+        return prompt, processed
+    assert last is not None
+    raise last

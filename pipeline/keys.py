@@ -1,0 +1,55 @@
+"""The one place that builds storage keys and export file names."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def persona_prefix(task_id: str, batch_number: int, slot: int) -> str:
+    """Folder of one persona's objects. Starts with the random task id, never a sequential id."""
+    return f"{task_id}/b{batch_number:03d}-s{slot:02d}"
+
+
+def base_image_key(task_id: str, batch_number: int, slot: int, ext: str) -> str:
+    return f"{persona_prefix(task_id, batch_number, slot)}/base.{ext}"
+
+
+def variation_key(task_id: str, batch_number: int, slot: int, index: int, ext: str = "jpg") -> str:
+    return f"{persona_prefix(task_id, batch_number, slot)}/img{index:02d}.{ext}"
+
+
+def thumbnail_key(image_key: str) -> str:
+    stem, _, _ext = image_key.rpartition(".")
+    return f"{stem}_thumb.jpg"
+
+
+def task_prefix(task_id: str) -> str:
+    return f"{task_id}/"
+
+
+def extension_for(data: bytes) -> str:
+    """The real extension of encoded image bytes, from their magic number."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return "bin"
+
+
+CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bin": "application/octet-stream"}
+
+
+def content_type_for(key: str) -> str:
+    return CONTENT_TYPES.get(key.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+
+
+def slugify(text: str, max_len: int = 40) -> str:
+    """ASCII, filesystem-safe slug (used for export folder names)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = _UNSAFE.sub("-", ascii_text).strip("-._").lower()
+    return slug[:max_len] or "persona"

@@ -1,0 +1,1 @@
+"""Persona, prompt and image providers, chosen by name from registries (see ``registry``)."""

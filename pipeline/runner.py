@@ -1,0 +1,309 @@
+"""Running one claimed task: the data stage, the image stage and the final status.
+
+Every write goes through ``TaskContext.guarded()``, which re-checks in the same transaction that this worker
+still holds the lease (row-locked on PostgreSQL): a worker that lost its lease stops touching the task.
+Between units of work ``checkpoint()`` honours cancel, lease loss and worker shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+import db.queries as q
+from db.models import GenerationTask, PersonaStatus, TaskStatus, utcnow
+from db.session import Database
+from pipeline.config import Settings
+from pipeline.domain import (
+    BIO_PROMPT_KEYS,
+    MAX_BATCHES_IN_FLIGHT,
+    PERSONA_BATCH_SIZE,
+    PersonaBatch,
+    PersonaRequest,
+    derive_seed,
+)
+from pipeline.errors import LeaseLost, PipelineError, ProviderError, TaskCancelled
+from pipeline.image_stage import make_persona_images
+from pipeline.personas import name_key
+from pipeline.registry import Providers
+from pipeline.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+MAX_EXCLUDED_NAMES = 200
+ERROR_LOG_MAX_LINES = 50
+
+
+class WorkerStopping(PipelineError):
+    """The worker is shutting down: release the lease after the current unit."""
+
+
+class TaskLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every line with the task id."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"[task {self.extra['task_id'] if self.extra else '?'}] {msg}", kwargs
+
+
+@dataclass
+class TaskContext:
+    """Everything a running task needs; built by the worker for each claim."""
+
+    db: Database
+    storage: Storage
+    settings: Settings
+    providers: Providers
+    worker_id: str
+    task_pk: int
+    task_id: str
+    seed: int
+    count: int
+    images_per_persona: int
+    description: str
+    language: str
+    snapshot: dict[str, Any]
+    lost: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    log: TaskLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = TaskLog(logger, {"task_id": self.task_id})
+
+    @classmethod
+    def from_task(cls, task: GenerationTask, **kwargs: Any) -> TaskContext:
+        return cls(
+            task_pk=task.id,
+            task_id=task.task_id,
+            seed=int(task.seed or 0),
+            count=task.number_to_generate,
+            images_per_persona=task.images_per_persona,
+            description=task.persona_description,
+            language=task.bio_language,
+            snapshot=dict(task.config_snapshot or {}),
+            **kwargs,
+        )
+
+    def toggle(self, name: str) -> bool:
+        return bool(self.snapshot.get("toggles", {}).get(name, False))
+
+    def checkpoint(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"task {self.task_id}: lease lost")
+        if self.cancel.is_set():
+            raise TaskCancelled(f"task {self.task_id} cancelled")
+        if self.stopping.is_set():
+            raise WorkerStopping(f"task {self.task_id}: worker stopping")
+
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[tuple[Session, GenerationTask]]:
+        """A write transaction that proceeds only while this worker holds the lease."""
+        with self.db.transaction(immediate=True) as session:
+            task = q.assert_lease(session, self.task_pk, self.worker_id, utcnow())
+            if task is None:
+                self.lost.set()
+                raise LeaseLost(f"task {self.task_id}: lease lost")
+            yield session, task
+
+    def note(self, problem: str) -> None:
+        """Record a problem in the task's error log at once, so it is visible while the task runs."""
+        self.log.warning("%s", problem)
+        with contextlib.suppress(LeaseLost), self.guarded() as (_session, task):
+            task.error_log = _append_lines(task.error_log, [problem])
+
+
+def run_task(ctx: TaskContext) -> str:
+    """Run (or resume) a claimed task to a final status; returns it ('released' when handed back)."""
+    try:
+        run_data_stage(ctx)
+        run_image_stage(ctx)
+        return finalize(ctx)
+    except TaskCancelled:
+        with ctx.guarded() as (session, task):
+            q.finish_task(session, task, status=TaskStatus.CANCELLED.value, error_log=_append_lines(task.error_log, ["cancelled by a user"]))
+        ctx.log.info("cancelled")
+        return TaskStatus.CANCELLED.value
+    except LeaseLost:
+        ctx.log.warning("lease lost: another worker may have taken the task over; stopping")
+        return "lease-lost"
+    except WorkerStopping:
+        with contextlib.suppress(LeaseLost), ctx.guarded() as (_session, task):
+            task.lease_expires_at = utcnow()  # hand it back at once: another worker resumes it
+            task.worker_id = None
+        ctx.log.info("released on shutdown")
+        return "released"
+    except PipelineError as exc:
+        ctx.log.error("failed: %s", exc)
+        with contextlib.suppress(LeaseLost), ctx.guarded() as (session, task):
+            q.finish_task(session, task, status=TaskStatus.FAILED.value, error_log=_append_lines(task.error_log, [str(exc)]))
+        return TaskStatus.FAILED.value
+    except Exception as exc:  # a bug must not leave the task looking alive: record it and fail visibly
+        ctx.log.exception("internal error")
+        with contextlib.suppress(LeaseLost), ctx.guarded() as (session, task):
+            message = f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
+            q.finish_task(session, task, status=TaskStatus.FAILED.value, error_log=_append_lines(task.error_log, [message]))
+        return TaskStatus.FAILED.value
+
+
+# ---------------------------------------------------------------------------------------------- data stage
+
+
+def run_data_stage(ctx: TaskContext) -> None:
+    """Request personas in batches of 10, up to 5 in flight, committed in batch order, topped up when short."""
+    with ctx.db.session() as session:
+        stored = q.count_personas(session, ctx.task_pk)
+        next_batch = q.max_batch_number(session, ctx.task_pk) + 1
+        names = {name_key(f, last) for f, last in q.existing_names(session, ctx.task_pk)}
+        recent = [f"{f} {last}" for f, last in q.existing_names(session, ctx.task_pk)][-MAX_EXCLUDED_NAMES:]
+    remaining = ctx.count - stored
+    if remaining <= 0:
+        return
+    with ctx.guarded() as (session, task):
+        q.set_task_status(session, task, TaskStatus.GENERATING_DATA.value)
+    max_requests = math.ceil(remaining / PERSONA_BATCH_SIZE) * 2 + 3
+    requests_made = 0
+    prompts = {key: ctx.snapshot.get("bio_prompts", {}).get(key, "") for key in BIO_PROMPT_KEYS}
+    window: deque[tuple[int, int, Future[PersonaBatch]]] = deque()
+    ctx.log.info("data stage: %d personas to generate", remaining)
+    with ThreadPoolExecutor(MAX_BATCHES_IN_FLIGHT, thread_name_prefix=f"data-{ctx.task_id}") as pool:
+        try:
+            while remaining > 0:
+                in_flight = sum(n for _, n, _ in window)
+                while len(window) < MAX_BATCHES_IN_FLIGHT and in_flight < remaining and requests_made < max_requests:
+                    ctx.checkpoint()
+                    n = min(PERSONA_BATCH_SIZE, remaining - in_flight)
+                    request = PersonaRequest(
+                        description=ctx.description,
+                        language=ctx.language,
+                        count=n,
+                        bio_prompts=prompts,
+                        seed=derive_seed(ctx.seed, "batch", next_batch),
+                        batch_number=next_batch,
+                        exclude_names=tuple(recent),
+                    )
+                    window.append((next_batch, n, pool.submit(ctx.providers.persona.generate, request)))
+                    next_batch += 1
+                    requests_made += 1
+                    in_flight += n
+                if not window:
+                    break
+                batch_number, _n, future = window.popleft()
+                try:
+                    batch = future.result()
+                except ProviderError as exc:
+                    ctx.note(f"persona batch {batch_number} failed: {exc}")
+                    continue
+                ctx.checkpoint()
+                fresh = []
+                for persona in batch.personas:
+                    key = name_key(persona.firstname, persona.lastname)
+                    if key in names:
+                        continue
+                    names.add(key)
+                    fresh.append(persona.as_dict())
+                fresh = fresh[:remaining]
+                if batch.rejected or batch.problems:
+                    ctx.note(
+                        f"persona batch {batch_number}: {batch.rejected} unusable object(s)"
+                        + (f" ({'; '.join(batch.problems[:3])})" if batch.problems else "")
+                    )
+                with ctx.guarded() as (session, _task):
+                    if q.batch_exists(session, ctx.task_pk, batch_number):
+                        continue  # committed by an earlier attempt: never insert a batch twice
+                    inserted = q.insert_personas(session, ctx.task_pk, batch_number, fresh)
+                remaining -= inserted
+                recent = (recent + [f"{p['firstname']} {p['lastname']}" for p in fresh])[-MAX_EXCLUDED_NAMES:]
+        finally:
+            for _, _, future in window:
+                future.cancel()
+    if remaining > 0:
+        ctx.note(f"data stage: {remaining} of {ctx.count} personas missing after {requests_made} batch requests")
+    with ctx.guarded() as (session, task):
+        q.set_task_status(session, task, TaskStatus.DATA_GENERATED.value)
+
+
+# --------------------------------------------------------------------------------------------- image stage
+
+
+def run_image_stage(ctx: TaskContext) -> None:
+    """Make each pending persona's base and variations, several personas in parallel."""
+    with ctx.db.session() as session:
+        pending = q.pending_persona_ids(session, ctx.task_pk)
+    if not pending:
+        return
+    with ctx.guarded() as (session, task):
+        q.set_task_status(session, task, TaskStatus.GENERATING_IMAGES.value)
+    ctx.log.info("image stage: %d personas", len(pending))
+    threads = max(1, min(ctx.settings.persona_threads, len(pending)))
+    with ThreadPoolExecutor(threads, thread_name_prefix=f"img-{ctx.task_id}") as pool:
+        futures = [pool.submit(_persona_unit, ctx, result_id) for result_id in pending]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _persona_unit(ctx: TaskContext, result_id: int) -> None:
+    ctx.checkpoint()
+    try:
+        make_persona_images(ctx, result_id)
+    except (LeaseLost, TaskCancelled, WorkerStopping):
+        raise
+    except PipelineError as exc:
+        _fail_persona(ctx, result_id, str(exc))
+    except Exception as exc:  # one persona's bug must not sink the others: record it on the persona
+        ctx.log.exception("persona %d: internal error", result_id)
+        _fail_persona(ctx, result_id, f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _fail_persona(ctx: TaskContext, result_id: int, reason: str) -> None:
+    ctx.log.warning("persona %d failed: %s", result_id, reason)
+    with ctx.guarded() as (session, _task):
+        row = q.get_result(session, result_id)
+        if row is not None:
+            q.mark_persona(session, row, PersonaStatus.FAILED.value, reason[:2000])
+
+
+# ------------------------------------------------------------------------------------------------ finalize
+
+
+def finalize(ctx: TaskContext) -> str:
+    with ctx.guarded() as (session, task):
+        progress = q.task_progress(session, [ctx.task_pk]).get(ctx.task_pk, q.Progress())
+        failures = [
+            f"persona {r.firstname} {r.lastname[:1]}. (batch {r.batch_number}, slot {r.slot}): {r.error}"
+            for r in q.list_results(session, ctx.task_pk)
+            if r.status == PersonaStatus.FAILED.value
+        ]
+        if progress.personas_done >= ctx.count:
+            status = TaskStatus.COMPLETED.value
+        elif progress.personas_done == 0:
+            status = TaskStatus.FAILED.value
+        else:
+            status = TaskStatus.PARTIAL.value
+        q.finish_task(session, task, status=status, error_log=_append_lines(task.error_log, failures))
+    ctx.log.info(
+        "finished %s: %d/%d personas, %d images, %d failed",
+        status, progress.personas_done, ctx.count, progress.images_done, progress.personas_failed,
+    )
+    return status
+
+
+def _append_lines(log: str | None, lines: list[str]) -> str | None:
+    """Append lines to an error log, keeping it bounded."""
+    all_lines = (log.splitlines() if log else []) + lines
+    if len(all_lines) > ERROR_LOG_MAX_LINES:
+        all_lines = [*all_lines[:ERROR_LOG_MAX_LINES], f"... and {len(all_lines) - ERROR_LOG_MAX_LINES} more"]
+    return "\n".join(all_lines) or None

@@ -1,0 +1,172 @@
+"""The storage interface and its local and in-memory implementations (S3 lives in ``storage_s3``).
+
+Rows store *storage URIs*: a relative key for local storage, ``s3://bucket/key`` for S3. Legacy rows of
+the original system hold public ``http(s)`` URLs; ``is_legacy_url`` tells them apart so they still display.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from pipeline.errors import ConfigError, StorageError
+from pipeline.keys import content_type_for
+
+
+class Storage(Protocol):
+    """Private object storage addressed by key; returns the URI to store in the database."""
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> str: ...
+
+    def get(self, uri: str) -> bytes: ...
+
+    def delete_prefix(self, prefix: str) -> int: ...
+
+    def delete(self, uri: str) -> None: ...
+
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    def display_url(self, uri: str, expires_seconds: int = 300) -> str | None:
+        """A short-lived URL a browser may fetch, or None when the bytes must be served inline."""
+        ...
+
+
+def is_legacy_url(uri: str | None) -> bool:
+    return bool(uri) and str(uri).startswith(("http://", "https://"))
+
+
+PARTIAL_DIR = ".partial"
+
+
+class LocalStorage:
+    """Files below a root folder. Never served statically: pages read bytes after auth."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents and path != self.root:
+            raise StorageError(f"key escapes the storage root: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> str:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside the root, never inside a task's folder: a killed writer leaves no half object there.
+            partial = self.root / PARTIAL_DIR
+            partial.mkdir(parents=True, exist_ok=True)
+            tmp = partial / f"{os.getpid()}-{threading.get_ident()}-{path.name}"
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: a crash never leaves a half-written image
+        except OSError as exc:
+            raise StorageError(f"cannot write {key}: {exc.strerror}") from exc
+        return key
+
+    def get(self, uri: str) -> bytes:
+        try:
+            return self._path(uri).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc.strerror}") from exc
+
+    def delete(self, uri: str) -> None:
+        self._path(uri).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        removed = 0
+        for key in self.list_keys(prefix):
+            self._path(key).unlink(missing_ok=True)
+            removed += 1
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else None
+        if base is not None and base.is_dir():
+            for folder in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+            if not any(base.iterdir()):
+                base.rmdir()
+        return removed
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        folder = base if prefix.endswith("/") or base.is_dir() else base.parent
+        if not folder.exists():
+            return []
+        keys = []
+        for path in folder.rglob("*"):
+            if path.is_file() and PARTIAL_DIR not in path.parts:
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def display_url(self, uri: str, expires_seconds: int = 300) -> str | None:
+        return None
+
+
+class MemoryStorage:
+    """In-process storage for tests and previews."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> str:
+        with self._lock:
+            self.objects[key] = (data, content_type or content_type_for(key))
+        return key
+
+    def get(self, uri: str) -> bytes:
+        try:
+            return self.objects[uri][0]
+        except KeyError:
+            raise StorageError(f"no object {uri}") from None
+
+    def delete(self, uri: str) -> None:
+        with self._lock:
+            self.objects.pop(uri, None)
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._lock:
+            doomed = [k for k in self.objects if k.startswith(prefix)]
+            for key in doomed:
+                del self.objects[key]
+        return len(doomed)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def display_url(self, uri: str, expires_seconds: int = 300) -> str | None:
+        return None
+
+
+def open_storage(url: str, *, endpoint_url: str | None = None) -> Storage:
+    """Storage for ``STORAGE_URL``: ``file://path``, ``memory://`` or ``s3://bucket/prefix``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        # file://data/media is relative (netloc "data"), file:///abs/path absolute.
+        return LocalStorage(Path(parsed.netloc + parsed.path) if parsed.netloc else Path(parsed.path))
+    if parsed.scheme == "memory":
+        return MemoryStorage()
+    if parsed.scheme == "s3":
+        from pipeline.storage_s3 import S3Storage
+
+        return S3Storage.from_url(url, endpoint_url=endpoint_url)
+    raise ConfigError(f"STORAGE_URL {url!r} is not supported: use file://PATH, s3://BUCKET/PREFIX or memory://")
+
+
+def read_image(storage: Storage, uri: str, timeout_seconds: float = 20.0) -> bytes:
+    """Bytes of a stored image, including legacy public URLs of upgraded databases."""
+    if is_legacy_url(uri):
+        import requests
+
+        try:
+            response = requests.get(uri, timeout=timeout_seconds)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise StorageError(f"cannot fetch legacy image URL: {type(exc).__name__}") from exc
+        return response.content
+    return storage.get(uri)

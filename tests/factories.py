@@ -1,0 +1,86 @@
+"""Factories shared by integration tests: users, tasks, settings and a worker run to idle."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import db.queries as q
+from db.models import User
+from db.session import Database
+from pipeline.accounts import create_user
+from pipeline.app_settings import set_setting_value
+from pipeline.config import Settings
+from pipeline.executor import Worker
+from pipeline.registry import ProviderCache
+from pipeline.storage import LocalStorage, Storage
+from pipeline.tasks import build_snapshot, submit_task, validate_spec
+
+PASSWORD = "correct horse battery"
+
+
+def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "storage_url": f"file://{tmp_path / 'media'}",
+        "data_dir": tmp_path / "data",
+        "lease_seconds": 10.0,
+        "heartbeat_seconds": 0.5,
+        "worker_in_app": False,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def make_user(db: Database, email: str = "ana@example.org", *, admin: bool = True) -> User:
+    return create_user(db, email, PASSWORD, admin=admin)
+
+
+def submit(
+    db: Database,
+    settings: Settings,
+    user: User,
+    *,
+    count: int = 3,
+    images: int = 4,
+    seed: int | None = 7,
+    description: str = "urban cyclists in Lisbon, 25-40",
+    language: str = "Portuguese",
+    toggles: Mapping[str, bool] | None = None,
+) -> str:
+    for key, value in (toggles or {}).items():
+        set_setting_value(db, key, str(value).lower(), actor=None)
+    spec = validate_spec(
+        user_id=user.id, description=description, language=language, count=count, images_per_persona=images, seed=seed
+    )
+    return submit_task(db, spec, build_snapshot(db, settings))
+
+
+def run_worker(
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    *,
+    providers: ProviderCache | None = None,
+    worker_id: str | None = None,
+) -> Worker:
+    worker = Worker(db, storage, settings, worker_id=worker_id, providers=providers, poll_seconds=0.05)
+    worker.run(until_idle=True)
+    return worker
+
+
+def local_storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "media")
+
+
+def results_of(db: Database, task_id: str) -> list[Any]:
+    with db.session() as session:
+        task = q.get_task(session, task_id)
+        assert task is not None
+        return q.list_results(session, task.id)
+
+
+def task_row(db: Database, task_id: str) -> Any:
+    with db.session() as session:
+        return q.get_task(session, task_id)
