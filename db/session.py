@@ -92,9 +92,13 @@ class Database:
         lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
         with lock, self.sessionmaker() as session:
             if immediate and self.dialect == "sqlite":
-                session.connection(execution_options={"sqlite_immediate": True})
-            with session.begin():
+                session.connection(execution_options={"sqlite_immediate": True})  # begins: BEGIN IMMEDIATE
+            try:
                 yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
     def dispose(self) -> None:
         self.engine.dispose()

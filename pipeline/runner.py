@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import db.queries as q
@@ -36,6 +37,7 @@ from pipeline.image_stage import make_persona_images
 from pipeline.personas import name_key
 from pipeline.registry import Providers
 from pipeline.storage import Storage
+from pipeline.targets import allocate_slots
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class TaskContext:
     description: str
     language: str
     snapshot: dict[str, Any]
+    targets: dict[str, Any] | None = None
     lost: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -90,6 +93,7 @@ class TaskContext:
             description=task.persona_description,
             language=task.bio_language,
             snapshot=dict(task.config_snapshot or {}),
+            targets=task.targets or None,
             **kwargs,
         )
 
@@ -135,6 +139,11 @@ def run_task(ctx: TaskContext) -> str:
     except LeaseLost:
         ctx.log.warning("lease lost: another worker may have taken the task over; stopping")
         return "lease-lost"
+    except DBAPIError as exc:
+        # The database went away mid-unit (e.g. a PostgreSQL restart). Nothing can be recorded now; the lease
+        # expires and this or another worker resumes the task from what was committed.
+        ctx.log.warning("database unavailable (%s); the task resumes when its lease expires", type(exc).__name__)
+        return "database-unavailable"
     except WorkerStopping:
         with contextlib.suppress(LeaseLost), ctx.guarded() as (_session, task):
             task.lease_expires_at = utcnow()  # hand it back at once: another worker resumes it
@@ -172,6 +181,7 @@ def run_data_stage(ctx: TaskContext) -> None:
     max_requests = math.ceil(remaining / PERSONA_BATCH_SIZE) * 2 + 3
     requests_made = 0
     prompts = {key: ctx.snapshot.get("bio_prompts", {}).get(key, "") for key in BIO_PROMPT_KEYS}
+    open_slots = _open_slots(ctx) if ctx.targets else []
     window: deque[tuple[int, int, Future[PersonaBatch]]] = deque()
     ctx.log.info("data stage: %d personas to generate", remaining)
     with ThreadPoolExecutor(MAX_BATCHES_IN_FLIGHT, thread_name_prefix=f"data-{ctx.task_id}") as pool:
@@ -181,6 +191,8 @@ def run_data_stage(ctx: TaskContext) -> None:
                 while len(window) < MAX_BATCHES_IN_FLIGHT and in_flight < remaining and requests_made < max_requests:
                     ctx.checkpoint()
                     n = min(PERSONA_BATCH_SIZE, remaining - in_flight)
+                    # Slots of the personas still missing; those in flight are asked for again only on top-up.
+                    slots = tuple(open_slots[in_flight:in_flight + n]) if open_slots else ()
                     request = PersonaRequest(
                         description=ctx.description,
                         language=ctx.language,
@@ -189,6 +201,7 @@ def run_data_stage(ctx: TaskContext) -> None:
                         seed=derive_seed(ctx.seed, "batch", next_batch),
                         batch_number=next_batch,
                         exclude_names=tuple(recent),
+                        slots=slots,
                     )
                     window.append((next_batch, n, pool.submit(ctx.providers.persona.generate, request)))
                     next_batch += 1
@@ -221,6 +234,8 @@ def run_data_stage(ctx: TaskContext) -> None:
                         continue  # committed by an earlier attempt: never insert a batch twice
                     inserted = q.insert_personas(session, ctx.task_pk, batch_number, fresh)
                 remaining -= inserted
+                for stored_persona in fresh[:inserted]:
+                    _fill_slot(open_slots, stored_persona)
                 recent = (recent + [f"{p['firstname']} {p['lastname']}" for p in fresh])[-MAX_EXCLUDED_NAMES:]
         finally:
             for _, _, future in window:
@@ -229,6 +244,35 @@ def run_data_stage(ctx: TaskContext) -> None:
         ctx.note(f"data stage: {remaining} of {ctx.count} personas missing after {requests_made} batch requests")
     with ctx.guarded() as (session, task):
         q.set_task_status(session, task, TaskStatus.DATA_GENERATED.value)
+
+
+def _slot_matches(slot: dict[str, Any], persona: dict[str, Any]) -> bool:
+    if "gender" in slot and slot["gender"] != persona.get("gender"):
+        return False
+    if "ethnicity" in slot and str(slot["ethnicity"]).casefold() != str(persona.get("ethnicity") or "").casefold():
+        return False
+    age = persona.get("age")
+    return "age_min" not in slot or (isinstance(age, int) and slot["age_min"] <= age <= slot["age_max"])
+
+
+def _fill_slot(open_slots: list[dict[str, Any]], persona: dict[str, Any]) -> None:
+    """Mark the slot a stored persona fills (an exact match if any, else the oldest open one)."""
+    if not open_slots:
+        return
+    for i, slot in enumerate(open_slots):
+        if _slot_matches(slot, persona):
+            del open_slots[i]
+            return
+    del open_slots[0]
+
+
+def _open_slots(ctx: TaskContext) -> list[dict[str, Any]]:
+    """The task's exact demographic slots minus those already filled by stored personas (resume-safe)."""
+    slots = allocate_slots(ctx.targets, ctx.count, derive_seed(ctx.seed, "slots"))
+    with ctx.db.session() as session:
+        for row in q.list_results(session, ctx.task_pk):
+            _fill_slot(slots, {"gender": row.gender, "ethnicity": row.ethnicity, "age": row.age})
+    return slots
 
 
 # --------------------------------------------------------------------------------------------- image stage
@@ -259,8 +303,8 @@ def _persona_unit(ctx: TaskContext, result_id: int) -> None:
     ctx.checkpoint()
     try:
         make_persona_images(ctx, result_id)
-    except (LeaseLost, TaskCancelled, WorkerStopping):
-        raise
+    except (LeaseLost, TaskCancelled, WorkerStopping, DBAPIError):
+        raise  # not the persona's fault: the whole task stops (and resumes later where needed)
     except PipelineError as exc:
         _fail_persona(ctx, result_id, str(exc))
     except Exception as exc:  # one persona's bug must not sink the others: record it on the persona

@@ -46,7 +46,7 @@ PGCTL=("${PGRUN[@]}" "$PGBIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/log" -w -o "-
 cleanup() { "${PGCTL[@]}" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$PGROOT"; }
 trap cleanup EXIT
 export TEST_POSTGRES_URL="postgresql+psycopg2://postgres@127.0.0.1:$PGPORT/postgres"
-export TEST_PG_CTL="${PGCTL[*]}"
+export TEST_PG_CTL="$(printf '%q ' "${PGCTL[@]}")"
 export REQUIRE_POSTGRES=1
 export REQUIRE_CHROMIUM=1
 

@@ -1,0 +1,206 @@
+"""Dataset quality checks, recorded per persona and summarised per task.
+
+- bios over the platforms' length limits (X 160, Instagram 150, TikTok 80 characters);
+- duplicate names and near-duplicate bios (MinHash over character shingles, via datasketch);
+- the bios' language against the requested one (langdetect, seeded for determinism);
+- near-duplicate images across the task (perceptual hash, via imagehash);
+- grids that had to be asked for again because they were not 2x2 (from the image stage's records).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PLATFORM_LIMITS: dict[str, int] = {"bio_x": 160, "bio_instagram": 150, "bio_tiktok": 80}
+NEAR_DUPLICATE_BIO = 0.85  # Jaccard similarity of 5-character shingles
+NEAR_DUPLICATE_IMAGE_BITS = 4  # Hamming distance between 64-bit perceptual hashes
+LANGUAGE_MIN_PROBABILITY = 0.80
+MIN_TEXT_FOR_LANGUAGE = 40
+
+# langdetect's languages by the English names the app stores.
+LANGUAGE_CODES: dict[str, str] = {
+    "Afrikaans": "af", "Arabic": "ar", "Bulgarian": "bg", "Bengali": "bn", "Catalan": "ca", "Czech": "cs",
+    "Welsh": "cy", "Danish": "da", "German": "de", "Greek": "el", "English": "en", "Spanish": "es",
+    "Estonian": "et", "Persian": "fa", "Finnish": "fi", "French": "fr", "Gujarati": "gu", "Hebrew": "he",
+    "Hindi": "hi", "Croatian": "hr", "Hungarian": "hu", "Indonesian": "id", "Italian": "it", "Japanese": "ja",
+    "Kannada": "kn", "Korean": "ko", "Lithuanian": "lt", "Latvian": "lv", "Macedonian": "mk", "Malayalam": "ml",
+    "Marathi": "mr", "Nepali": "ne", "Dutch": "nl", "Norwegian": "no", "Punjabi": "pa", "Polish": "pl",
+    "Portuguese": "pt", "Romanian": "ro", "Russian": "ru", "Slovak": "sk", "Slovenian": "sl", "Somali": "so",
+    "Albanian": "sq", "Swedish": "sv", "Swahili": "sw", "Tamil": "ta", "Telugu": "te", "Thai": "th",
+    "Tagalog": "tl", "Filipino": "tl", "Turkish": "tr", "Ukrainian": "uk", "Urdu": "ur", "Vietnamese": "vi",
+    "Chinese": "zh", "Mandarin": "zh", "Chinese (Simplified)": "zh", "Chinese (Traditional)": "zh",
+}
+_LANG_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PersonaInput:
+    """What the checks read of one persona."""
+
+    id: int
+    firstname: str
+    lastname: str
+    bios: Mapping[str, str | None]
+    about: str | None = None
+    image_bytes: Sequence[bytes] = ()  # thumbnails are enough for perceptual hashing
+    grid_retries: int = 0
+
+
+@dataclass
+class QualityReport:
+    per_persona: dict[int, dict[str, Any]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def bio_length_flags(bios: Mapping[str, str | None]) -> list[str]:
+    return [f"{key}_too_long" for key, limit in PLATFORM_LIMITS.items() if len(bios.get(key) or "") > limit]
+
+
+def shingles(text: str, k: int = 5) -> set[str]:
+    cleaned = " ".join(text.casefold().split())
+    return {cleaned[i : i + k] for i in range(max(1, len(cleaned) - k + 1))} if cleaned else set()
+
+
+def near_duplicate_texts(texts: Mapping[int, str], threshold: float = NEAR_DUPLICATE_BIO) -> list[tuple[int, int, float]]:
+    """Pairs of ids whose texts are near-duplicates (MinHash LSH candidates, confirmed by exact Jaccard)."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=128)
+    sets = {i: shingles(t) for i, t in texts.items() if t and t.strip()}
+    hashes = {}
+    for i, s in sets.items():
+        m = MinHash(num_perm=128, seed=1)
+        m.update_batch([x.encode() for x in s])
+        hashes[i] = m
+        lsh.insert(str(i), m)
+    pairs = set()
+    for i, m in hashes.items():
+        for other in lsh.query(m):
+            j = int(other)
+            if j != i:
+                a, b = sorted((i, j))
+                pairs.add((a, b))
+    out = []
+    for a, b in sorted(pairs):
+        jaccard = len(sets[a] & sets[b]) / len(sets[a] | sets[b])
+        if jaccard >= threshold:
+            out.append((a, b, round(jaccard, 3)))
+    return out
+
+
+def detect_language(text: str) -> tuple[str, float] | None:
+    """(ISO code, probability) of a text, or None when it is too short to tell."""
+    if len(text.strip()) < MIN_TEXT_FOR_LANGUAGE:
+        return None
+    from langdetect import DetectorFactory, detect_langs
+    from langdetect.lang_detect_exception import LangDetectException
+
+    with _LANG_LOCK:  # langdetect's factory is global; seeding it makes results repeatable
+        DetectorFactory.seed = 0
+        try:
+            best = detect_langs(text)[0]
+        except LangDetectException:
+            return None
+    return best.lang.split("-")[0], float(best.prob)
+
+
+def image_hash(data: bytes) -> int:
+    import imagehash
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return int(str(imagehash.phash(img)), 16)
+
+
+def near_duplicate_images(
+    hashes: Mapping[tuple[int, int], int], max_bits: int = NEAR_DUPLICATE_IMAGE_BITS
+) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
+    """Pairs of images (persona id, index) across different personas within ``max_bits`` Hamming distance.
+
+    Pigeonhole banding: two 64-bit hashes within ``max_bits`` agree exactly on at least one of ``max_bits + 1``
+    bands, so only images sharing a band are compared (no quadratic scan).
+    """
+    bands = max_bits + 1
+    width = 64 // bands
+    buckets: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    for key, h in hashes.items():
+        for b in range(bands):
+            buckets[(b, (h >> (b * width)) & ((1 << width) - 1))].append(key)
+    seen = set()
+    out = []
+    for members in buckets.values():
+        for i in range(len(members)):
+            for j in range(i + 1, len(members)):
+                a, c = sorted((members[i], members[j]))
+                if a[0] == c[0] or (a, c) in seen:
+                    continue
+                seen.add((a, c))
+                distance = bin(hashes[a] ^ hashes[c]).count("1")
+                if distance <= max_bits:
+                    out.append((a, c, distance))
+    return sorted(out)
+
+
+def check_task(personas: Iterable[PersonaInput], language: str) -> QualityReport:
+    """Run every check; returns per-persona flags/details and a task summary."""
+    people = list(personas)
+    report = QualityReport({p.id: {"flags": [], "details": {}} for p in people})
+
+    def flag(pid: int, name: str, detail: Any = None) -> None:
+        entry = report.per_persona[pid]
+        if name not in entry["flags"]:
+            entry["flags"].append(name)
+        if detail is not None:
+            entry["details"].setdefault(name, []).append(detail)
+
+    names: dict[str, list[int]] = defaultdict(list)
+    for p in people:
+        names[" ".join(f"{p.firstname} {p.lastname}".casefold().split())].append(p.id)
+        for f in bio_length_flags(p.bios):
+            flag(p.id, f)
+        if p.grid_retries:
+            flag(p.id, "grid_retried", p.grid_retries)
+    for ids in names.values():
+        if len(ids) > 1:
+            for pid in ids:
+                flag(pid, "duplicate_name", [i for i in ids if i != pid])
+
+    texts = {p.id: " ".join(v for v in p.bios.values() if v) for p in people}
+    for a, b, sim in near_duplicate_texts(texts):
+        flag(a, "near_duplicate_bio", {"with": b, "similarity": sim})
+        flag(b, "near_duplicate_bio", {"with": a, "similarity": sim})
+
+    expected = LANGUAGE_CODES.get(language)
+    if expected:
+        for p in people:
+            detected = detect_language(" ".join([texts[p.id], p.about or ""]))
+            if detected and detected[0] != expected and detected[1] >= LANGUAGE_MIN_PROBABILITY:
+                flag(p.id, "language_mismatch", {"expected": expected, "detected": detected[0], "p": round(detected[1], 2)})
+
+    hashes = {(p.id, i): image_hash(data) for p in people for i, data in enumerate(p.image_bytes)}
+    for img_a, img_b, distance in near_duplicate_images(hashes):
+        flag(img_a[0], "near_duplicate_image", {"image": img_a[1], "with": list(img_b), "bits": distance})
+        flag(img_b[0], "near_duplicate_image", {"image": img_b[1], "with": list(img_a), "bits": distance})
+
+    counts: dict[str, int] = defaultdict(int)
+    for entry in report.per_persona.values():
+        for name in entry["flags"]:
+            counts[name] += 1
+    report.summary = {
+        "personas": len(people),
+        "flagged": sum(1 for e in report.per_persona.values() if e["flags"]),
+        "flags": dict(sorted(counts.items())),
+        "language_checked": bool(expected),
+        "thresholds": {
+            "near_duplicate_bio_jaccard": NEAR_DUPLICATE_BIO,
+            "near_duplicate_image_bits": NEAR_DUPLICATE_IMAGE_BITS,
+            "language_min_probability": LANGUAGE_MIN_PROBABILITY,
+            "platform_limits": PLATFORM_LIMITS,
+        },
+    }
+    return report

@@ -1,0 +1,36 @@
+"""Run every benchmark: ``.venv/bin/python -m tests.bench [NAME ...]``. Prints a table, writes bench-results.json."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+from tests.bench.harness import BenchRow, machine, render, write_results
+
+BENCHES = {
+    "claim": ("tests.bench.bench_db", "bench_claim_overhead"),
+    "insert": ("tests.bench.bench_db", "bench_bulk_insert"),
+}
+
+
+def main(names: list[str]) -> int:
+    rows: list[BenchRow] = []
+    for name in names or list(BENCHES):
+        module, func = BENCHES[name]
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            result = getattr(importlib.import_module(module), func)()
+        except Exception:
+            traceback.print_exc()
+            continue
+        rows.extend(result if isinstance(result, list) else [result])
+    print(f"Machine: {machine()}\n")
+    print(render(rows))
+    write_results(rows, Path("bench-results.json"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,77 @@
+"""Benchmark harness: every result is a ratio against a baseline measured in the same process and run.
+
+Absolute times on a 2-core shared machine are noise; ratios are what we track. Not part of the test command.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BenchRow:
+    name: str
+    measured_s: float
+    baseline_s: float
+    target: float  # the ratio must be <= target
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_s / self.baseline_s if self.baseline_s > 0 else float("inf")
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= self.target and not self.extra.get("violations")
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
+    """The fastest of several runs (the least disturbed by the other tenant of the machine)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p95_ms": 1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+    }
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def render(rows: list[BenchRow]) -> str:
+    head = f"| benchmark | measured | baseline | ratio | target | result | notes |\n|---|---|---|---|---|---|---|"
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.measured_s:.3f} s | {r.baseline_s:.3f} s | {r.ratio:.2f}× | ≤ {r.target:g}× | "
+            f"{'pass' if r.passed else 'FAIL'} | {r.notes} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(rows: list[BenchRow], path: Path) -> None:
+    payload = {
+        "machine": machine(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": [asdict(r) | {"ratio": r.ratio, "passed": r.passed} for r in rows],
+    }
+    path.write_text(json.dumps(payload, indent=2, default=str))
