@@ -59,7 +59,7 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
     n_blocks = ctx.images_per_persona // IMAGES_PER_BLOCK
     for block in range(done_blocks, n_blocks):
         ctx.checkpoint()
-        prompt, processed = _make_block(ctx, persona, persona_key, base, block, history, append)
+        prompt, processed, retries = _make_block(ctx, persona, persona_key, base, block, history, append)
         uris, metas = [], []
         for i, image in enumerate(processed):
             index = block * IMAGES_PER_BLOCK + i
@@ -78,7 +78,7 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
             row = q.get_result(session, result_id)
             if row is None:
                 return
-            q.append_images(session, row, uris, metas, {"block": block, "prompt": prompt})
+            q.append_images(session, row, uris, metas, {"block": block, "prompt": prompt, "retries": retries})
         history.append(prompt)
 
     with ctx.guarded() as (session, _task):
@@ -130,8 +130,11 @@ def _base_meta(data: bytes, prompt: str, face_ref: str | None) -> dict[str, Any]
 
 def _make_block(
     ctx: TaskContext, persona: PersonaDraft, persona_key: str, base: bytes, block: int, history: list[str], append: str
-) -> tuple[str, list[ProcessedImage]]:
-    """Ask for a grid prompt, edit the stored base into a 2x2 grid, split and post-process it."""
+) -> tuple[str, list[ProcessedImage], int]:
+    """Ask for a grid prompt, edit the stored base into a 2x2 grid, split and post-process it.
+
+    Returns the prompt, the four processed images and how many grids were rejected before this one.
+    """
     prompt = ctx.providers.prompt.grid_prompt(persona, history, seed=derive_seed(ctx.seed, persona_key, "prompt", block))
     if append and append not in prompt:
         prompt = f"{prompt} {append}"
@@ -152,6 +155,6 @@ def _make_block(
             last = exc
             ctx.log.warning("grid %d of %s rejected (attempt %d): %s", block, persona_key, attempt + 1, exc)
             continue
-        return prompt, processed
+        return prompt, processed, attempt
     assert last is not None
     raise last
