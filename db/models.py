@@ -152,6 +152,8 @@ class GenerationTask(Base):
     cancel_requested: Mapped[bool] = mapped_column(
         sa.Boolean, nullable=False, server_default=sa.false(), default=False
     )
+    quality_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    targets_report: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
     user: Mapped[User] = relationship(lazy="raise")
 
@@ -203,6 +205,9 @@ class GenerationResult(Base):
     favorite: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, server_default=sa.false(), default=False)
     tags: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     rating: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    curation: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)  # keep / reject / NULL
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    quality_flags: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, server_default=sa.func.now(), default=utcnow, onupdate=utcnow
     )
@@ -226,6 +231,23 @@ class AuditLog(Base):
     target: Mapped[str] = mapped_column(sa.String(255), nullable=False)
     old_value: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     new_value: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=sa.func.now(), default=utcnow
+    )
+
+
+class SavedView(Base):
+    """A named gallery view (its filter as query parameters), per user."""
+
+    __tablename__ = "saved_views"
+    __table_args__ = (sa.UniqueConstraint("user_id", "name", name="uq_saved_views_user_name"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("users.id", name="fk_saved_views_user_id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, server_default=sa.func.now(), default=utcnow
     )

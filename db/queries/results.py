@@ -23,6 +23,7 @@ __all__ = [
     "max_batch_number",
     "pending_persona_ids",
     "set_base_image",
+    "store_review",
 ]
 
 
@@ -125,3 +126,22 @@ def mark_persona(
     if status == PersonaStatus.FAILED.value:
         result.attempts = (result.attempts or 0) + 1
     result.updated_at = now or utcnow()
+
+
+def store_review(
+    session: Session,
+    task: Any,
+    per_persona: Mapping[int, dict[str, Any]],
+    summary: dict[str, Any],
+    targets_report: dict[str, Any] | None,
+) -> None:
+    """Store quality flags per persona (one UPDATE per flagged/cleared row) and the task's summaries."""
+    for result_id, entry in per_persona.items():
+        session.execute(
+            sa.update(GenerationResult)
+            .where(GenerationResult.id == result_id, GenerationResult.task_id == task.id)
+            .values(quality=entry, quality_flags=sorted(entry.get("flags", [])) or None)
+            .execution_options(synchronize_session=False)
+        )
+    task.quality_summary = summary
+    task.targets_report = targets_report

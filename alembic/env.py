@@ -1,0 +1,61 @@
+"""Alembic environment: the URL comes from the pipeline settings (or ``db.session.alembic_config``), never
+from alembic.ini. SQLite runs in batch mode with foreign keys off during migrations: batch mode recreates
+tables, and with foreign keys on, ON DELETE CASCADE would silently delete child rows."""
+
+from __future__ import annotations
+
+import logging
+from logging.config import fileConfig
+
+from alembic import context
+
+from db.models import Base
+from db.session import make_engine
+
+config = context.config
+if config.config_file_name and not config.attributes.get("database_url"):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+log = logging.getLogger("alembic.env")
+
+
+def database_url() -> str:
+    url = config.attributes.get("database_url")
+    if url:
+        return str(url)
+    from pipeline.config import get_settings
+
+    return get_settings().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=database_url(), target_metadata=Base.metadata, literal_binds=True, compare_type=True,
+                      render_as_batch=database_url().startswith("sqlite"))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(database_url())
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        with engine.connect() as connection:
+            if sqlite:
+                # Outside any transaction, or SQLite ignores it.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            context.configure(
+                connection=connection,
+                target_metadata=Base.metadata,
+                render_as_batch=sqlite,
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
