@@ -20,6 +20,7 @@ PLATFORM_LIMITS: dict[str, int] = {"bio_x": 160, "bio_instagram": 150, "bio_tikt
 NEAR_DUPLICATE_BIO = 0.85  # Jaccard similarity of 5-character shingles
 NEAR_DUPLICATE_IMAGE_BITS = 4  # Hamming distance between 64-bit perceptual hashes
 LANGUAGE_MIN_PROBABILITY = 0.80
+MAX_DETAILS_PER_FLAG = 5
 MIN_TEXT_FOR_LANGUAGE = 40
 
 # langdetect's languages by the English names the app stores.
@@ -118,32 +119,49 @@ def image_hash(data: bytes) -> int:
 
 
 def near_duplicate_images(
-    hashes: Mapping[tuple[int, int], int], max_bits: int = NEAR_DUPLICATE_IMAGE_BITS
-) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
-    """Pairs of images (persona id, index) across different personas within ``max_bits`` Hamming distance.
+    hashes: Mapping[tuple[int, int], int], max_bits: int = NEAR_DUPLICATE_IMAGE_BITS, examples: int = 3
+) -> dict[tuple[int, int], list[tuple[tuple[int, int], int]]]:
+    """For each image (persona id, index), up to ``examples`` images of OTHER personas within ``max_bits``.
 
-    Pigeonhole banding: two 64-bit hashes within ``max_bits`` agree exactly on at least one of ``max_bits + 1``
-    bands, so only images sharing a band are compared (no quadratic scan).
+    Identical hashes are grouped first; distinct hashes are compared only when they share one of ``max_bits + 1``
+    bands (pigeonhole: within ``max_bits`` they agree exactly on at least one band), so a dataset full of
+    look-alike images costs linear, not quadratic, time.
     """
+    groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for key, h in hashes.items():
+        groups[h].append(key)
     bands = max_bits + 1
     width = 64 // bands
-    buckets: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-    for key, h in hashes.items():
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for h in groups:
         for b in range(bands):
-            buckets[(b, (h >> (b * width)) & ((1 << width) - 1))].append(key)
-    seen = set()
-    out = []
+            buckets[(b, (h >> (b * width)) & ((1 << width) - 1))].append(h)
+    near: dict[int, dict[int, int]] = defaultdict(dict)  # hash -> {near hash: distance}, including itself
+    for h in groups:
+        near[h][h] = 0
     for members in buckets.values():
-        for i in range(len(members)):
-            for j in range(i + 1, len(members)):
-                a, c = sorted((members[i], members[j]))
-                if a[0] == c[0] or (a, c) in seen:
-                    continue
-                seen.add((a, c))
-                distance = bin(hashes[a] ^ hashes[c]).count("1")
-                if distance <= max_bits:
-                    out.append((a, c, distance))
-    return sorted(out)
+        for i, a in enumerate(members[:200]):  # a huge bucket of distinct near hashes: sample, stay bounded
+            for c in members[i + 1 : 200]:
+                if c not in near[a]:
+                    distance = bin(a ^ c).count("1")
+                    if distance <= max_bits:
+                        near[a][c] = distance
+                        near[c][a] = distance
+    out: dict[tuple[int, int], list[tuple[tuple[int, int], int]]] = {}
+    for h, keys in groups.items():
+        for key in keys:
+            found: list[tuple[tuple[int, int], int]] = []
+            for other_hash, distance in sorted(near[h].items(), key=lambda kv: kv[1]):
+                for other in groups[other_hash]:
+                    if other[0] != key[0]:
+                        found.append((other, distance))
+                        if len(found) >= examples:
+                            break
+                if len(found) >= examples:
+                    break
+            if found:
+                out[key] = found
+    return out
 
 
 def check_task(personas: Iterable[PersonaInput], language: str) -> QualityReport:
@@ -156,7 +174,9 @@ def check_task(personas: Iterable[PersonaInput], language: str) -> QualityReport
         if name not in entry["flags"]:
             entry["flags"].append(name)
         if detail is not None:
-            entry["details"].setdefault(name, []).append(detail)
+            details = entry["details"].setdefault(name, [])
+            if len(details) < MAX_DETAILS_PER_FLAG:
+                details.append(detail)
 
     names: dict[str, list[int]] = defaultdict(list)
     for p in people:
@@ -183,9 +203,8 @@ def check_task(personas: Iterable[PersonaInput], language: str) -> QualityReport
                 flag(p.id, "language_mismatch", {"expected": expected, "detected": detected[0], "p": round(detected[1], 2)})
 
     hashes = {(p.id, i): image_hash(data) for p in people for i, data in enumerate(p.image_bytes)}
-    for img_a, img_b, distance in near_duplicate_images(hashes):
-        flag(img_a[0], "near_duplicate_image", {"image": img_a[1], "with": list(img_b), "bits": distance})
-        flag(img_b[0], "near_duplicate_image", {"image": img_b[1], "with": list(img_a), "bits": distance})
+    for (pid, index), matches in near_duplicate_images(hashes).items():
+        flag(pid, "near_duplicate_image", {"image": index, "like": [[o[0], o[1], d] for o, d in matches]})
 
     counts: dict[str, int] = defaultdict(int)
     for entry in report.per_persona.values():

@@ -36,6 +36,7 @@ from pipeline.errors import LeaseLost, PipelineError, ProviderError, TaskCancell
 from pipeline.image_stage import make_persona_images
 from pipeline.personas import name_key
 from pipeline.registry import Providers
+from pipeline.review import review_task
 from pipeline.storage import Storage
 from pipeline.targets import allocate_slots
 
@@ -130,6 +131,7 @@ def run_task(ctx: TaskContext) -> str:
     try:
         run_data_stage(ctx)
         run_image_stage(ctx)
+        run_review(ctx)
         return finalize(ctx)
     except TaskCancelled:
         with ctx.guarded() as (session, task):
@@ -321,6 +323,18 @@ def _fail_persona(ctx: TaskContext, result_id: int, reason: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ finalize
+
+
+def run_review(ctx: TaskContext) -> None:
+    """Quality checks and the targets report; a failure here is reported, never fatal to the dataset."""
+    ctx.checkpoint()
+    try:
+        review_task(ctx)
+    except (LeaseLost, TaskCancelled, WorkerStopping, DBAPIError):
+        raise
+    except Exception as exc:  # the dataset is complete: say the checks failed instead of failing the task
+        ctx.log.exception("quality checks failed")
+        ctx.note(f"quality checks could not run: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def finalize(ctx: TaskContext) -> str:

@@ -66,10 +66,16 @@ def test_near_duplicate_images_across_personas_only() -> None:
     b = rng.integers(0, 255, (64, 64, 3))
     hashes = {(1, 0): image_hash(_jpeg(a)), (2, 0): image_hash(_jpeg(np.clip(a + 3, 0, 255))),
               (3, 0): image_hash(_jpeg(b)), (1, 1): image_hash(_jpeg(a))}
-    pairs = near_duplicate_images(hashes)
-    assert ((1, 0), (2, 0)) in [(x, y) for x, y, _ in pairs]
-    assert all(x[0] != y[0] for x, y, _ in pairs)  # same persona's images are not compared
-    assert all(3 not in (x[0], y[0]) for x, y, _ in pairs)
+    found = near_duplicate_images(hashes)
+    assert (2, 0) in [other for other, _ in found[(1, 0)]]
+    assert all(other[0] != key[0] for key, matches in found.items() for other, _ in matches)  # not within a persona
+    assert (3, 0) not in found and all((3, 0) not in [o for o, _ in m] for m in found.values())
+
+
+def test_near_duplicate_images_stay_linear_for_identical_images() -> None:
+    hashes = {(pid, i): 0xABCDEF for pid in range(2000) for i in range(8)}
+    found = near_duplicate_images(hashes)
+    assert len(found) == 16000 and all(len(m) == 3 for m in found.values())
 
 
 def test_check_task_flags_and_summary() -> None:
