@@ -31,7 +31,7 @@ LANGUAGE_CODES: dict[str, str] = {
     "Hindi": "hi", "Croatian": "hr", "Hungarian": "hu", "Indonesian": "id", "Italian": "it", "Japanese": "ja",
     "Kannada": "kn", "Korean": "ko", "Lithuanian": "lt", "Latvian": "lv", "Macedonian": "mk", "Malayalam": "ml",
     "Marathi": "mr", "Nepali": "ne", "Dutch": "nl", "Norwegian": "no", "Punjabi": "pa", "Polish": "pl",
-    "Portuguese": "pt", "Romanian": "ro", "Russian": "ru", "Slovak": "sk", "Slovenian": "sl", "Somali": "so",
+    "Portuguese": "pt", "Portuguese (Brazil)": "pt", "Portuguese (Portugal)": "pt", "Romanian": "ro", "Russian": "ru", "Slovak": "sk", "Slovenian": "sl", "Somali": "so",
     "Albanian": "sq", "Swedish": "sv", "Swahili": "sw", "Tamil": "ta", "Telugu": "te", "Thai": "th",
     "Tagalog": "tl", "Filipino": "tl", "Turkish": "tr", "Ukrainian": "uk", "Urdu": "ur", "Vietnamese": "vi",
     "Chinese": "zh", "Mandarin": "zh", "Chinese (Simplified)": "zh", "Chinese (Traditional)": "zh",

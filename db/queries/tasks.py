@@ -282,11 +282,8 @@ def _append(log: str | None, line: str) -> str:
 
 
 def runnable_task_exists(session: Session, now: datetime) -> bool:
-    """Any task a worker could claim now or later (pending, or in progress under an expired lease)."""
+    """Any task a worker could claim now or later: pending, or in progress (its lease may yet expire,
+    when its worker died, and then it must be resumed)."""
     t = GenerationTask
-    query = sa.select(t.id).where(
-        t.status.in_(TaskStatus.runnable()),
-        sa.or_(t.lease_expires_at.is_(None), t.lease_expires_at <= now),
-        t.cancel_requested.is_(False),
-    )
+    query = sa.select(t.id).where(t.status.in_(TaskStatus.runnable()), t.cancel_requested.is_(False))
     return session.scalar(query.limit(1)) is not None

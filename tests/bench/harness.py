@@ -58,7 +58,7 @@ def machine() -> str:
 
 
 def render(rows: list[BenchRow]) -> str:
-    head = f"| benchmark | measured | baseline | ratio | target | result | notes |\n|---|---|---|---|---|---|---|"
+    head = "| benchmark | measured | baseline | ratio | target | result | notes |\n|---|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
         lines.append(

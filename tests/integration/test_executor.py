@@ -230,7 +230,7 @@ class _SlowProviders(ProviderCache):
             name = "slow-offline"
 
             def generate_base(self, persona: PersonaDraft, prompt: str, *, seed: int) -> bytes:
-                if persona.firstname in outer.fail_names:
+                if f"{persona.firstname} {persona.lastname}" in outer.fail_names:
                     raise ProviderError("slow-offline", "refused for the test", status=500)
                 return base.image.generate_base(persona, prompt, seed=seed)
 
@@ -280,7 +280,7 @@ def test_partial_then_retry_only_failed(database: Database, db_url: str, tmp_pat
     user = make_user(database)
     task_id = submit(database, settings, user, count=6, images=4)
     run_worker(database, storage, settings)
-    names = [r.firstname for r in results_of(database, task_id)]
+    names = [f"{r.firstname} {r.lastname}" for r in results_of(database, task_id)]
     # Fail two named personas on a re-run of the same seed: same names come back.
     rerun = rerun_task(database, task_id, user, same_seed=True)
     providers = _SlowProviders(settings, 0.0, fail_names=set(names[:2]))

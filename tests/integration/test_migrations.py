@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from alembic import command
 from db.models import Base
 from db.session import alembic_config, make_engine, migrate
 

@@ -146,7 +146,7 @@ def test_sigterm_finishes_the_unit_and_releases_the_lease(env: dict[str, str], e
     time.sleep(0.3)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
-    worker_id, lease, status = _held(engine, task_id)
+    worker_id, _lease, status = _held(engine, task_id)
     assert worker_id is None and status == "generating-images"
     assert "released on shutdown" in (tmp_path / "graceful.log").read_text()
     with engine.connect() as conn:
