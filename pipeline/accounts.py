@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import bcrypt
 
@@ -85,26 +86,68 @@ class LoginResult:
     message: str | None  # why the login failed, safe to show
 
 
+def _lock_message(user: User, now: datetime) -> str | None:
+    if user.locked_until is not None and user.locked_until > now:
+        minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
+        return f"too many failed logins: the account is locked for {minutes} more minute(s)"
+    return None
+
+
+def login_block(db: Database, email: str, now: datetime | None = None) -> str | None:
+    """Why ``email`` may not log in now (locked or deactivated), or None. Used before a password check."""
+    with db.session() as session:
+        user = q.get_user_by_email(session, (email or "").strip().lower())
+        if user is None:
+            return None
+        if not user.is_active:
+            return "this account is deactivated: ask an administrator"
+        return _lock_message(user, now or utcnow())
+
+
+def note_failed_login(db: Database, email: str, now: datetime | None = None) -> str:
+    """Count one failed login (persisted; a restart does not reset it) and say what the user may see."""
+    now = now or utcnow()
+    with db.transaction(immediate=True) as session:
+        user = q.get_user_by_email(session, (email or "").strip().lower())
+        if user is None:
+            return "wrong e-mail or password"
+        locked = _lock_message(user, now)
+        if locked:
+            return locked  # attempts on a locked account do not extend the lock
+        if q.record_login_failure(session, user, max_failures=MAX_FAILED_LOGINS, lock_for=LOCKOUT, now=now):
+            q.add_audit(session, None, "user-locked", user.email, None, user.locked_until.isoformat() if user.locked_until else None)
+            return f"too many failed logins: the account is locked for {int(LOCKOUT.total_seconds() // 60)} minutes"
+        return "wrong e-mail or password"
+
+
+def note_login(db: Database, email: str, now: datetime | None = None) -> User | None:
+    """Record a successful login (``last_login``, failures reset); None when the account may not log in."""
+    now = now or utcnow()
+    with db.transaction(immediate=True) as session:
+        user = q.get_user_by_email(session, (email or "").strip().lower())
+        if user is None or not user.is_active or _lock_message(user, now):
+            return None
+        q.record_login_success(session, user, now)
+        return user
+
+
 def authenticate(db: Database, email: str, password: str, now: datetime | None = None) -> LoginResult:
     """Check a login; counts failures and locks the account after ``MAX_FAILED_LOGINS`` (persisted)."""
     now = now or utcnow()
-    with db.transaction(immediate=True) as session:
-        user = q.get_user_by_email(session, email or "")
+    with db.session() as session:
+        user = q.get_user_by_email(session, (email or "").strip().lower())
         if user is None:
             return LoginResult(None, "wrong e-mail or password")
-        if user.locked_until is not None and user.locked_until > now:
-            minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
-            return LoginResult(None, f"too many failed logins: the account is locked for {minutes} more minute(s)")
-        if not verify_password(password or "", user.password_hash):
-            locked = q.record_login_failure(session, user, max_failures=MAX_FAILED_LOGINS, lock_for=LOCKOUT, now=now)
-            if locked:
-                q.add_audit(session, None, "user-locked", user.email, None, user.locked_until.isoformat() if user.locked_until else None)
-                return LoginResult(None, f"too many failed logins: the account is locked for {int(LOCKOUT.total_seconds() // 60)} minutes")
-            return LoginResult(None, "wrong e-mail or password")
-        if not user.is_active:
-            return LoginResult(None, "this account is deactivated: ask an administrator")
-        q.record_login_success(session, user, now)
-        return LoginResult(user, None)
+        locked = _lock_message(user, now)
+        password_ok = locked is None and verify_password(password or "", user.password_hash)
+    if locked:
+        return LoginResult(None, locked)
+    if not password_ok:
+        return LoginResult(None, note_failed_login(db, email, now))
+    user = note_login(db, email, now)
+    if user is None:
+        return LoginResult(None, "this account is deactivated: ask an administrator")
+    return LoginResult(user, None)
 
 
 def active_user(db: Database, email: str) -> User | None:
@@ -159,3 +202,24 @@ def reset_password(db: Database, actor: User, email: str, password: str) -> None
         user.failed_logins = 0
         user.locked_until = None
         q.add_audit(session, actor, "user-password", user.email, None, "reset")
+
+
+def count_users(db: Database) -> int:
+    with db.session() as session:
+        return q.count_users(session)
+
+
+def login_directory(db: Database, now: datetime | None = None) -> list[dict[str, Any]]:
+    """What the login form needs about every account: e-mail, stored bcrypt hash, role, active, locked."""
+    now = now or utcnow()
+    with db.session() as session:
+        return [
+            {
+                "email": user.email,
+                "password_hash": user.password_hash,
+                "role": user.role,
+                "active": bool(user.is_active),
+                "locked": user.locked_until is not None and user.locked_until > now,
+            }
+            for user in q.list_users(session)
+        ]

@@ -99,3 +99,10 @@ def set_setting_value(db: Database, key: str, value: str, actor: User | None) ->
     text = str(parse_cap(value)) if key == MAX_CONCURRENT_TASKS_KEY else clean_prompt(value)
     with db.transaction(immediate=True) as session:
         return q.set_setting(session, key, text, actor)
+
+
+def setting_history(db: Database, key: str, limit: int = 20) -> list[q.AuditEntry]:
+    """Who changed a setting, prompt or toggle, from what to what, newest first (the audit log)."""
+    _check_key(key)
+    with db.session() as session:
+        return q.list_audit(session, target=key, limit=limit)

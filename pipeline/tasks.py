@@ -20,14 +20,19 @@ from pipeline.domain import (
     ALLOWED_IMAGES_PER_PERSONA,
     BIO_PROMPT_KEYS,
     CONFIG_TOGGLES,
+    IMAGES_PER_BLOCK,
+    MAX_BATCHES_IN_FLIGHT,
     MAX_DESCRIPTION_CHARS,
     MAX_PERSONAS,
     MIN_PERSONAS,
+    PERSONA_BATCH_SIZE,
+    PersonaBatch,
+    PersonaRequest,
     TaskSpec,
 )
 from pipeline.errors import AccessDenied, ConflictError, NotFoundError, ValidationError
 from pipeline.languages import normalise_language
-from pipeline.registry import check_provider_names
+from pipeline.registry import ProviderCache, check_provider_names
 from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -261,3 +266,81 @@ def rerun_task(db: Database, task_id: str, actor: User, *, same_seed: bool = Tru
 def require_admin(actor: User | None) -> None:
     if actor is not None and not actor.is_admin:
         raise AccessDenied("only administrators can change this")
+
+
+def list_tasks(db: Database, actor: User, *, limit: int = 200) -> list[q.TaskRow]:
+    """The tasks page's rows with progress, in two queries whatever the count: own tasks, or all for admins."""
+    with db.session() as session:
+        return q.list_task_rows(session, user_id=None if actor.is_admin else actor.id, limit=limit)
+
+
+def eta_seconds(row: q.TaskRow, now: datetime | None = None) -> float | None:
+    """Remaining time from the pace so far (images done since the start), or None before there is a pace."""
+    task, progress = row.task, row.progress
+    if task.started_at is None or task.status in TaskStatus.finished():
+        return None
+    total_images = task.number_to_generate * task.images_per_persona
+    done = progress.images_done
+    if done <= 0 or done >= total_images:
+        return None
+    elapsed = ((now or utcnow()) - task.started_at).total_seconds()
+    return max(0.0, elapsed / done * (total_images - done))
+
+
+# Typical seconds per call, by provider: the estimate shown before submitting.
+_SECONDS_PER_CALL = {
+    ("persona", "offline"): 0.05, ("persona", "flowise"): 25.0, ("persona", "openai"): 20.0,
+    ("prompt", "offline"): 0.0, ("prompt", "flowise"): 6.0, ("prompt", "openai"): 5.0,
+    ("image", "offline"): 0.25, ("image", "openai"): 40.0,
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    persona_calls: int
+    prompt_calls: int
+    image_calls: int
+    seconds: float
+
+    @property
+    def calls(self) -> int:
+        return self.persona_calls + self.prompt_calls + self.image_calls
+
+
+def estimate_task(settings: Settings, count: int, images_per_persona: int) -> Estimate:
+    """Provider calls a task will make (retries aside) and a rough duration with the configured parallelism."""
+    blocks = max(1, images_per_persona // IMAGES_PER_BLOCK)
+    persona_calls = -(-count // PERSONA_BATCH_SIZE)
+    prompt_calls = count * blocks
+    image_calls = count * (1 + blocks)
+    per = _SECONDS_PER_CALL
+    data_seconds = -(-persona_calls // MAX_BATCHES_IN_FLIGHT) * per.get(("persona", settings.persona_provider), 20.0)
+    persona_seconds = blocks * (
+        per.get(("prompt", settings.persona_provider), 5.0) + per.get(("image", settings.image_provider), 40.0)
+    ) + per.get(("image", settings.image_provider), 40.0)
+    image_seconds = -(-count // max(1, settings.persona_threads)) * persona_seconds
+    return Estimate(persona_calls, prompt_calls, image_calls, data_seconds + image_seconds)
+
+
+def preview_personas(db: Database, settings: Settings, description: str, language: str, count: int,
+                     seed: int | None = None) -> PersonaBatch:
+    """1–3 personas from the configured provider with the current prompts, without images; nothing is stored."""
+    if not 1 <= count <= 3:
+        raise ValidationError("a preview has 1 to 3 personas")
+    description = " ".join((description or "").split())
+    if not description:
+        raise ValidationError("description is empty: describe the population first")
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise ValidationError(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
+    snapshot = build_snapshot(db, settings)
+    provider = ProviderCache(settings).get("persona", settings.persona_provider)
+    request = PersonaRequest(
+        description=description,
+        language=normalise_language(language),
+        count=count,
+        bio_prompts=snapshot["bio_prompts"],
+        seed=seed if seed is not None else secrets.randbelow(2**31),
+        batch_number=1,
+    )
+    batch: PersonaBatch = provider.generate(request)
+    return batch

@@ -1,0 +1,243 @@
+"""Gallery: browse one or several tasks with server-side filters, sort and paging; curate; charts; downloads.
+
+The filter lives in ``st.query_params``, so a view is a shareable URL. Nothing here loads a whole task:
+``pipeline.gallery`` filters, counts and pages in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pages import ui
+from pipeline import gallery
+from pipeline.errors import PipelineError
+from pipeline.exports import FORMATS, export_view
+
+rt = ui.runtime()
+user = ui.current_user(rt)
+st.header("Gallery")
+
+params = {key: st.query_params.get(key, "") for key in st.query_params}
+flt = gallery.GalleryFilter.from_query_params(params)
+choices = gallery.visible_task_choices(rt.db, user)
+if not choices:
+    st.info("No tasks to browse yet.")
+    st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
+    st.stop()
+labels = {c["task_id"]: f"{c['task_id']} · {c['description']} ({c['personas']} personas, {c['status']})" for c in choices}
+default_tasks = [t for t in flt.task_ids if t in labels] or [choices[0]["task_id"]]
+flt.task_ids = st.multiselect("Tasks", list(labels), default=default_tasks, format_func=labels.__getitem__)
+if not flt.task_ids:
+    st.info("Pick at least one task.")
+    st.stop()
+
+
+def _facet(label: str, key: str, counts: dict[str, list[tuple[str, int]]], selected: list[str]) -> list[str]:
+    options = [value for value, _ in counts.get(key, [])]
+    numbers = dict(counts.get(key, []))
+    options += [value for value in selected if value not in numbers]
+    return st.multiselect(label, options, default=[v for v in selected if v in options],
+                          format_func=lambda v: f"{v} ({numbers.get(v, 0)})", key=f"g_{key}")
+
+
+try:
+    counts = gallery.facet_counts(rt.db, user, flt)
+except PipelineError as exc:
+    ui.show_error(exc)
+    st.stop()
+
+with st.sidebar:
+    st.subheader("Filters")
+    flt.text = st.text_input("Search names, jobs, education, bios", value=flt.text, key="g_text")
+    flt.genders = _facet("Gender", "gender", counts, flt.genders)
+    age = st.slider("Age", 13, 100, (flt.age_min or 13, flt.age_max or 100), key="g_age")
+    flt.age_min, flt.age_max = (age[0] if age[0] > 13 else None), (age[1] if age[1] < 100 else None)
+    flt.ethnicities = _facet("Ethnicity", "ethnicity", counts, flt.ethnicities)
+    flt.languages = _facet("Language", "language", counts, flt.languages)
+    flt.cities = _facet("City", "city", counts, flt.cities)
+    flt.states = _facet("State / region", "state", counts, flt.states)
+    flt.statuses = _facet("Status", "status", counts, flt.statuses)
+    flt.tags = _facet("Tags", "tags", counts, flt.tags)
+    favourite = st.selectbox("Favourites", ["all", "only favourites", "not favourites"],
+                             index=0 if flt.favorite is None else (1 if flt.favorite else 2), key="g_fav")
+    flt.favorite = None if favourite == "all" else favourite == "only favourites"
+    rating = st.slider("Minimum rating", 0, 5, flt.min_rating or 0, key="g_rating")
+    flt.min_rating = rating or None
+
+sort_labels = list(gallery.SORTS)
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+sort = c1.selectbox("Sort by", sort_labels, index=sort_labels.index(params.get("sort", sort_labels[0]))
+                    if params.get("sort") in sort_labels else 0, key="g_sort")
+descending = c2.toggle("Descending", value=params.get("desc") == "1", key="g_desc")
+page_size = c3.selectbox("Per page", [24, 48, 96], index=[24, 48, 96].index(int(params["size"]))
+                         if params.get("size") in ("24", "48", "96") else 0, key="g_size")
+try:
+    requested_page = max(1, int(params.get("page", "1")))
+except ValueError:
+    requested_page = 1
+result = gallery.query_page(rt.db, user, flt, sort=sort, descending=descending, page=1, page_size=page_size)
+page = c4.number_input(f"Page (of {max(1, result.pages)})", min_value=1, max_value=max(1, result.pages),
+                       value=min(requested_page, max(1, result.pages)), key="g_page")
+if page != 1:
+    result = gallery.query_page(rt.db, user, flt, sort=sort, descending=descending, page=int(page), page_size=page_size)
+
+query = flt.to_query_params() | {"sort": sort, "size": str(page_size)}
+if descending:
+    query["desc"] = "1"
+if page != 1:
+    query["page"] = str(page)
+if params.get("detail"):
+    query["detail"] = params["detail"]
+if {k: str(v) for k, v in query.items()} != params:
+    st.query_params.from_dict(query)
+
+st.caption(f"{result.total:,} personas match · page {result.page} of {max(1, result.pages)} · "
+           "copy the address bar to share this view")
+
+
+def _detail(result_id: int) -> None:
+    persona = gallery.get_persona(rt.db, user, result_id)
+    if persona is None:
+        st.warning("This persona is not available.")
+        return
+    st.subheader(f"{persona['firstname']} {persona['lastname']}")
+    st.caption(f"{persona.get('gender')} · {persona.get('age') or '?'} · {persona.get('ethnicity') or '?'} · "
+               f"{persona.get('job_title') or '?'} · {persona.get('current_city') or '?'} · status {persona['status']}")
+    if persona.get("error"):
+        st.error(persona["error"])
+    left, right = st.columns([1, 2])
+    with left:
+        base = ui.image_source(rt, persona.get("base_image_url"))
+        if base:
+            st.image(base, caption="base selfie")
+        fav = st.toggle("Favourite", value=bool(persona.get("favorite")), key=f"fav_{result_id}")
+        tags_text = st.text_input("Tags (comma-separated)", value=", ".join(persona.get("tags") or []),
+                                  key=f"tags_{result_id}")
+        stars = st.feedback("stars", key=f"stars_{result_id}")
+        if st.button("Save curation", key=f"save_{result_id}", icon=":material/save:"):
+            try:
+                gallery.set_favorite(rt.db, user, result_id, fav)
+                gallery.set_tags(rt.db, user, result_id, [t for t in tags_text.split(",") if t.strip()])
+                if stars is not None:
+                    gallery.set_rating(rt.db, user, result_id, int(stars) + 1)
+            except PipelineError as exc:
+                ui.show_error(exc)
+            else:
+                st.toast("Saved", icon=":material/check:")
+        st.caption(f"rating: {persona.get('rating') or '—'}")
+    with right:
+        tabs = st.tabs(["Facebook", "Instagram", "X", "TikTok", "About"])
+        for tab, key in zip(tabs, ["bio_facebook", "bio_instagram", "bio_x", "bio_tiktok", "about"], strict=True):
+            tab.text(persona.get(key) or "—")  # LLM text is shown as text, never as markdown or HTML
+        images = persona.get("images") or []
+        if images:
+            cols = st.columns(4)
+            for i, uri in enumerate(images):
+                source = ui.image_source(rt, uri)
+                if source:
+                    cols[i % 4].image(source, caption=f"img{i + 1:02d}")
+    with st.expander("All fields and raw JSON"):
+        st.json(json.loads(json.dumps(persona, default=str)), expanded=False)
+
+
+table_tab, cards_tab, charts_tab, download_tab = st.tabs(["Table", "Cards", "Charts", "Download"])
+with table_tab:
+    frame = pd.DataFrame(
+        [
+            {
+                "id": row["id"],
+                "photo": ui.data_uri(rt, row.get("thumb_uri")),
+                "name": f"{row['firstname']} {row['lastname']}",
+                "gender": row.get("gender"),
+                "age": row.get("age"),
+                "ethnicity": row.get("ethnicity"),
+                "job": row.get("job_title"),
+                "city": row.get("current_city"),
+                "language": row.get("language"),
+                "images": row.get("image_count"),
+                "status": row.get("status"),
+                "favourite": bool(row.get("favorite")),
+                "rating": row.get("rating"),
+                "tags": ", ".join(row.get("tags") or []),
+                "task": row.get("task_id"),
+            }
+            for row in result.rows
+        ]
+    )
+    event: Any = st.dataframe(
+        frame,
+        hide_index=True,
+        use_container_width=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="g_table",
+        column_config={
+            "id": None,
+            "photo": st.column_config.ImageColumn("Photo", width="small"),
+            "age": st.column_config.NumberColumn("Age", format="%d"),
+            "images": st.column_config.ProgressColumn("Images", min_value=0, max_value=20, format="%d"),
+            "favourite": st.column_config.CheckboxColumn("★"),
+            "rating": st.column_config.NumberColumn("Rating", format="%d ⭐"),
+        },
+    )
+    selected_rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    if selected_rows and not frame.empty:
+        _detail(int(frame.iloc[selected_rows[0]]["id"]))
+
+with cards_tab:
+    columns = st.columns(4)
+    for i, row in enumerate(result.rows):
+        with columns[i % 4].container(border=True):
+            source = ui.image_source(rt, row.get("thumb_uri"))
+            if source:
+                st.image(source, use_container_width=True)
+            st.markdown(f"**{row['firstname']} {row['lastname']}**" + (" ★" if row.get("favorite") else ""))
+            st.caption(f"{row.get('age') or '?'} · {row.get('gender')} · {row.get('job_title') or '?'}")
+            if st.button("Details", key=f"card_{row['id']}"):
+                st.session_state["g_detail"] = row["id"]
+    if st.session_state.get("g_detail"):
+        st.divider()
+        _detail(int(st.session_state["g_detail"]))
+
+with charts_tab:
+    dist = gallery.distributions(rt.db, user, flt)
+    c1, c2 = st.columns(2)
+    for column, key, title in ((c1, "age", "Age"), (c2, "gender", "Gender"), (c1, "ethnicity", "Ethnicity"),
+                               (c2, "job_title", "Top jobs"), (c1, "current_city", "Top cities")):
+        with column:
+            st.markdown(f"**{title}**")
+            values = dist.get(key) or []
+            if values:
+                st.bar_chart(pd.DataFrame(values, columns=[title, "personas"]).set_index(title),
+                             horizontal=key not in ("age",))
+            else:
+                st.caption("no data")
+
+with download_tab:
+    st.caption(f"Downloads hold the current filtered view: {result.total:,} personas, all pages.")
+    NAMES = {"csv": "personas.csv", "json": "personas.json", "jsonl": "personas.jsonl",
+             "parquet": "personas.parquet", "zip": "personas.zip", "hf": "personas-imagefolder.zip"}
+    MIMES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/jsonl",
+             "parquet": "application/vnd.apache.parquet", "zip": "application/zip", "hf": "application/zip"}
+
+    def _builder(fmt: str) -> Any:
+        snapshot = gallery.GalleryFilter(**vars(flt))
+
+        def build() -> bytes:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = export_view(rt.db, rt.storage, user, snapshot, fmt, Path(tmp) / NAMES[fmt])
+                return out.read_bytes()
+
+        return build
+
+    cols = st.columns(len(FORMATS))
+    for column, fmt in zip(cols, FORMATS, strict=True):
+        column.download_button(fmt.upper() if fmt != "hf" else "HF imagefolder", data=_builder(fmt),
+                               file_name=NAMES[fmt], mime=MIMES[fmt], key=f"dl_{fmt}", icon=":material/download:",
+                               on_click="ignore")

@@ -1,0 +1,100 @@
+"""Settings: the four bio prompts (with history), the concurrency cap, the four toggles, provider status.
+
+Administrators edit; everyone else reads. Changes apply to the next submitted task: a task keeps its snapshot.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import ui
+from pipeline.app_settings import read_settings, set_setting_value, setting_history
+from pipeline.checks import check_providers
+from pipeline.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
+from pipeline.errors import PipelineError
+
+rt = ui.runtime()
+user = ui.current_user(rt)
+st.header("Settings")
+editable = user.is_admin
+if not editable:
+    st.info("Only administrators can change settings; you can read them here.", icon=":material/lock:")
+st.caption("Changes take effect for the next submitted task; running tasks keep the config frozen with them.")
+current = read_settings(rt.db)
+
+
+def _save(key: str, value: str) -> None:
+    try:
+        changed = set_setting_value(rt.db, key, value, user)
+    except PipelineError as exc:
+        ui.show_error(exc)
+    else:
+        st.toast(f"{key} saved" if changed else f"{key} unchanged", icon=":material/check:")
+
+
+general, prompts, providers = st.tabs(["General", "Bio prompts", "Providers"])
+with general:
+    with st.form("general"):
+        cap = st.number_input("Max concurrent tasks (all workers, all hosts)", min_value=1, max_value=64,
+                              value=max(1, current.max_concurrent_tasks), disabled=not editable)
+        toggles = {
+            key: st.toggle(key.replace("_", " ").capitalize(), value=current.toggles[key], disabled=not editable)
+            for key in CONFIG_TOGGLES
+        }
+        if st.form_submit_button("Save", type="primary", disabled=not editable):
+            _save(MAX_CONCURRENT_TASKS_KEY, str(int(cap)))
+            for key, value in toggles.items():
+                if value != current.toggles[key]:
+                    _save(key, "true" if value else "false")
+    with st.expander("Change history"):
+        history = [e for key in (MAX_CONCURRENT_TASKS_KEY, *CONFIG_TOGGLES) for e in setting_history(rt.db, key)]
+        history.sort(key=lambda e: e.created_at, reverse=True)
+        if history:
+            st.dataframe(
+                [{"when": ui.fmt_time(e.created_at), "who": e.actor, "setting": e.target, "old": e.old_value,
+                  "new": e.new_value} for e in history],
+                hide_index=True,
+            )
+        else:
+            st.caption("No changes yet.")
+
+with prompts:
+    for key in BIO_PROMPT_KEYS:
+        platform = key.removeprefix("bio_prompt_")
+        with st.form(f"prompt_{platform}"):
+            text = st.text_area(f"{platform.capitalize()} bio prompt", value=current.bio_prompts[key], height=140,
+                                disabled=not editable)
+            if st.form_submit_button("Save", disabled=not editable):
+                _save(key, text)
+        entries = setting_history(rt.db, key)
+        if entries:
+            with st.expander(f"{platform.capitalize()} prompt history ({len(entries)})"):
+                for entry in entries:
+                    st.caption(f"{ui.fmt_time(entry.created_at)} · {entry.actor}")
+                    st.text(entry.new_value or "")
+
+with providers:
+    st.write(f"Persona provider: **{rt.settings.persona_provider}** · image provider: "
+             f"**{rt.settings.image_provider}** · storage: **{rt.settings.storage_url.split('://', 1)[0]}**")
+    if st.button("Test connection", icon=":material/network_check:"):
+        with st.spinner("Checking providers…"):
+            try:
+                results = check_providers(rt.settings)
+            except PipelineError as exc:
+                ui.show_error(exc)
+                results = []
+        for check in results:
+            (st.success if check.ok else st.error)(f"{check.kind} · {check.name}: {check.detail}")
+    if rt.settings.faces_url:
+        from pipeline.faces import FaceLibrary
+
+        try:
+            library = FaceLibrary.from_settings(rt.settings)
+            counts = library.counts() if library else {}
+        except PipelineError as exc:
+            ui.show_error(exc)
+        else:
+            st.metric("Face library", f"{sum(counts.values())} faces",
+                      help=", ".join(f"{n} {g}" for g, n in counts.items()))
+    else:
+        st.caption("No face library (FACES_URL) is configured: randomize face base cannot be used.")

@@ -1,0 +1,90 @@
+"""Tasks: live progress (a fragment refreshed every few seconds, one query per refresh), actions, error logs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from db.models import TaskStatus
+from pages import ui
+from pipeline.errors import PipelineError
+from pipeline.tasks import cancel_task, delete_task, eta_seconds, list_tasks, rerun_task, retry_task
+
+rt = ui.runtime()
+user = ui.current_user(rt)
+st.header("Tasks")
+st.caption("Your tasks" + (" and everyone else's (administrator)" if user.is_admin else "") + ". Refreshes every 3 s.")
+
+RETRYABLE = {TaskStatus.PARTIAL.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value}
+
+
+def _act(label: str, action: object) -> None:
+    try:
+        result = action() if callable(action) else None
+    except PipelineError as exc:
+        st.session_state["tasks_flash"] = ("error", str(exc))
+    else:
+        st.session_state["tasks_flash"] = ("success", label.format(result=result))
+
+
+flash = st.session_state.pop("tasks_flash", None)
+if flash:
+    (st.error if flash[0] == "error" else st.success)(flash[1])
+
+
+@st.fragment(run_every=3)
+def task_list() -> None:
+    rows = list_tasks(rt.db, user)
+    if not rows:
+        st.info("No tasks yet: create one on the New task page.")
+        st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
+        return
+    for row in rows:
+        task, progress = row.task, row.progress
+        total_images = task.number_to_generate * task.images_per_persona
+        with st.container(border=True):
+            head, actions = st.columns([5, 3])
+            with head:
+                cols = st.columns([2, 5])
+                with cols[0]:
+                    ui.status_badge(task.status)
+                cols[1].markdown(f"**{task.task_id}** · {task.bio_language} · {task.number_to_generate} × "
+                                 f"{task.images_per_persona} images" + (f" · {row.owner_email}" if user.is_admin else ""))
+                st.text(task.persona_description[:300])
+                data_fraction = min(1.0, progress.personas_total / max(1, task.number_to_generate))
+                image_fraction = min(1.0, progress.images_done / max(1, total_images))
+                st.progress(data_fraction, text=f"personas {progress.personas_total}/{task.number_to_generate}")
+                st.progress(image_fraction, text=f"images {progress.images_done}/{total_images} · personas done "
+                                                 f"{progress.personas_done} · failed {progress.personas_failed}")
+                st.caption(f"created {ui.fmt_time(task.created_at)} · started {ui.fmt_time(task.started_at)} · "
+                           f"finished {ui.fmt_time(task.completed_at)} · ETA {ui.fmt_duration(eta_seconds(row))} · "
+                           f"seed {task.seed if task.seed is not None else '—'}"
+                           + (" · cancel requested" if task.cancel_requested else ""))
+                if task.error_log:
+                    with st.expander(f"Error log ({task.error_log.count(chr(10)) + 1} lines)"):
+                        st.code(task.error_log, language=None)
+            with actions:
+                tid = task.task_id
+                if task.status not in TaskStatus.finished():
+                    st.button("Cancel", key=f"cancel_{tid}", icon=":material/cancel:",
+                              on_click=_act, args=("Cancel: {result}", lambda t=tid: cancel_task(rt.db, t, user)))
+                if task.status in RETRYABLE:
+                    st.button("Retry failed", key=f"retry_{tid}", icon=":material/replay:",
+                              on_click=_act, args=("{result} persona(s) queued again",
+                                                   lambda t=tid: retry_task(rt.db, t, user)))
+                c1, c2 = st.columns(2)
+                c1.button("Re-run", key=f"rerun_{tid}", help="Same request, same seed", icon=":material/content_copy:",
+                          on_click=_act, args=("New task {result}", lambda t=tid: rerun_task(rt.db, t, user)))
+                c2.button("New seed", key=f"reseed_{tid}", help="Same request, a new seed", icon=":material/casino:",
+                          on_click=_act, args=("New task {result}",
+                                               lambda t=tid: rerun_task(rt.db, t, user, same_seed=False)))
+                if task.status in TaskStatus.finished() or task.status == TaskStatus.PENDING.value:
+                    confirm = st.checkbox("confirm delete", key=f"confirm_{tid}")
+                    st.button("Delete", key=f"delete_{tid}", icon=":material/delete:", disabled=not confirm,
+                              on_click=_act, args=("Deleted ({result} stored objects removed)",
+                                                   lambda t=tid: delete_task(rt.db, rt.storage, t, user)))
+                if progress.personas_total:
+                    st.page_link("pages/gallery.py", label="Open in gallery", icon=":material/photo_library:",
+                                 query_params={"tasks": tid})
+
+
+task_list()

@@ -1,0 +1,207 @@
+"""What the pages share: the process runtime, the login gate, the current user, small display helpers.
+
+Pages are thin: they call ``pipeline`` functions and show ``PipelineError``s with ``st.error``.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime
+from typing import Any
+
+import bcrypt
+import streamlit as st
+import streamlit_authenticator as stauth
+
+from db.models import User
+from pipeline import accounts
+from pipeline.config import get_settings
+from pipeline.errors import PipelineError
+from pipeline.runtime import Runtime, open_runtime
+from pipeline.storage import is_legacy_url
+
+USER_KEY = "adg_user_email"
+COOKIE_NAME = "adg_auth"
+
+STATUS_BADGES: dict[str, tuple[str, str]] = {
+    "pending": ("gray", ":material/schedule:"),
+    "generating-data": ("blue", ":material/edit_note:"),
+    "data-generated": ("violet", ":material/description:"),
+    "generating-images": ("blue", ":material/image:"),
+    "completed": ("green", ":material/check_circle:"),
+    "partial": ("orange", ":material/warning:"),
+    "failed": ("red", ":material/error:"),
+    "cancelled": ("gray", ":material/cancel:"),
+}
+
+
+@st.cache_resource(show_spinner="Starting: migrating the database…")
+def _runtime(database_url: str, storage_url: str, worker_in_app: bool) -> Runtime:
+    settings = get_settings()
+    return open_runtime(settings, start_worker=worker_in_app)
+
+
+def runtime() -> Runtime:
+    """The process's runtime (one per Streamlit server process, with its in-app worker when enabled)."""
+    settings = get_settings()
+    try:
+        return _runtime(settings.database_url, settings.storage_url, settings.worker_in_app)
+    except PipelineError as exc:
+        st.error(f"The app cannot start: {exc}")
+        st.stop()
+        raise
+
+
+@st.cache_resource
+def _unusable_hash() -> str:
+    """A valid bcrypt hash of a secret nobody knows: locked and deactivated accounts get it for the login form."""
+    return bcrypt.hashpw(secrets.token_bytes(32), bcrypt.gensalt(rounds=4)).decode()
+
+
+def _first_admin_form(rt: Runtime) -> None:
+    st.title("Avatar Data Generator")
+    st.info("No account exists yet. Create the first administrator to start.")
+    with st.form("first_admin"):
+        email = st.text_input("E-mail")
+        password = st.text_input("Password (8 characters or more)", type="password")
+        repeat = st.text_input("Repeat password", type="password")
+        if st.form_submit_button("Create administrator", type="primary"):
+            if password != repeat:
+                st.error("The passwords do not match.")
+                return
+            try:
+                accounts.create_first_admin(rt.db, email, password)
+            except PipelineError as exc:
+                st.error(str(exc))
+                return
+            st.success("Administrator created: log in below.")
+            st.rerun()
+
+
+def login_gate(rt: Runtime) -> tuple[User | None, Any]:
+    """The logged-in, active user (or None after rendering the login or first-admin form) and the authenticator.
+
+    streamlit-authenticator renders the form and the cookie; the credentials are built from the ``users``
+    table on every run. Lock-out and deactivation live in the database: such accounts get a hash nobody can
+    match, and each failure stauth counts is persisted, so a restart resets nothing.
+    """
+    if accounts.count_users(rt.db) == 0:
+        _first_admin_form(rt)
+        return None, None
+    users = accounts.login_directory(rt.db)
+    entries: dict[str, dict[str, Any]] = {}
+    for user in users:
+        usable = user["active"] and not user["locked"]
+        entries[user["email"]] = {
+            "email": user["email"],
+            "name": user["email"],
+            "password": user["password_hash"] if usable else _unusable_hash(),
+            "roles": [user["role"]],
+            "failed_login_attempts": 0,
+            "logged_in": False,
+        }
+    authenticator = stauth.Authenticate(
+        {"usernames": dict(entries)},
+        cookie_name=COOKIE_NAME,
+        cookie_key=rt.settings.cookie_key(),
+        cookie_expiry_days=1,
+        auto_hash=False,
+    )
+    if not st.session_state.get("authentication_status"):
+        st.title("Avatar Data Generator")
+    try:
+        authenticator.login(location="main", fields={"Form name": "Log in", "Username": "E-mail", "Login": "Log in"})
+    except (stauth.LoginError, stauth.AuthenticateError, stauth.CredentialsError) as exc:
+        st.error(str(exc))  # stauth's own errors for bad input: shown, never a crashed page
+    for email, entry in entries.items():
+        if entry.get("failed_login_attempts", 0) > 0:
+            st.error(accounts.note_failed_login(rt.db, email))
+            return None, authenticator
+    status = st.session_state.get("authentication_status")
+    if status is False:
+        st.error("wrong e-mail or password")
+        return None, authenticator
+    if not status:
+        return None, authenticator
+    email = str(st.session_state.get("username") or "")
+    if st.session_state.get(USER_KEY) != email:
+        user = accounts.note_login(rt.db, email)
+        if user is None:
+            reason = accounts.login_block(rt.db, email) or "this account cannot log in"
+            authenticator.logout(location="unrendered")
+            st.error(reason)
+            return None, authenticator
+        st.session_state[USER_KEY] = email
+    current = accounts.active_user(rt.db, email)
+    if current is None or accounts.login_block(rt.db, email):
+        authenticator.logout(location="unrendered")
+        st.session_state.pop(USER_KEY, None)
+        st.error("this account is deactivated or locked: ask an administrator")
+        return None, authenticator
+    return current, authenticator
+
+
+def current_user(rt: Runtime) -> User:
+    """The logged-in user for a page (Home.py has run the gate); stops the page when there is none."""
+    email = st.session_state.get(USER_KEY)
+    user = accounts.active_user(rt.db, email) if email else None
+    if user is None:
+        st.warning("Please log in.")
+        st.stop()
+        raise RuntimeError("unreachable")
+    return user
+
+
+def show_error(exc: PipelineError) -> None:
+    st.error(str(exc), icon=":material/error:")
+
+
+def status_badge(status: str) -> None:
+    color, icon = STATUS_BADGES.get(status, ("gray", ":material/help:"))
+    st.badge(status, color=color, icon=icon)  # type: ignore[arg-type]
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "—"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@st.cache_data(max_entries=4000, show_spinner=False)
+def _stored_bytes(storage_url: str, uri: str) -> bytes | None:
+    from pipeline.storage import read_image
+
+    try:
+        return read_image(runtime().storage, uri)
+    except PipelineError:
+        return None
+
+
+def image_source(rt: Runtime, uri: str | None) -> str | bytes | None:
+    """What ``st.image`` may show for a stored image: bytes read after auth, or a short-lived presigned URL."""
+    if not uri:
+        return None
+    if not is_legacy_url(uri):
+        url = rt.storage.display_url(uri, 300)
+        if url:
+            return url
+    return _stored_bytes(rt.settings.storage_url, uri)
+
+
+def data_uri(rt: Runtime, uri: str | None) -> str | None:
+    """A thumbnail for ``st.dataframe``'s ImageColumn: a presigned URL or a data URI (never a public path)."""
+    source = image_source(rt, uri)
+    if source is None or isinstance(source, str):
+        return source
+    return "data:image/jpeg;base64," + base64.b64encode(source).decode()
+

@@ -1,0 +1,633 @@
+"""Dataset exports of a gallery view or of a whole task: CSV, JSON, JSONL, Parquet, ZIP, Hugging Face imagefolder.
+
+- Rows are streamed from the database 500 at a time (a server-side cursor on PostgreSQL); only Parquet buffers
+  one row group (500 rows) before writing it. Images are read one persona at a time.
+- Every output is built next to ``out`` under a hidden ``.<name>.*.part`` name and renamed into place only when
+  complete: a failed export leaves nothing at ``out`` (an earlier file there stays untouched).
+- Outputs are deterministic: the same data gives byte-identical files; the one exception is ``exported_at`` in
+  the ZIP's ``manifest.json`` (written last, so every other entry keeps its bytes and offsets).
+- ``hf`` writes a Hugging Face ``imagefolder`` dataset: a folder at ``out`` (``README.md`` dataset card,
+  ``train/metadata.jsonl`` and the images below ``train/``), or the same layout inside a ZIP file when ``out``
+  ends with ``.zip`` (what the gallery offers as a download). An existing folder at ``out`` is replaced only when
+  it is an earlier ``hf`` export.
+- Files are created with mode 0600: they hold the dataset's personal-looking data.
+
+Columns: ``EXPORT_COLUMNS``. In CSV, lists (tags, image keys) are JSON arrays, booleans ``true``/``false``,
+missing values empty; the file starts with a UTF-8 BOM (Excel) and any text cell starting with ``= + - @``, a tab
+or a carriage return is prefixed with ``'`` so spreadsheets never evaluate it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import db.queries as q
+from db.models import User
+from db.session import Database
+from pipeline import __version__
+from pipeline.errors import PipelineError, ValidationError
+from pipeline.gallery import GalleryFilter, resolve_criteria
+from pipeline.keys import extension_for, slugify
+from pipeline.storage import Storage, read_image
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EXPORT_COLUMNS", "FORMATS", "export_task", "export_view", "neutralise_cell"]
+
+FORMATS = ("csv", "json", "jsonl", "parquet", "zip", "hf")
+CHUNK_ROWS = 500
+IMAGE_READERS = 8
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: the same data gives the same bytes
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+PERSONA_FIELDS: tuple[str, ...] = q.GALLERY_PERSONA_FIELDS
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "task_id",
+    "persona_id",
+    "batch_number",
+    "slot",
+    "status",
+    "error",
+    *PERSONA_FIELDS,
+    "language",
+    "favorite",
+    "tags",
+    "rating",
+    "image_count",
+    "base_image",
+    "images",
+)
+INT_COLUMNS = frozenset({"persona_id", "batch_number", "slot", "age", "rating", "image_count"})
+LIST_COLUMNS = frozenset({"tags", "images"})
+
+FIELD_DESCRIPTIONS: dict[str, str] = {
+    "task_id": "random id of the generation task the persona belongs to",
+    "persona_id": "the persona's row id (unique within this database)",
+    "batch_number": "batch of 10 personas it was generated in (from 1)",
+    "slot": "position within its batch (from 0)",
+    "status": "pending (images not all done), completed or failed",
+    "error": "why the persona failed, if it did",
+    "firstname": "first name",
+    "lastname": "last name",
+    "gender": "m, f, or another value",
+    "ethnicity": "ethnicity as generated",
+    "age": "age in years (13-100), empty if unknown",
+    "bio_facebook": "Facebook bio",
+    "bio_instagram": "Instagram bio",
+    "bio_x": "X (Twitter) bio",
+    "bio_tiktok": "TikTok bio",
+    "job_title": "job title",
+    "workplace": "employer or workplace",
+    "edu_establishment": "school or university",
+    "edu_study": "field of study",
+    "current_city": "city of residence",
+    "current_state": "state or region of residence",
+    "prev_city": "previous city",
+    "prev_state": "previous state or region",
+    "about": "a longer free-text description",
+    "language": "language the bios were requested in (the task's bio language)",
+    "favorite": "marked as favourite by a curator",
+    "tags": "curator tags",
+    "rating": "curator rating 1-5, empty if unrated",
+    "image_count": "number of photo variations",
+    "base_image": "storage key of the base selfie",
+    "images": "storage keys of the photo variations",
+    "file_name": "(metadata.jsonl) the image file, relative to train/",
+    "image_role": "(metadata.jsonl) base (the base selfie) or variation",
+    "image_index": "(metadata.jsonl) 1-based number of a variation; empty for the base image",
+    "source_key": "(metadata.jsonl) storage key the image was read from",
+}
+
+
+# --- public API -------------------------------------------------------------------------------------------------
+
+
+def export_view(db: Database, storage: Storage, user: User, flt: GalleryFilter, fmt: str, out: Path) -> Path:
+    """Write the gallery's current filtered view (what ``query_page`` pages through) to ``out``."""
+    fmt = _check_format(fmt)
+    criteria = resolve_criteria(db, user, flt)
+    return _export(db, storage, criteria, fmt, Path(out), flt.to_query_params())
+
+
+def export_task(db: Database, storage: Storage, task_id: str, fmt: str, out: Path, user: User | None = None) -> Path:
+    """Every persona of one task (the CLI; ``user=None`` skips the visibility check)."""
+    fmt = _check_format(fmt)
+    flt = GalleryFilter(task_ids=[task_id])
+    criteria = resolve_criteria(db, user, flt)
+    return _export(db, storage, criteria, fmt, Path(out), flt.to_query_params())
+
+
+def neutralise_cell(text: str) -> str:
+    """A text cell a spreadsheet will not evaluate as a formula."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+# --- plumbing ----------------------------------------------------------------------------------------------------
+
+
+def _check_format(fmt: str) -> str:
+    name = str(fmt or "").strip().lower()
+    if name not in FORMATS:
+        raise ValidationError(f"unknown export format {str(fmt)[:20]!r}: use one of {', '.join(FORMATS)}")
+    return name
+
+
+def _is_hf_zip(fmt: str, out: Path) -> bool:
+    return fmt == "hf" and out.suffix.lower() == ".zip"
+
+
+def _looks_like_hf_export(folder: Path) -> bool:
+    names = {p.name for p in folder.iterdir()}
+    return names <= {"README.md", "train"} and (folder / "train" / "metadata.jsonl").is_file()
+
+
+def _check_out(out: Path, fmt: str) -> None:
+    if fmt == "hf" and not _is_hf_zip(fmt, out):
+        if out.exists() and not out.is_dir():
+            raise ValidationError(f"{out} exists and is a file: the hf format writes a folder (or give a .zip path)")
+        if out.is_dir() and any(out.iterdir()) and not _looks_like_hf_export(out):
+            raise ValidationError(f"{out} is a folder that is not an earlier hf export: give a new path")
+    elif out.is_dir():
+        raise ValidationError(f"{out} is a folder: give a file path")
+
+
+@contextlib.contextmanager
+def _atomic_file(out: Path) -> Iterator[Path]:
+    """A temporary file beside ``out``, renamed onto it on success and removed on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _atomic_dir(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` that replaces it on success (an old export is swapped out)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
+    try:
+        yield tmp
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    """One export row (``EXPORT_COLUMNS`` in order) from a database row."""
+    data = {name: row.get(name) for name in PERSONA_FIELDS}
+    return {
+        "task_id": row["task_id"],
+        "persona_id": row["id"],
+        "batch_number": row["batch_number"],
+        "slot": row["slot"],
+        "status": row["status"],
+        "error": row["error"],
+        **data,
+        "language": row["language"],
+        "favorite": bool(row["favorite"]),
+        "tags": list(row["tags"] or []),
+        "rating": row["rating"],
+        "image_count": row["image_count"],
+        "base_image": row["base_image_url"],
+        "images": [str(uri) for uri in row["images"] or []],
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot export {type(value).__name__}")
+
+
+def _dumps(value: Any, *, indent: int | None = None) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=_json_default)
+
+
+@dataclass
+class _Context:
+    storage: Storage
+    fmt: str
+    tasks: list[dict[str, Any]]
+    filter_params: dict[str, str]
+    multi_task: bool
+    counts: dict[str, int] = field(default_factory=lambda: {"personas": 0, "images": 0, "missing": 0})
+    by_status: dict[str, int] = field(default_factory=dict)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _export(
+    db: Database, storage: Storage, criteria: q.PersonaCriteria, fmt: str, out: Path, filter_params: dict[str, str]
+) -> Path:
+    _check_out(out, fmt)
+    with db.session() as session:
+        tasks = q.gallery_tasks_info(session, criteria)
+        ctx = _Context(storage, fmt, tasks, filter_params, multi_task=len(tasks) > 1)
+        records = (_with_row(row) for row in q.gallery_export_rows(session, criteria, chunk=CHUNK_ROWS))
+        if fmt == "hf" and not _is_hf_zip(fmt, out):
+            with _atomic_dir(out) as tmp_dir:
+                _write_hf(records, _DirSink(tmp_dir), ctx)
+        else:
+            with _atomic_file(out) as tmp:
+                WRITERS[fmt](records, tmp, ctx)
+    log.info("exported %d personas as %s (%d images, %d missing)", ctx.counts["personas"], fmt,
+             ctx.counts["images"], ctx.counts["missing"])
+    return out
+
+
+def _with_row(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _record(row), row
+
+
+Rows = Iterable[tuple[dict[str, Any], dict[str, Any]]]
+
+
+# --- tabular formats ------------------------------------------------------------------------------------------
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list | dict):
+        return _dumps(value)
+    return neutralise_cell(str(value))
+
+
+def _write_csv(rows: Rows, path: Path, ctx: _Context) -> None:
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(EXPORT_COLUMNS)
+        for record, _row in rows:
+            writer.writerow([_csv_cell(record[name]) for name in EXPORT_COLUMNS])
+            ctx.counts["personas"] += 1
+
+
+def _write_json(rows: Rows, path: Path, ctx: _Context) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write("[")
+        for record, _row in rows:
+            fh.write(",\n" if ctx.counts["personas"] else "\n")
+            fh.write(_dumps(record))
+            ctx.counts["personas"] += 1
+        fh.write("\n]\n" if ctx.counts["personas"] else "]\n")
+
+
+def _write_jsonl(rows: Rows, path: Path, ctx: _Context) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        for record, _row in rows:
+            fh.write(_dumps(record) + "\n")
+            ctx.counts["personas"] += 1
+
+
+def _parquet_schema() -> Any:
+    import pyarrow as pa
+
+    fields = []
+    for name in EXPORT_COLUMNS:
+        if name in INT_COLUMNS:
+            kind = pa.int64()
+        elif name in LIST_COLUMNS:
+            kind = pa.list_(pa.string())
+        elif name == "favorite":
+            kind = pa.bool_()
+        else:
+            kind = pa.string()
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
+def _write_parquet(rows: Rows, path: Path, ctx: _Context) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _parquet_schema()
+    with pq.ParquetWriter(str(path), schema) as writer:
+        buffer: list[dict[str, Any]] = []
+        for record, _row in rows:
+            buffer.append(record)
+            ctx.counts["personas"] += 1
+            if len(buffer) >= CHUNK_ROWS:
+                writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                buffer = []
+        if buffer or ctx.counts["personas"] == 0:
+            writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+
+
+# --- formats with images ------------------------------------------------------------------------------------------
+
+
+class _ZipSink:
+    """Entries written one after another into a ZIP file (never the whole archive in memory)."""
+
+    def __init__(self, path: Path):
+        self.zf = zipfile.ZipFile(path, "w", allowZip64=True)
+
+    def _info(self, name: str, compress: bool) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        info.external_attr = 0o644 << 16
+        return info
+
+    def add_bytes(self, name: str, data: bytes, *, compress: bool) -> None:
+        self.zf.writestr(self._info(name, compress), data)
+
+    def add_stream(self, name: str, src: IO[bytes], *, compress: bool) -> None:
+        size = src.seek(0, io.SEEK_END)
+        src.seek(0)
+        info = self._info(name, compress)
+        info.file_size = size
+        with self.zf.open(info, "w") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+
+    def close(self) -> None:
+        self.zf.close()
+
+
+class _DirSink:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def add_bytes(self, name: str, data: bytes, *, compress: bool) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def add_stream(self, name: str, src: IO[bytes], *, compress: bool) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        src.seek(0)
+        with open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+
+    def close(self) -> None:
+        return None
+
+
+Sink = _ZipSink | _DirSink
+
+
+def _folder_name(record: dict[str, Any], used: set[str], multi_task: bool) -> str:
+    """``<batch>-<slot>_<slug(first last)>`` (prefixed with the task id when the view spans several tasks),
+    made unique with ``-2``, ``-3``… (compared case-insensitively, for case-insensitive file systems)."""
+    slot = record["slot"]
+    position = f"{record['batch_number']:03d}-" + (f"{slot:02d}" if slot is not None else f"id{record['persona_id']}")
+    slug = slugify(f"{record['firstname'] or ''} {record['lastname'] or ''}")
+    base = f"{position}_{slug}"
+    if multi_task:
+        base = f"{slugify(str(record['task_id']), 24)}_{base}"
+    name, n = base, 1
+    while name.lower() in used:
+        n += 1
+        name = f"{base}-{n}"
+    used.add(name.lower())
+    return name
+
+
+_SAFE_EXT = re.compile(r"^[a-z0-9]{1,5}$")
+
+
+def _ext(data: bytes, uri: str) -> str:
+    ext = extension_for(data)
+    if ext != "bin":
+        return ext
+    tail = uri.rsplit("/", 1)[-1].split("?", 1)[0]
+    guess = tail.rsplit(".", 1)[-1].lower() if "." in tail else ""
+    return guess if _SAFE_EXT.match(guess) else "bin"
+
+
+@dataclass
+class _Image:
+    name: str  # file name inside the persona's folder
+    role: str  # base / variation
+    index: int | None
+    uri: str
+    data: bytes
+
+
+def _persona_images(
+    pool: ThreadPoolExecutor, record: dict[str, Any], folder: str, ctx: _Context
+) -> list[_Image]:
+    """The persona's images read from storage (in parallel, order kept); missing ones go to ``ctx.missing``."""
+    wanted: list[tuple[str, int | None, str]] = []
+    if record["base_image"]:
+        wanted.append(("base", None, str(record["base_image"])))
+    wanted.extend(("variation", i, uri) for i, uri in enumerate(record["images"], start=1))
+
+    def fetch(uri: str) -> bytes | PipelineError:
+        try:
+            return read_image(ctx.storage, uri)
+        except PipelineError as exc:
+            return exc
+
+    images: list[_Image] = []
+    for (role, index, uri), data in zip(wanted, pool.map(fetch, [w[2] for w in wanted]), strict=True):
+        stem = "base" if index is None else f"img{index:02d}"
+        if isinstance(data, PipelineError):
+            ctx.missing.append(
+                {"persona_id": record["persona_id"], "folder": folder, "file": stem, "uri": uri, "error": str(data)}
+            )
+            ctx.counts["missing"] += 1
+            continue
+        images.append(_Image(f"{stem}.{_ext(data, uri)}", role, index, uri, data))
+        ctx.counts["images"] += 1
+    return images
+
+
+def _count(ctx: _Context, record: dict[str, Any]) -> None:
+    ctx.counts["personas"] += 1
+    status = str(record["status"])
+    ctx.by_status[status] = ctx.by_status.get(status, 0) + 1
+
+
+def _task_entries(ctx: _Context) -> list[dict[str, Any]]:
+    return [
+        {
+            "task_id": t["task_id"],
+            "description": t["persona_description"],
+            "language": t["bio_language"],
+            "number_to_generate": t["number_to_generate"],
+            "images_per_persona": t["images_per_persona"],
+            "seed": t["seed"],
+            "status": t["status"],
+            "created_at": t["created_at"],
+            "completed_at": t["completed_at"],
+            "rerun_of": t["rerun_of"],
+            "config_snapshot": t["config_snapshot"],
+        }
+        for t in ctx.tasks
+    ]
+
+
+def _write_zip(rows: Rows, path: Path, ctx: _Context) -> None:
+    sink = _ZipSink(path)
+    used: set[str] = set()
+    try:
+        with ThreadPoolExecutor(IMAGE_READERS, thread_name_prefix="export-read") as pool:
+            for record, row in rows:
+                _count(ctx, record)
+                folder = _folder_name(record, used, ctx.multi_task)
+                images = _persona_images(pool, record, folder, ctx)
+                persona = {
+                    **record,
+                    "files": {
+                        "base": next((im.name for im in images if im.role == "base"), None),
+                        "images": [im.name for im in images if im.role == "variation"],
+                    },
+                    "image_meta": row["image_meta"],
+                }
+                sink.add_bytes(f"{folder}/persona.json", (_dumps(persona, indent=2) + "\n").encode(), compress=True)
+                for image in images:
+                    sink.add_bytes(f"{folder}/{image.name}", image.data, compress=False)
+        manifest = {
+            "format": "zip",
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "app_version": __version__,
+            "filter": ctx.filter_params,
+            "counts": {**ctx.counts, "by_status": dict(sorted(ctx.by_status.items()))},
+            "columns": list(EXPORT_COLUMNS),
+            "tasks": _task_entries(ctx),
+            "missing": ctx.missing,
+        }
+        sink.add_bytes("manifest.json", (_dumps(manifest, indent=2) + "\n").encode(), compress=True)
+    finally:
+        sink.close()
+
+
+def _write_hf_zip(rows: Rows, path: Path, ctx: _Context) -> None:
+    sink = _ZipSink(path)
+    try:
+        _write_hf(rows, sink, ctx)
+    finally:
+        sink.close()
+
+
+def _write_hf(rows: Rows, sink: Sink, ctx: _Context) -> None:
+    used: set[str] = set()
+    with tempfile.TemporaryFile() as metadata, ThreadPoolExecutor(IMAGE_READERS, thread_name_prefix="export-read") as pool:
+        for record, _row in rows:
+            _count(ctx, record)
+            folder = _folder_name(record, used, ctx.multi_task)
+            fields = {k: v for k, v in record.items() if k not in ("base_image", "images")}
+            for image in _persona_images(pool, record, folder, ctx):
+                file_name = f"{folder}/{image.name}"
+                sink.add_bytes(f"train/{file_name}", image.data, compress=False)
+                line = {
+                    "file_name": file_name,
+                    "image_role": image.role,
+                    "image_index": image.index,
+                    "source_key": image.uri,
+                    **fields,
+                }
+                metadata.write((_dumps(line) + "\n").encode())
+        sink.add_stream("train/metadata.jsonl", metadata, compress=True)
+    sink.add_bytes("README.md", _dataset_card(ctx).encode(), compress=True)
+
+
+def _fenced(text: str, lang: str = "") -> str:
+    """A code block whose fence is longer than any backtick run inside (the text stays text)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def _dataset_card(ctx: _Context) -> str:
+    counts = ctx.counts
+    header = [
+        "---",
+        "license: other",
+        "pretty_name: " + _dumps("Synthetic personas (Avatar Data Generator)"),
+        "tags:",
+        "- synthetic",
+        "- personas",
+        "- image",
+        "task_categories:",
+        "- image-to-text",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        '    path: "train/**"',
+        "---",
+    ]
+    lines = [
+        *header,
+        "",
+        "# Synthetic personas",
+        "",
+        "Fictional social-media personas (names, demographics, four platform bios, job, education, places, an"
+        " \"about\" text) with a generated base selfie and photo variations of the same face, made by the Avatar"
+        " Data Generator. **No real person is depicted or described.** The persona texts were written by a"
+        " language model and may contain stereotypes or errors.",
+        "",
+        "Load it with `datasets.load_dataset(\"<this folder>\")`. Each line of"
+        " `train/metadata.jsonl` describes one image (`file_name`, relative to `train/`) and repeats its persona's"
+        " fields; `persona_id` groups the images of one persona.",
+        "",
+        "## Counts",
+        "",
+        "| personas | images | images missing from storage |",
+        "|---|---|---|",
+        f"| {counts['personas']} | {counts['images']} | {counts['missing']} |",
+        "",
+    ]
+    if ctx.by_status:
+        lines += ["Personas by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(ctx.by_status.items())), ""]
+    lines += ["## Fields", "", "| field | description |", "|---|---|"]
+    for name in ("file_name", "image_role", "image_index", "source_key", *EXPORT_COLUMNS):
+        if name in ("base_image", "images"):
+            continue
+        lines.append(f"| `{name}` | {FIELD_DESCRIPTIONS.get(name, '')} |")
+    lines += ["", "## Generation tasks", ""]
+    for task in _task_entries(ctx):
+        snapshot = task.pop("config_snapshot")
+        description = task.pop("description")
+        lines += [f"### Task `{task['task_id']}`", "", "Population description:", "", _fenced(description), ""]
+        lines += ["Request:", "", _fenced(_dumps(task, indent=2), "json"), ""]
+        lines += ["Configuration frozen at submit time (bio prompts, toggles, providers, models):", ""]
+        lines += [_fenced(_dumps(snapshot, indent=2), "json") if snapshot else "(none: a legacy task)", ""]
+    lines += ["## Export filter", "", _fenced(_dumps(ctx.filter_params, indent=2), "json"), ""]
+    if ctx.missing:
+        lines += ["## Missing images", "", "These stored images could not be read and are not included:", ""]
+        lines += [_fenced(_dumps(ctx.missing, indent=2), "json"), ""]
+    return "\n".join(lines)
+
+
+WRITERS: dict[str, Callable[[Rows, Path, _Context], None]] = {
+    "csv": _write_csv,
+    "json": _write_json,
+    "jsonl": _write_jsonl,
+    "parquet": _write_parquet,
+    "zip": _write_zip,
+    "hf": _write_hf_zip,
+}
