@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     provider_max_in_flight: int = 8
     http_timeout_seconds: float = 60.0
     http_max_attempts: int = 5
+    offline_image_side: int = Field(default=512, ge=64, le=2048)  # offline portraits: side of one photo in px
 
     @field_validator("base_prompt_append", mode="before")
     @classmethod

@@ -28,12 +28,15 @@ __all__ = [
     "MAX_TAGS",
     "MAX_TAG_CHARS",
     "SORTS",
+    "STATUSES",
     "GalleryFilter",
     "GalleryPage",
+    "clean_tags",
     "distributions",
     "facet_counts",
     "get_persona",
     "query_page",
+    "resolve_criteria",
     "set_favorite",
     "set_rating",
     "set_tags",
@@ -88,13 +91,14 @@ def _decode_item(value: str) -> str:
 
 
 def _clean_list(values: Any) -> list[str]:
-    """Stripped, de-duplicated, order kept; non-strings and empty strings dropped."""
+    """Stripped, de-duplicated, order kept; non-strings and empty strings dropped (inner spaces are kept: they
+    must match stored values exactly)."""
     out: list[str] = []
     seen: set[str] = set()
     for value in values or []:
         if not isinstance(value, str):
             continue
-        item = " ".join(value.split())[:MAX_VALUE_CHARS]
+        item = value.strip()[:MAX_VALUE_CHARS]
         if item and item not in seen:
             seen.add(item)
             out.append(item)
@@ -240,8 +244,8 @@ def resolve_criteria(db: Database, user: User | None, flt: GalleryFilter) -> q.P
 
 
 def visible_task_choices(db: Database, user: User) -> list[dict[str, Any]]:
-    """Tasks the user may browse, newest first: task_id, description (clipped), status, created_at, count
-    (personas stored), language, number_to_generate, images_per_persona, owner (e-mail)."""
+    """Tasks the user may browse, newest first: task_id, description (clipped), status, created_at, count and
+    personas (both: personas stored), language, number_to_generate, images_per_persona, owner (e-mail)."""
     with db.session() as session:
         return q.gallery_task_choices(session, _viewer_id(user))
 

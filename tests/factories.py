@@ -27,6 +27,7 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "data_dir": tmp_path / "data",
         "lease_seconds": 10.0,
         "heartbeat_seconds": 0.5,
+        "offline_image_side": 192,
         "worker_in_app": False,
     }
     values.update(overrides)

@@ -170,25 +170,28 @@ def _variation(base: Image.Image, rng: random.Random, side: int) -> Image.Image:
 class OfflineImageProvider:
     name = "offline"
 
+    def __init__(self, side: int = SIDE):
+        self.side = side
+
     @classmethod
     def from_settings(cls, settings: Settings) -> OfflineImageProvider:
-        return cls()
+        return cls(settings.offline_image_side)
 
     def check(self) -> tuple[bool, str]:
         return True, "offline procedural portraits: no network needed"
 
     def generate_base(self, persona: PersonaDraft, prompt: str, *, seed: int) -> bytes:
-        return _encode_png(draw_portrait(persona, seed))
+        return _encode_png(draw_portrait(persona, seed, self.side))
 
     def edit_face(self, face: bytes, persona: PersonaDraft, prompt: str, *, seed: int) -> bytes:
         """The library face, square-cropped and given this persona's setting (light and colour)."""
-        img = ImageOps.fit(_decode(face), (SIDE, SIDE), Image.Resampling.LANCZOS)
-        return _encode_png(_variation(img, random.Random(seed), SIDE))
+        img = ImageOps.fit(_decode(face), (self.side, self.side), Image.Resampling.LANCZOS)
+        return _encode_png(_variation(img, random.Random(seed), self.side))
 
     def make_grid(self, base: bytes, prompt: str, *, seed: int) -> bytes:
         rng = random.Random(seed)
         source = _decode(base)
-        tile = SIDE
+        tile = self.side
         total = 2 * tile + 3 * GUTTER
         grid = Image.new("RGB", (total, total), (255, 255, 255))
         for i in range(4):

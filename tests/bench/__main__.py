@@ -12,6 +12,9 @@ from tests.bench.harness import BenchRow, machine, render, write_results
 BENCHES = {
     "claim": ("tests.bench.bench_db", "bench_claim_overhead"),
     "insert": ("tests.bench.bench_db", "bench_bulk_insert"),
+    "imaging": ("tests.bench.bench_imaging", "bench_image_postprocessing"),
+    "offline": ("tests.bench.bench_imaging", "bench_offline_task"),
+    "gallery": ("tests.bench.bench_gallery", "bench_gallery"),
 }
 
 

@@ -32,6 +32,7 @@ def cli_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         "IMAGE_PROVIDER": "offline",
         "LEASE_SECONDS": "4",
         "HEARTBEAT_SECONDS": "0.5",
+        "OFFLINE_IMAGE_SIDE": "192",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -30,6 +30,7 @@ def env(pg_url: str, tmp_path: Path) -> dict[str, str]:
         "DATA_DIR": str(tmp_path / "data"),
         "LEASE_SECONDS": "3",
         "HEARTBEAT_SECONDS": "0.5",
+        "OFFLINE_IMAGE_SIDE": "192",
         "WORKER_TASK_SLOTS": "4",
         "PERSONA_THREADS": "2",
     }
@@ -68,7 +69,7 @@ def statuses(engine: sa.Engine) -> dict[str, str]:
 def test_cap_holds_across_three_worker_processes(env: dict[str, str], engine: sa.Engine, tmp_path: Path) -> None:
     cli(env, "settings", "set", "max_concurrent_tasks", "2")
     tasks = submit_many(env, 10, count=6, images=8)
-    schedule: list[tuple[float, int]] = [(0.0, 2)]
+    schedule: list[tuple[float, float, int]] = [(0.0, 0.0, 2)]  # (command started, command returned, new cap)
     samples: list[tuple[float, int]] = []
     halt = threading.Event()
 
@@ -92,11 +93,13 @@ def test_cap_holds_across_three_worker_processes(env: dict[str, str], engine: sa
                 time.sleep(0.1)
 
         wait_done(2)
+        asked = time.time()
         cli(env, "settings", "set", "max_concurrent_tasks", "4")
-        schedule.append((time.time(), 4))
+        schedule.append((asked, time.time(), 4))
         wait_done(6)
+        asked = time.time()
         cli(env, "settings", "set", "max_concurrent_tasks", "1")
-        schedule.append((time.time(), 1))
+        schedule.append((asked, time.time(), 1))
         wait_done(10, limit=240)
     finally:
         halt.set()
@@ -110,20 +113,20 @@ def test_cap_holds_across_three_worker_processes(env: dict[str, str], engine: sa
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT task_id, started_at, completed_at, attempts FROM generation_tasks")).all()
     assert all(r.attempts == 1 for r in rows), "a task was claimed twice"
-    # At every claim, the tasks already running were fewer than the cap in force then. Around a change the
-    # older or newer cap may apply (the setting lands between two claims), so allow the larger of the two.
+    # At every claim, the tasks already running were fewer than the cap in force then. While a `settings set`
+    # command runs, the change lands at an unknown instant, so either the old or the new cap may apply.
     intervals = [(r.started_at.timestamp(), r.completed_at.timestamp()) for r in rows]
 
     def cap_at(t: float) -> int:
-        caps = [c for when, c in schedule if when <= t + 0.5]
-        near = [c for when, c in schedule if abs(when - t) <= 0.5]
-        return max([caps[-1], *near])
+        settled = [cap for _, returned, cap in schedule if returned < t]
+        landing = [cap for asked, returned, cap in schedule if asked - 0.1 <= t <= returned + 0.1]
+        return max([settled[-1], *landing])
 
     for start, _ in intervals:
         running = sum(1 for s, e in intervals if s < start < e)
         assert running < cap_at(start), (start, running)
     assert max(n for _, n in samples) <= 4
-    before_raise = [n for t, n in samples if t < schedule[1][0]]
+    before_raise = [n for t, n in samples if t < schedule[1][0]]  # before the raise was asked for
     assert before_raise and max(before_raise) <= 2
     assert max(n for _, n in samples) >= 3, "raising the cap did not let more tasks run"
     assert len(rows) == len(tasks)

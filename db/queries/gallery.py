@@ -1,0 +1,538 @@
+"""Gallery queries: server-side filter, facet counts, sort and paging of personas, curation, export streams.
+
+Visibility is part of every statement: ``PersonaCriteria.viewer_id`` joins the persona to its task and keeps
+only that owner's tasks (``None`` = every task: administrators and the command line). Everything here runs
+on SQLite and PostgreSQL; the two differences (unnesting the JSON ``tags`` array, Unicode case folding) are
+handled in ``_tag_values`` and ``_search_text``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from db.models import GenerationResult, GenerationTask, User, utcnow
+
+__all__ = [
+    "GALLERY_PERSONA_FIELDS",
+    "GALLERY_SORT_COLUMNS",
+    "GALLERY_TEXT_FIELDS",
+    "PersonaCriteria",
+    "gallery_count",
+    "gallery_distributions",
+    "gallery_export_rows",
+    "gallery_facets",
+    "gallery_page",
+    "gallery_persona",
+    "gallery_task_choices",
+    "gallery_tasks_info",
+    "gallery_update_persona",
+    "gallery_visible_task_ids",
+]
+
+R = GenerationResult
+T = GenerationTask
+Col: TypeAlias = "sa.sql.elements.SQLCoreOperations[Any]"  # a column, an ORM attribute or an expression
+AnySelect: TypeAlias = "sa.Select[*tuple[Any, ...]]"
+
+GALLERY_PERSONA_FIELDS: tuple[str, ...] = (
+    "firstname",
+    "lastname",
+    "gender",
+    "ethnicity",
+    "age",
+    "bio_facebook",
+    "bio_instagram",
+    "bio_x",
+    "bio_tiktok",
+    "job_title",
+    "workplace",
+    "edu_establishment",
+    "edu_study",
+    "current_city",
+    "current_state",
+    "prev_city",
+    "prev_state",
+    "about",
+)
+GALLERY_TEXT_FIELDS: tuple[str, ...] = (
+    "firstname",
+    "lastname",
+    "job_title",
+    "workplace",
+    "edu_establishment",
+    "edu_study",
+    "bio_facebook",
+    "bio_instagram",
+    "bio_x",
+    "bio_tiktok",
+    "about",
+)
+GALLERY_SORT_COLUMNS: tuple[str, ...] = ("batch_number", "created_at", "lastname", "age", "rating", "updated_at")
+KNOWN_GENDERS = ("m", "f")
+
+
+@dataclass(frozen=True)
+class PersonaCriteria:
+    """A gallery filter in database terms. Empty tuples / ``None`` mean "no restriction".
+
+    Within one facet the values are alternatives (OR); facets combine with AND. ``genders`` takes
+    ``m``, ``f`` and ``other`` (any stored value that is neither). ``text`` is split on whitespace and every
+    term must occur (case-insensitively) in one of ``GALLERY_TEXT_FIELDS``. ``tags``: any of them.
+    """
+
+    viewer_id: int | None = None
+    task_ids: tuple[str, ...] = ()
+    genders: tuple[str, ...] = ()
+    age_min: int | None = None
+    age_max: int | None = None
+    ethnicities: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    cities: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    text: str = ""
+    favorite: bool | None = None
+    tags: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    min_rating: int | None = None
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _py_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _search_text(session: Session, terms: list[str]) -> sa.ColumnElement[Any]:
+    """The searchable fields as one lower-cased text (newline-separated: a term never spans two fields).
+
+    SQLite's ``LIKE`` already ignores ASCII case, so ASCII terms use it directly (fast, in C); other terms go
+    through a Unicode-aware Python ``lower`` registered on the connection (SQLite's own folds ASCII only).
+    """
+    joined: sa.ColumnElement[Any] = sa.func.coalesce(getattr(R, GALLERY_TEXT_FIELDS[0]), "")
+    for name in GALLERY_TEXT_FIELDS[1:]:
+        joined = joined + "\n" + sa.func.coalesce(getattr(R, name), "")
+    if _dialect(session) == "sqlite":
+        if all(term.isascii() for term in terms):
+            return joined
+        driver = session.connection().connection.driver_connection
+        if driver is not None:
+            driver.create_function("adg_lower", 1, _py_lower, deterministic=True)
+            return sa.func.adg_lower(joined)
+    return sa.func.lower(joined)
+
+
+def _like_pattern(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _safe_tags(session: Session, column: Col) -> sa.ColumnElement[Any]:
+    """The tags column as a JSON array whatever is stored (SQL NULL, JSON null, a scalar)."""
+    if _dialect(session) == "postgresql":
+        return sa.case(
+            (sa.func.jsonb_typeof(column) == "array", column), else_=sa.literal_column("'[]'::jsonb")
+        )
+    return sa.case((sa.func.json_type(column) == "array", column), else_=sa.literal_column("'[]'"))
+
+
+def _tag_values(session: Session, column: Col) -> Any:
+    """A table-valued function with one ``value`` row per tag of ``column`` (correlated to its row)."""
+    safe = _safe_tags(session, column)
+    if _dialect(session) == "postgresql":
+        return sa.func.jsonb_array_elements_text(safe).table_valued("value")
+    return sa.func.json_each(safe).table_valued("value")
+
+
+def _gender_bucket(column: Col) -> sa.ColumnElement[Any]:
+    return sa.case((column.in_(KNOWN_GENDERS), column), else_=sa.literal_column("'other'"))
+
+
+def _conditions(session: Session, c: PersonaCriteria, skip: str | None = None) -> list[sa.ColumnElement[bool]]:
+    """WHERE clauses of ``c`` for a query over ``generation_results JOIN generation_tasks``.
+
+    ``skip`` names one facet whose own filter is left out (standard faceting).
+    """
+    conds: list[sa.ColumnElement[bool]] = []
+    if c.viewer_id is not None:
+        conds.append(T.user_id == c.viewer_id)
+    if c.task_ids:
+        conds.append(T.task_id.in_(c.task_ids))
+    if c.genders and skip != "genders":
+        known = [g for g in c.genders if g in KNOWN_GENDERS]
+        options: list[sa.ColumnElement[bool]] = []
+        if known:
+            options.append(R.gender.in_(known))
+        if "other" in c.genders:
+            options.append(R.gender.not_in(KNOWN_GENDERS))
+        conds.append(sa.or_(*options) if options else sa.false())
+    if c.age_min is not None:
+        conds.append(R.age >= c.age_min)
+    if c.age_max is not None:
+        conds.append(R.age <= c.age_max)
+    if c.ethnicities and skip != "ethnicities":
+        conds.append(R.ethnicity.in_(c.ethnicities))
+    if c.languages and skip != "languages":
+        conds.append(T.bio_language.in_(c.languages))
+    if c.cities and skip != "cities":
+        conds.append(R.current_city.in_(c.cities))
+    if c.states and skip != "states":
+        conds.append(R.current_state.in_(c.states))
+    terms = c.text.lower().split()
+    if terms:
+        text = _search_text(session, terms)
+        conds.extend(text.like(_like_pattern(term), escape="\\") for term in terms)
+    if c.favorite is not None:
+        conds.append(R.favorite.is_(sa.true()) if c.favorite else R.favorite.is_(sa.false()))
+    if c.tags and skip != "tags":
+        tv = _tag_values(session, R.tags)
+        conds.append(sa.exists(sa.select(sa.literal(1)).select_from(tv).where(tv.c.value.in_(c.tags))))
+    if c.statuses and skip != "statuses":
+        conds.append(R.status.in_(c.statuses))
+    if c.min_rating is not None:
+        conds.append(R.rating >= c.min_rating)
+    return conds
+
+
+def _joined(query: AnySelect) -> AnySelect:
+    return query.select_from(R).join(T, T.id == R.task_id)
+
+
+def _visible_tasks_clause(viewer_id: int | None) -> sa.ColumnElement[bool]:
+    return sa.true() if viewer_id is None else T.user_id == viewer_id
+
+
+# --- tasks -------------------------------------------------------------------------------------------------
+
+
+def gallery_visible_task_ids(session: Session, viewer_id: int | None, task_ids: Sequence[str]) -> set[str]:
+    """Which of ``task_ids`` exist and are visible to ``viewer_id`` (``None``: any owner)."""
+    if not task_ids:
+        return set()
+    query = sa.select(T.task_id).where(T.task_id.in_(list(task_ids)), _visible_tasks_clause(viewer_id))
+    return set(session.scalars(query))
+
+
+def gallery_task_choices(
+    session: Session, viewer_id: int | None, *, clip: int = 80, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Tasks a viewer may browse, newest first, with their persona counts (two tables, one query)."""
+    counts = sa.select(R.task_id.label("pk"), sa.func.count().label("n")).group_by(R.task_id).subquery()
+    query = (
+        sa.select(
+            T.task_id,
+            sa.func.substr(T.persona_description, 1, clip + 1).label("description"),
+            T.status,
+            T.created_at,
+            T.bio_language,
+            T.number_to_generate,
+            T.images_per_persona,
+            User.email,
+            sa.func.coalesce(counts.c.n, 0).label("n"),
+        )
+        .join(User, User.id == T.user_id)
+        .outerjoin(counts, counts.c.pk == T.id)
+        .where(_visible_tasks_clause(viewer_id))
+        .order_by(T.created_at.desc(), T.id.desc())
+        .limit(limit)
+    )
+    out = []
+    for row in session.execute(query):
+        description = " ".join((row.description or "").split())
+        if len(description) > clip:
+            description = description[: clip - 1].rstrip() + "…"
+        out.append(
+            {
+                "task_id": row.task_id,
+                "description": description,
+                "status": row.status,
+                "created_at": row.created_at,
+                "language": row.bio_language,
+                "number_to_generate": row.number_to_generate,
+                "images_per_persona": row.images_per_persona,
+                "owner": row.email,
+                "count": int(row.n),
+                "personas": int(row.n),  # the same number, under the name the pages read
+            }
+        )
+    return out
+
+
+def gallery_tasks_info(session: Session, c: PersonaCriteria) -> list[dict[str, Any]]:
+    """The tasks a filter spans (owner, explicit ids and language only), with their config snapshots."""
+    conds: list[sa.ColumnElement[bool]] = [_visible_tasks_clause(c.viewer_id)]
+    if c.task_ids:
+        conds.append(T.task_id.in_(c.task_ids))
+    if c.languages:
+        conds.append(T.bio_language.in_(c.languages))
+    query = (
+        sa.select(
+            T.task_id,
+            T.persona_description,
+            T.bio_language,
+            T.number_to_generate,
+            T.images_per_persona,
+            T.seed,
+            T.status,
+            T.created_at,
+            T.completed_at,
+            T.rerun_of,
+            T.config_snapshot,
+        )
+        .where(*conds)
+        .order_by(T.created_at, T.id)
+    )
+    return [dict(row._mapping) for row in session.execute(query)]
+
+
+# --- the gallery view ---------------------------------------------------------------------------------------
+
+
+def _row_columns() -> list[sa.ColumnElement[Any]]:
+    thumb = R.image_meta[("images", 0, "thumb_key")].as_string()
+    return [
+        R.id,
+        T.task_id.label("task_id"),
+        R.batch_number,
+        R.slot,
+        R.status,
+        R.error,
+        R.favorite,
+        R.tags,
+        R.rating,
+        R.curation,
+        R.quality_flags,
+        R.image_count,
+        R.base_image_url,
+        thumb.label("thumb_key"),
+        T.bio_language.label("language"),
+        R.created_at,
+        R.updated_at,
+        *(getattr(R, name) for name in GALLERY_PERSONA_FIELDS),
+    ]
+
+
+def _order_by(sort_column: str, descending: bool) -> list[sa.ColumnElement[Any]]:
+    def direction(col: Col) -> sa.ColumnElement[Any]:
+        return col.desc() if descending else col.asc()
+
+    if sort_column == "created_at":
+        keys: list[Col] = [R.created_at, R.id]
+    elif sort_column == "updated_at":
+        keys = [R.updated_at, R.id]
+    elif sort_column == "lastname":
+        keys = [sa.func.lower(R.lastname), sa.func.lower(R.firstname), R.id]
+    elif sort_column in ("age", "rating"):
+        col = getattr(R, sort_column)
+        # NULLs last in both directions, identically on SQLite and PostgreSQL.
+        return [sa.case((col.is_(None), 1), else_=0).asc(), direction(col), direction(R.id)]
+    else:  # batch_number: the generation order
+        keys = [R.task_id, R.batch_number, R.slot, R.id]
+    return [direction(k) for k in keys]
+
+
+def _with_thumb(row: Mapping[Any, Any]) -> dict[str, Any]:
+    data = dict(row)
+    data["tags"] = list(data.get("tags") or [])
+    data["quality_flags"] = list(data.get("quality_flags") or [])
+    data["thumb_uri"] = data.pop("thumb_key", None) or data.get("base_image_url")
+    return data
+
+
+def gallery_count(session: Session, c: PersonaCriteria) -> int:
+    return int(session.scalar(_joined(sa.select(sa.func.count())).where(*_conditions(session, c))) or 0)
+
+
+def gallery_page(
+    session: Session, c: PersonaCriteria, *, sort_column: str, descending: bool, offset: int, limit: int
+) -> list[dict[str, Any]]:
+    """One page of persona rows (no bios trimmed, no image lists: ``thumb_uri`` is the first thumbnail)."""
+    query = (
+        _joined(sa.select(*_row_columns()))
+        .where(*_conditions(session, c))
+        .order_by(*_order_by(sort_column, descending))
+        .offset(max(0, offset))
+        .limit(max(1, limit))
+    )
+    return [_with_thumb(row._mapping) for row in session.execute(query)]
+
+
+FACET_EXPRESSIONS: dict[str, tuple[str, Any]] = {
+    # facet key -> (criteria field it ignores, value expression)
+    "gender": ("genders", lambda: _gender_bucket(R.gender)),
+    "ethnicity": ("ethnicities", lambda: R.ethnicity),
+    "language": ("languages", lambda: T.bio_language),
+    "city": ("cities", lambda: R.current_city),
+    "state": ("states", lambda: R.current_state),
+    "status": ("statuses", lambda: R.status),
+}
+
+
+def _value_counts(
+    session: Session, value: Col, conds: list[sa.ColumnElement[bool]], limit: int
+) -> list[tuple[str, int]]:
+    inner = _joined(sa.select(cast(sa.ColumnElement[Any], value).label("v"))).where(*conds).subquery()
+    n = sa.func.count().label("n")
+    query = (
+        sa.select(inner.c.v, n)
+        .where(inner.c.v.is_not(None), inner.c.v != "")
+        .group_by(inner.c.v)
+        .order_by(n.desc(), inner.c.v)
+        .limit(limit)
+    )
+    return [(str(v), int(count)) for v, count in session.execute(query)]
+
+
+def _tag_counts(session: Session, conds: list[sa.ColumnElement[bool]], limit: int) -> list[tuple[str, int]]:
+    inner = _joined(sa.select(R.id, R.tags.label("tags"))).where(*conds).subquery()
+    tv = _tag_values(session, inner.c.tags)
+    n = sa.func.count().label("n")
+    query = (
+        sa.select(tv.c.value, n)
+        .select_from(inner)
+        .join(tv, sa.true())
+        .where(tv.c.value.is_not(None), tv.c.value != "")
+        .group_by(tv.c.value)
+        .order_by(n.desc(), tv.c.value)
+        .limit(limit)
+    )
+    return [(str(v), int(count)) for v, count in session.execute(query)]
+
+
+def gallery_facets(session: Session, c: PersonaCriteria, *, limit: int = 50) -> dict[str, list[tuple[str, int]]]:
+    """Value counts per facet under every *other* active filter; one query per facet, top ``limit`` each."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for key, (own, expression) in FACET_EXPRESSIONS.items():
+        out[key] = _value_counts(session, expression(), _conditions(session, c, skip=own), limit)
+    out["tags"] = _tag_counts(session, _conditions(session, c, skip="tags"), limit)
+    return out
+
+
+def gallery_distributions(session: Session, c: PersonaCriteria, *, top: int = 15) -> dict[str, Any]:
+    """Distributions of the filtered view: age in 10-year buckets (13-19, 20-29, ...), gender, ethnicity,
+    the top job titles and current cities."""
+    conds = _conditions(session, c)
+    start = sa.case((R.age < 20, 13), else_=(R.age // 10) * 10)
+    inner = _joined(sa.select(start.label("b"))).where(*conds).subquery()
+    n = sa.func.count().label("n")
+    counts = {b: int(k) for b, k in session.execute(sa.select(inner.c.b, n).group_by(inner.c.b))}
+    unknown = counts.pop(None, 0)
+    age: list[tuple[str, int]] = []
+    if counts:
+        low, high = min(counts), max(counts)
+        starts = [13] if low < 20 else []
+        starts += list(range(max(20, low // 10 * 10), high + 1, 10))
+        for s in starts:
+            age.append((f"{s}-{19 if s == 13 else s + 9}", counts.get(s, 0)))
+    if unknown:
+        age.append(("unknown", unknown))
+    return {
+        "age": age,
+        "gender": _value_counts(session, _gender_bucket(R.gender), conds, 50),
+        "ethnicity": _value_counts(session, R.ethnicity, conds, 50),
+        "job_title": _value_counts(session, R.job_title, conds, top),
+        "current_city": _value_counts(session, R.current_city, conds, top),
+    }
+
+
+# --- one persona ----------------------------------------------------------------------------------------------
+
+
+def gallery_persona(session: Session, viewer_id: int | None, result_id: int) -> dict[str, Any] | None:
+    """Every field of one persona with its images and task (no config snapshot); None if not visible."""
+    query = _joined(
+        sa.select(
+            R,
+            T.task_id.label("task_code"),
+            T.persona_description,
+            T.bio_language,
+            T.status.label("task_status"),
+            T.created_at.label("task_created_at"),
+            T.number_to_generate,
+            T.images_per_persona,
+            T.seed,
+            T.user_id,
+        )
+    ).where(R.id == result_id, _visible_tasks_clause(viewer_id))
+    row = session.execute(query).first()
+    if row is None:
+        return None
+    result: GenerationResult = row[0]
+    data: dict[str, Any] = {name: getattr(result, name) for name in GALLERY_PERSONA_FIELDS}
+    meta = result.image_meta or {}
+    thumbs = [m.get("thumb_key") for m in meta.get("images", []) if isinstance(m, dict)]
+    data.update(
+        id=result.id,
+        task_id=row.task_code,
+        batch_number=result.batch_number,
+        slot=result.slot,
+        status=result.status,
+        error=result.error,
+        attempts=result.attempts,
+        favorite=bool(result.favorite),
+        tags=list(result.tags or []),
+        rating=result.rating,
+        curation=result.curation,
+        quality=result.quality,
+        quality_flags=list(result.quality_flags or []),
+        image_count=result.image_count,
+        base_image_url=result.base_image_url,
+        images=list(result.images or []),
+        image_meta=meta,
+        thumb_uri=(thumbs[0] if thumbs and thumbs[0] else None) or result.base_image_url,
+        language=row.bio_language,
+        created_at=result.created_at,
+        updated_at=result.updated_at,
+        task={
+            "task_id": row.task_code,
+            "description": row.persona_description,
+            "language": row.bio_language,
+            "status": row.task_status,
+            "created_at": row.task_created_at,
+            "number_to_generate": row.number_to_generate,
+            "images_per_persona": row.images_per_persona,
+            "seed": row.seed,
+            "user_id": row.user_id,
+        },
+    )
+    return data
+
+
+def gallery_update_persona(session: Session, viewer_id: int | None, result_id: int, **values: Any) -> bool:
+    """Set curation columns of one visible persona; False when it does not exist or is not visible."""
+    visible = sa.select(T.id).where(_visible_tasks_clause(viewer_id))
+    result = session.execute(
+        sa.update(R)
+        .where(R.id == result_id, R.task_id.in_(visible))
+        .values(**values, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+# --- exports --------------------------------------------------------------------------------------------------
+
+
+def gallery_export_rows(session: Session, c: PersonaCriteria, *, chunk: int = 500) -> Iterator[dict[str, Any]]:
+    """Every persona of the view in generation order, streamed ``chunk`` rows at a time (server-side cursor on
+    PostgreSQL), with its image list and image metadata."""
+    query = (
+        _joined(sa.select(*_row_columns(), R.images, R.image_meta))
+        .where(*_conditions(session, c))
+        .order_by(*_order_by("batch_number", False))
+        .execution_options(yield_per=chunk)
+    )
+    for row in session.execute(query):
+        data = _with_thumb(row._mapping)
+        data["images"] = list(data.get("images") or [])
+        data["image_meta"] = data.get("image_meta") or {}
+        yield data
