@@ -55,10 +55,15 @@ def image_size(data: bytes) -> tuple[int, int]:
         raise ImageCheckError(f"not a readable image ({type(exc).__name__})") from exc
 
 
+def _channel_min(img: Image.Image) -> np.ndarray:
+    """min(R, G, B) per pixel, contiguous (a pixel is "white" when this is above a threshold)."""
+    r, g, b = (np.asarray(band) for band in (img if img.mode == "RGB" else img.convert("RGB")).split())
+    return np.minimum(np.minimum(r, g), b)
+
+
 def _white_mask(img: Image.Image, minimum: int) -> np.ndarray:
-    """True where R, G and B are all >= ``minimum`` (channel-wise minimum, contiguous: ~1 ms per megapixel)."""
-    r, g, b = (np.asarray(band) for band in img.convert("RGB").split())
-    return np.minimum(np.minimum(r, g), b) >= minimum
+    """True where R, G and B are all >= ``minimum``."""
+    return _channel_min(img) >= minimum
 
 
 def _fraction(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -89,7 +94,7 @@ def unsharp(img: Image.Image, amount: float, sigma: float = 1.0) -> Image.Image:
     return img.filter(_kernel((1 + amount) * identity - amount * _gaussian_3x3(sigma)))
 
 
-def _divider(profile: np.ndarray, gray: np.ndarray, axis: int) -> tuple[int, int] | None:
+def _divider(profile: np.ndarray, img: Image.Image, axis: int) -> tuple[int, int] | None:
     """The dividing band (start, end) near the middle of one axis: a white gutter, else a sharp seam."""
     n = len(profile)
     lo, hi = int(n * GUTTER_SEARCH[0]), int(n * GUTTER_SEARCH[1])
@@ -100,7 +105,8 @@ def _divider(profile: np.ndarray, gray: np.ndarray, axis: int) -> tuple[int, int
         mid = (hi - lo) / 2
         run = min(runs, key=lambda r: abs((r[0] + r[-1]) / 2 - mid))
         return lo + int(run[0]), lo + int(run[-1]) + 1
-    seam = np.abs(np.diff(gray, axis=axis)).mean(axis=1 - axis)  # only when there is no white gutter
+    gray = np.asarray(img.convert("L"), dtype=np.int16)  # only when there is no white gutter
+    seam = np.abs(np.diff(gray, axis=axis)).mean(axis=1 - axis)
     band = seam[lo:hi]
     if band.size and band.max() > 4 * max(float(np.median(seam)), 1.0) and band.max() > 12:
         at = lo + int(band.argmax()) + 1  # the seam lies between column at-1 and at
@@ -114,9 +120,8 @@ def split_grid(img: Image.Image) -> list[Image.Image]:
     if not 0.6 <= width / height <= 1.67:
         raise ImageCheckError(f"grid is not 2x2: aspect ratio {width}x{height}")
     white = _white_mask(img, WHITE_MIN)
-    gray = np.asarray(img.convert("L"), dtype=np.int16)
-    vertical = _divider(_fraction(white, 0), gray, 1)
-    horizontal = _divider(_fraction(white, 1), gray, 0)
+    vertical = _divider(_fraction(white, 0), img, 1)
+    horizontal = _divider(_fraction(white, 1), img, 0)
     if vertical is None or horizontal is None:
         missing = "vertical" if vertical is None else "horizontal"
         raise ImageCheckError(f"grid is not 2x2: no {missing} dividing line near the middle")
@@ -138,10 +143,29 @@ def _content_box(mask_white: np.ndarray, fraction: float) -> tuple[int, int, int
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def _trim_box(minimum: np.ndarray) -> tuple[int, int, int, int]:
+    h, w = minimum.shape
+    return _content_box(minimum >= PURE_WHITE_MIN, 1.0 - 1e-9) or (0, 0, w, h)
+
+
+def _border_box(minimum: np.ndarray) -> tuple[int, int, int, int]:
+    h, w = minimum.shape
+    box = _content_box(minimum >= WHITE_MIN, WHITE_LINE_FRACTION)
+    if box is None:
+        return (0, 0, w, h)  # all white: nothing sensible to keep, leave it to the checks
+    left, top, right, bottom = box
+    if right - left < MIN_TILE_SIDE // 2 or bottom - top < MIN_TILE_SIDE // 2:
+        return (0, 0, w, h)
+    return box
+
+
+def _crop(img: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    return img if box == (0, 0, *img.size) else img.crop(box)
+
+
 def trim_white_margins(img: Image.Image) -> Image.Image:
     """Drop edge rows and columns that are entirely (near) pure white — the gutters left by the split."""
-    box = _content_box(_white_mask(img, PURE_WHITE_MIN), 1.0 - 1e-9)
-    return img if box is None or box == (0, 0, *img.size) else img.crop(box)
+    return _crop(img, _trim_box(_channel_min(img)))
 
 
 def crop_white_borders(img: Image.Image) -> Image.Image:
@@ -149,13 +173,17 @@ def crop_white_borders(img: Image.Image) -> Image.Image:
 
     Unlike the original, borders wider than 50 px are cropped too. Vectorised: one pass over the pixels.
     """
-    box = _content_box(_white_mask(img, WHITE_MIN), WHITE_LINE_FRACTION)
-    if box is None:
-        return img  # all white: nothing sensible to keep, leave it to the checks
-    left, top, right, bottom = box
-    if right - left < MIN_TILE_SIDE // 2 or bottom - top < MIN_TILE_SIDE // 2:
-        return img
-    return img if box == (0, 0, *img.size) else img.crop(box)
+    return _crop(img, _border_box(_channel_min(img)))
+
+
+def trim_and_crop(img: Image.Image, crop_borders: bool) -> Image.Image:
+    """``trim_white_margins`` then, optionally, ``crop_white_borders``: one pixel pass and one crop."""
+    minimum = _channel_min(img)
+    left, top, right, bottom = _trim_box(minimum)
+    if crop_borders:
+        l2, t2, r2, b2 = _border_box(minimum[top:bottom, left:right])
+        left, top, right, bottom = left + l2, top + t2, left + r2, top + b2
+    return _crop(img, (left, top, right, bottom))
 
 
 def style_rng(seed: int, persona_key: str, index: int) -> random.Random:
@@ -191,7 +219,7 @@ def randomize_style(img: Image.Image, rng: random.Random) -> tuple[Image.Image, 
     Same draws in the same order as the original; the colour steps run as one affine transform, blur and
     unsharp as one 3x3 kernel, grain and vignette in one float32 pass.
     """
-    img = img.convert("RGB")
+    img = img if img.mode == "RGB" else img.convert("RGB")
     preset = rng.choice(PRESETS)
     params: dict[str, Any] = {"preset": preset}
     contrast = rng.uniform(1.05, 1.12) if rng.random() < 0.7 else rng.uniform(0.95, 1.15)
@@ -233,14 +261,16 @@ def randomize_style(img: Image.Image, rng: random.Random) -> tuple[Image.Image, 
 
 def encode_jpeg(img: Image.Image, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
     buffer = io.BytesIO()
-    img.convert("RGB").save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False)
+    (img if img.mode == "RGB" else img.convert("RGB")).save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False)
     return buffer.getvalue()
 
 
 def make_thumbnail(img: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
-    scale = min(1.0, side / max(img.size))
-    size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
-    thumb = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0) if scale < 1 else img
+    factor = max(1, max(img.size) // side)
+    small = img.reduce(factor) if factor > 1 else img  # box-average by an integer factor first (fast, exact)
+    scale = min(1.0, side / max(small.size))
+    size = (max(1, round(small.size[0] * scale)), max(1, round(small.size[1] * scale)))
+    thumb = small.resize(size, Image.Resampling.LANCZOS) if scale < 1 else small
     return encode_jpeg(thumb, 82)
 
 
@@ -259,9 +289,7 @@ def process_grid(
         raise ImageCheckError(f"grid gave {len(tiles)} tiles")
     results = []
     for offset, tile in enumerate(tiles):
-        tile = trim_white_margins(tile)
-        if crop_borders:
-            tile = crop_white_borders(tile)
+        tile = trim_and_crop(tile, crop_borders)
         style: dict[str, Any] | None = None
         quality = DEFAULT_JPEG_QUALITY
         if randomize:
