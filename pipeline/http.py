@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -313,3 +313,21 @@ def client_from_settings(
 def join_url(base: str, path: str) -> str:
     """``base`` and ``path`` with exactly one slash between them."""
     return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+class HttpProvider:
+    """Base of the HTTP providers: the settings and one ``HttpClient`` named after the provider."""
+
+    provider = "http"
+
+    def __init__(self, settings: Any, client: HttpClient):
+        self.settings = settings
+        self.client = client
+
+    @classmethod
+    def headers_for(cls, settings: Any) -> dict[str, str]:
+        return {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, backoff_base: float = BACKOFF_BASE_SECONDS) -> Self:
+        return cls(settings, client_from_settings(cls.provider, settings, cls.headers_for(settings), backoff_base=backoff_base))

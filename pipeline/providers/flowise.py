@@ -8,12 +8,12 @@ The reply's ``text`` holds the flow's output.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any
 
 from pipeline.config import Settings
 from pipeline.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
 from pipeline.errors import PipelineError, ProviderError
-from pipeline.http import BACKOFF_BASE_SECONDS, HttpClient, bearer_headers, client_from_settings, join_url
+from pipeline.http import HttpClient, HttpProvider, bearer_headers, join_url
 from pipeline.parsing import parse_json_object, personas_from_text
 from pipeline.prompts import person_data_json
 
@@ -56,21 +56,20 @@ def request_constraints(request: PersonaRequest) -> str:
     return " ".join(sentences)
 
 
-class _FlowiseFlow:
+class _FlowiseFlow(HttpProvider):
     """What both flows share: the client, the configuration check and the reachability check."""
 
     name = PROVIDER
+    provider = PROVIDER
     flow_variable = ""  # the setting that holds this flow's id
 
     def __init__(self, settings: Settings, client: HttpClient):
-        self.settings = settings
-        self.client = client
+        super().__init__(settings, client)
         self.flow_id = getattr(settings, self.flow_variable.lower())
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, backoff_base: float = BACKOFF_BASE_SECONDS) -> Self:
-        headers = bearer_headers(settings.flowise_api_key)
-        return cls(settings, client_from_settings(PROVIDER, settings, headers, backoff_base=backoff_base))
+    def headers_for(cls, settings: Settings) -> dict[str, str]:
+        return bearer_headers(settings.flowise_api_key)
 
     def _require(self) -> None:
         self.settings.require("FLOWISE_BASE_URL", self.flow_variable)

@@ -7,12 +7,12 @@ The four bio prompts become the system instructions; the reply uses the same per
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 from pipeline.config import DEFAULT_OPENAI_BASE_URL, Settings
 from pipeline.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
 from pipeline.errors import PipelineError, ProviderError, RefusalError
-from pipeline.http import BACKOFF_BASE_SECONDS, HttpClient, bearer_headers, client_from_settings, join_url
+from pipeline.http import HttpClient, HttpProvider, bearer_headers, join_url
 from pipeline.parsing import parse_json_object, personas_from_text
 from pipeline.prompts import person_data_json
 from pipeline.providers.flowise import request_constraints
@@ -106,17 +106,13 @@ def check_models(client: HttpClient, base_url: str, model: str | None) -> tuple[
     return True, f"reachable; model {model} available" if model else "reachable"
 
 
-class _OpenAIChat:
+class _OpenAIChat(HttpProvider):
     name = "openai"
-
-    def __init__(self, settings: Settings, client: HttpClient):
-        self.settings = settings
-        self.client = client
+    provider = PROVIDER
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, backoff_base: float = BACKOFF_BASE_SECONDS) -> Self:
-        headers = bearer_headers(settings.openai_api_key)
-        return cls(settings, client_from_settings(PROVIDER, settings, headers, backoff_base=backoff_base))
+    def headers_for(cls, settings: Settings) -> dict[str, str]:
+        return bearer_headers(settings.openai_api_key)
 
     def _require(self) -> None:
         self.settings.require("OPENAI_CHAT_MODEL")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Self
+from typing import Any
 
 from pipeline.config import Settings
 from pipeline.domain import PersonaDraft
 from pipeline.errors import PipelineError, ProviderError
-from pipeline.http import BACKOFF_BASE_SECONDS, HttpClient, bearer_headers, client_from_settings, join_url
+from pipeline.http import HttpProvider, bearer_headers, join_url
 from pipeline.keys import content_type_for, extension_for
 from pipeline.prompts import grid_prompt_wrapper
 from pipeline.providers.openai_chat import check_models
@@ -32,19 +32,15 @@ def upload(data: bytes, stem: str = "image") -> tuple[str, bytes, str]:
     return name, data, content_type_for(name)
 
 
-class OpenAIImageProvider:
+class OpenAIImageProvider(HttpProvider):
     """Base selfies and 2x2 grids from an OpenAI image model (the seed is not supported by the API)."""
 
     name = "openai"
-
-    def __init__(self, settings: Settings, client: HttpClient):
-        self.settings = settings
-        self.client = client
+    provider = PROVIDER
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, backoff_base: float = BACKOFF_BASE_SECONDS) -> Self:
-        headers = bearer_headers(settings.openai_api_key)
-        return cls(settings, client_from_settings(PROVIDER, settings, headers, backoff_base=backoff_base))
+    def headers_for(cls, settings: Settings) -> dict[str, str]:
+        return bearer_headers(settings.openai_api_key)
 
     def _url(self, path: str) -> str:
         self.settings.require("OPENAI_API_KEY", "OPENAI_IMAGE_MODEL")
