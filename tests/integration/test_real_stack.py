@@ -14,7 +14,7 @@ from pipeline.domain import PersonaDraft
 from pipeline.storage import open_storage
 from pipeline.storage_s3 import S3Storage
 from pipeline.tasks import delete_task, task_status
-from tests.factories import make_settings, make_user, results_of, run_worker, submit
+from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
 from tests.fakes.s3 import client, moto_s3, unique_bucket  # noqa: F401
 from tests.fakes.servers import (
     FLOWISE_PERSONA_FLOW,
@@ -96,3 +96,57 @@ def test_flowise_openai_s3_task_with_faults(
     assert storage.list_keys(f"{task_id}/") == []
     with database.session() as session:
         assert q.get_task(session, task_id) is None
+
+
+def test_one_call_in_five_fails_and_the_task_still_ends_well(
+    database: Database, db_url: str, tmp_path: Path, fakes: tuple[FakeFlowise, FakeOpenAI],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """20% of calls time out, answer 429 (with and without Retry-After) or 500, or send broken bodies; a few
+    image edits are refused on moderation. The task completes, or ends partial with every failed persona's
+    reason visible, within a bounded number of attempts, and the backoff shows in the logs."""
+    import logging
+    import random
+
+    from tests.fakes.servers import Behaviour, bad_json, malformed, slow
+
+    flowise, openai = fakes
+    settings = make_settings(
+        db_url, tmp_path,
+        persona_provider="flowise", flowise_base_url=flowise.url, flowise_api_key=KEY,
+        flowise_persona_flow_id=FLOWISE_PERSONA_FLOW, flowise_prompt_flow_id=FLOWISE_PROMPT_FLOW,
+        image_provider="openai", openai_base_url=f"{openai.url}/v1", openai_api_key=KEY,
+        http_timeout_seconds=0.5, http_max_attempts=5,
+    )
+    rng = random.Random(5)
+    faults = [lambda: slow(1.0), lambda: rate_limited(retry_after=0.1), lambda: rate_limited(retry_after=None),
+              lambda: server_error(500), lambda: server_error(503), truncated, bad_json, malformed]
+
+    def plan(n: int, refusals: int = 0) -> list[Behaviour]:
+        steps = [rng.choice(faults)() if rng.random() < 0.2 else Behaviour() for _ in range(n)]
+        for i in rng.sample(range(10, n), refusals):
+            steps[i] = refusal()
+        return steps
+
+    flowise.script(*plan(60))
+    openai.script(*plan(120, refusals=2))
+    user = make_user(database)
+    task_id = submit(database, settings, user, count=6, images=8)
+    with caplog.at_level(logging.INFO):
+        run_worker(database, local_storage(tmp_path), settings)
+
+    report = task_status(database, task_id)
+    assert report.status in ("completed", "partial"), report.error_log
+    rows = results_of(database, task_id)
+    assert len(rows) == 6
+    for row in rows:
+        if row.status == "failed":
+            assert row.error and "openai" in row.error  # the reason names the provider
+        else:
+            assert row.status == "completed" and len(row.images) == 8
+    if report.status == "partial":
+        assert report.personas_failed == sum(r.status == "failed" for r in rows) > 0
+    # Bounded: at most max_attempts calls per unit of work (1 base + 2 grids + 2 prompts per persona, batches).
+    units = 6 * 3 + 1
+    assert len(openai.posts()) <= units * 5 and len(flowise.posts()) <= (6 * 2 + 3) * 5
+    assert any("retry" in r.getMessage().lower() for r in caplog.records), "no backoff in the logs"

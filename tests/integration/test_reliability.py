@@ -190,3 +190,58 @@ def test_worker_survives_a_postgresql_restart(env: dict[str, str], engine: sa.En
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
+
+
+def test_ten_random_kills_lose_nothing_and_duplicate_nothing(
+    env: dict[str, str], engine: sa.Engine, tmp_path: Path
+) -> None:
+    """SIGKILL a worker at 10 random instants of one task (data stage, bases, mid-block, uploads): the task
+    still ends with exactly the requested personas and images, no duplicate rows, no orphaned objects, and
+    every stored base image kept (never regenerated)."""
+    import hashlib
+    import random
+
+    env = {**env, "LEASE_SECONDS": "1.5", "HEARTBEAT_SECONDS": "0.3", "PERSONA_THREADS": "1",
+           "OFFLINE_IMAGE_SIDE": "320"}
+    (task_id,) = submit_many(env, 1, count=24, images=12)
+    rng = random.Random(20261125)
+    media = tmp_path / "media"
+    bases: dict[tuple[int, int], tuple[str, str]] = {}
+    progress: list[int] = []
+    for kill in range(10):
+        worker = start_worker(env, f"victim-{kill}", tmp_path / f"victim-{kill}.log")
+        time.sleep(0.8 + rng.uniform(0.0, 1.5) if kill else 1.0)  # the first kill lands in the data stage
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT batch_number, slot, base_image_url FROM generation_results r JOIN generation_tasks t "
+                "ON t.id = r.task_id WHERE t.task_id = :t AND base_image_url IS NOT NULL"), {"t": task_id}).all()
+            images = conn.execute(sa.text("SELECT coalesce(sum(image_count), 0) FROM generation_results")).scalar_one()
+        for batch, slot, uri in rows:
+            digest = hashlib.sha256((media / uri).read_bytes()).hexdigest()
+            assert bases.setdefault((batch, slot), (uri, digest)) == (uri, digest), "a stored base was replaced"
+        progress.append(int(images))
+        time.sleep(1.6)  # let the dead worker's lease expire
+    assert progress == sorted(progress), "stored images went backwards"
+    assert progress[-1] < 24 * 12, f"the task finished before the last kill: {progress}"
+
+    cli(env, "work", "--until-idle", "--worker-id", "rescuer")
+    report = json.loads(cli(env, "status", task_id, "--json"))
+    assert (report["status"], report["personas_done"], report["images_done"]) == ("completed", 24, 288)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT batch_number, slot, firstname, lastname, base_image_url, images, image_meta FROM generation_results"
+        )).all()
+    assert len(rows) == 24
+    assert len({(r.batch_number, r.slot) for r in rows}) == 24 and len({(r.firstname, r.lastname) for r in rows}) == 24
+    referenced = set()
+    for r in rows:
+        meta = r.image_meta if isinstance(r.image_meta, dict) else json.loads(r.image_meta)
+        images = r.images if isinstance(r.images, list) else json.loads(r.images)
+        assert len(images) == 12 and len(set(images)) == 12
+        referenced |= {r.base_image_url, *images, *(m["thumb_key"] for m in meta["images"])}
+        if (r.batch_number, r.slot) in bases:
+            assert bases[(r.batch_number, r.slot)][0] == r.base_image_url
+    stored = {str(p.relative_to(media)) for p in (media / task_id).rglob("*") if p.is_file()}
+    assert stored == referenced, f"orphans: {sorted(stored - referenced)[:5]}, missing: {sorted(referenced - stored)[:5]}"
