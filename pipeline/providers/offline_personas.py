@@ -11,6 +11,7 @@ import random
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from faker import Faker
@@ -205,54 +206,124 @@ _ETHNICITIES: dict[str, tuple[tuple[str, int], ...]] = {
     "tw_GH": (("Black", 1),),
     "zu_ZA": (("Black", 4), ("White", 1), ("Mixed", 1)),
 }
-_STUDIES = (
-    "Economics",
-    "Nursing",
-    "Computer Science",
-    "Graphic Design",
-    "Law",
-    "Architecture",
-    "Biology",
-    "Psychology",
-    "Mechanical Engineering",
-    "Marketing",
-    "History",
-    "Education",
-    "Sociology",
-)
-_HOBBIES = (
-    "coffee",
-    "long walks",
-    "indie music",
-    "board games",
-    "cooking",
-    "running",
-    "photography",
-    "hiking",
-    "gardening",
-    "vinyl records",
-    "yoga",
-    "football",
-    "street food",
-    "sci-fi novels",
-    "sketching",
-)
-_FB = (
-    "{first} | {job} at {workplace} | {city} | {topic} | Studied {study} at {school}",
-    "Living in {city}. {job}. Proud {topic_short} and fan of {hobby}. {school} alum.",
-    "{job} by day, {topic_short} always. From {prev_city}, now in {city}. Family, friends and {hobby}.",
-)
-_IG = ("{topic_short} 📍{city} | {job} | {hobby}", "{city} ✦ {hobby} ✦ {topic_short}", "{job} · {city} · {hobby} lover")
-_X = (
-    "{job} in {city}. Opinions on {topic_short}, {hobby} and everything in between. Mine only.",
-    "{topic_short} | {study} grad | {city} | {hobby}",
-    "Tweeting about {hobby} and {topic_short}. {job}.",
-)
-_TT = ("{topic_short} in {city} 🎥", "{hobby} + {topic_short} | {city}", "{job} who loves {hobby}")
-_ABOUT = (
-    "{first} is a {age}-year-old {job_lower} living in {city}, {state}. Originally from {prev_city}, "
-    "{pronoun} studied {study} at {school} and works at {workplace}. {topic_sentence} Outside work: {hobby}.",
-)
+@dataclass(frozen=True)
+class _Templates:
+    """Bio templates and word lists of one language (bios are written in the requested language)."""
+
+    studies: tuple[str, ...]
+    hobbies: tuple[str, ...]
+    schools: tuple[str, ...]  # formats with {city}, {prev_city}, {state}
+    facebook: tuple[str, ...]
+    instagram: tuple[str, ...]
+    x: tuple[str, ...]
+    tiktok: tuple[str, ...]
+    about: str
+    pronouns: dict[str, str]
+    topic_sentence: str
+
+
+_TEMPLATES: dict[str, _Templates] = {
+    "en": _Templates(
+        studies=("Economics", "Nursing", "Computer Science", "Graphic Design", "Law", "Architecture", "Biology",
+                 "Psychology", "Mechanical Engineering", "Marketing", "History", "Education", "Sociology"),
+        hobbies=("coffee", "long walks", "indie music", "board games", "cooking", "running", "photography",
+                 "hiking", "gardening", "vinyl records", "yoga", "football", "street food", "sci-fi novels"),
+        schools=("University of {prev_city}", "{prev_city} Polytechnic", "{city} Community College",
+                 "{state} State University"),
+        facebook=("{first} | {job} at {workplace} | {city} | {topic} | Studied {study} at {school}",
+                  "Living in {city}. {job}. Proud {topic_short} and fan of {hobby}. {school} alum.",
+                  "{job} by day, {topic_short} always. From {prev_city}, now in {city}. Family, friends and {hobby}."),
+        instagram=("{topic_short} 📍{city} | {job} | {hobby}", "{city} ✦ {hobby} ✦ {topic_short}",
+                   "{job} · {city} · {hobby} lover"),
+        x=("{job} in {city}. Opinions on {topic_short}, {hobby} and everything in between. Mine only.",
+           "{topic_short} | {study} grad | {city} | {hobby}", "Tweeting about {hobby} and {topic_short}. {job}."),
+        tiktok=("{topic_short} in {city} 🎥", "{hobby} + {topic_short} | {city}", "{job} who loves {hobby}"),
+        about="{first} is a {age}-year-old {job_lower} living in {city}, {state}. Originally from {prev_city}, "
+              "{pronoun} studied {study} at {school} and works at {workplace}. {topic_sentence} Outside work: {hobby}.",
+        pronouns={"f": "she", "m": "he", "other": "they"},
+        topic_sentence="Part of the {topic} crowd.",
+    ),
+    "pt": _Templates(
+        studies=("Economia", "Enfermagem", "Engenharia Informática", "Design Gráfico", "Direito", "Arquitetura",
+                 "Biologia", "Psicologia", "Engenharia Mecânica", "Marketing", "História", "Educação"),
+        hobbies=("café", "caminhadas", "música ao vivo", "jogos de tabuleiro", "cozinhar", "correr", "fotografia",
+                 "praia", "jardinagem", "discos de vinil", "ioga", "futebol", "comida de rua", "ler romances"),
+        schools=("Universidade de {prev_city}", "Instituto Politécnico de {prev_city}", "Universidade de {city}",
+                 "Escola Superior de {state}"),
+        facebook=("{first} | {job} na {workplace} | {city} | {topic} | Estudou {study} na {school}",
+                  "A viver em {city}. {job}. Apaixonado por {hobby} e por {topic_short}. Ex-aluno da {school}.",
+                  "{job} durante o dia, {topic_short} sempre. De {prev_city}, agora em {city}. Família, amigos e {hobby}."),
+        instagram=("{topic_short} 📍{city} | {job} | {hobby}", "{city} ✦ {hobby} ✦ {topic_short}",
+                   "{job} · {city} · adoro {hobby}"),
+        x=("{job} em {city}. Opiniões sobre {topic_short}, {hobby} e tudo o resto. Só minhas.",
+           "{topic_short} | formado em {study} | {city} | {hobby}", "Escrevo sobre {hobby} e {topic_short}. {job}."),
+        tiktok=("{topic_short} em {city} 🎥", "{hobby} + {topic_short} | {city}", "{job} que adora {hobby}"),
+        about="{first} tem {age} anos, trabalha como {job_lower} e vive em {city}, {state}. Natural de {prev_city}, "
+              "estudou {study} na {school} e trabalha na {workplace}. {topic_sentence} Nos tempos livres: {hobby}.",
+        pronouns={"f": "ela", "m": "ele", "other": "elu"},
+        topic_sentence="Faz parte do grupo {topic}.",
+    ),
+    "es": _Templates(
+        studies=("Economía", "Enfermería", "Informática", "Diseño Gráfico", "Derecho", "Arquitectura", "Biología",
+                 "Psicología", "Ingeniería Mecánica", "Marketing", "Historia", "Educación"),
+        hobbies=("el café", "pasear", "la música en directo", "los juegos de mesa", "cocinar", "correr",
+                 "la fotografía", "la montaña", "el huerto", "los vinilos", "el yoga", "el fútbol", "las tapas"),
+        schools=("Universidad de {prev_city}", "Universidad Politécnica de {prev_city}", "Universidad de {city}",
+                 "Instituto Superior de {state}"),
+        facebook=("{first} | {job} en {workplace} | {city} | {topic} | Estudió {study} en la {school}",
+                  "Vivo en {city}. {job}. Me encantan {hobby} y {topic_short}. Exalumno de la {school}.",
+                  "{job} de día, {topic_short} siempre. De {prev_city}, ahora en {city}. Familia, amigos y {hobby}."),
+        instagram=("{topic_short} 📍{city} | {job} | {hobby}", "{city} ✦ {hobby} ✦ {topic_short}",
+                   "{job} · {city} · amante de {hobby}"),
+        x=("{job} en {city}. Opiniones sobre {topic_short}, {hobby} y todo lo demás. Solo mías.",
+           "{topic_short} | {study} | {city} | {hobby}", "Escribo sobre {hobby} y {topic_short}. {job}."),
+        tiktok=("{topic_short} en {city} 🎥", "{hobby} + {topic_short} | {city}", "{job} que ama {hobby}"),
+        about="{first} tiene {age} años, trabaja como {job_lower} y vive en {city}, {state}. Nacido en {prev_city}, "
+              "estudió {study} en la {school} y trabaja en {workplace}. {topic_sentence} En su tiempo libre: {hobby}.",
+        pronouns={"f": "ella", "m": "él", "other": "elle"},
+        topic_sentence="Forma parte del grupo {topic}.",
+    ),
+    "fr": _Templates(
+        studies=("Économie", "Soins infirmiers", "Informatique", "Design graphique", "Droit", "Architecture",
+                 "Biologie", "Psychologie", "Génie mécanique", "Marketing", "Histoire", "Sciences de l'éducation"),
+        hobbies=("le café", "la randonnée", "les concerts", "les jeux de société", "la cuisine", "la course à pied",
+                 "la photographie", "le jardinage", "les vinyles", "le yoga", "le football", "la lecture"),
+        schools=("Université de {prev_city}", "École supérieure de {prev_city}", "Université de {city}",
+                 "Institut universitaire de {state}"),
+        facebook=("{first} | {job} chez {workplace} | {city} | {topic} | Études de {study} à l'{school}",
+                  "J'habite à {city}. {job}. Fan de {hobby} et de {topic_short}. Ancien de l'{school}.",
+                  "{job} le jour, {topic_short} toujours. Originaire de {prev_city}, aujourd'hui à {city}."),
+        instagram=("{topic_short} 📍{city} | {job} | {hobby}", "{city} ✦ {hobby} ✦ {topic_short}",
+                   "{job} · {city} · fan de {hobby}"),
+        x=("{job} à {city}. Mes avis sur {topic_short}, {hobby} et le reste. Rien que les miens.",
+           "{topic_short} | diplômé en {study} | {city} | {hobby}", "Je parle de {hobby} et de {topic_short}. {job}."),
+        tiktok=("{topic_short} à {city} 🎥", "{hobby} + {topic_short} | {city}", "{job} qui aime {hobby}"),
+        about="{first} a {age} ans, travaille comme {job_lower} et vit à {city}, {state}. Originaire de {prev_city}, "
+              "a étudié {study} à l'{school} et travaille chez {workplace}. {topic_sentence} Loisirs : {hobby}.",
+        pronouns={"f": "elle", "m": "il", "other": "iel"},
+        topic_sentence="Fait partie du groupe {topic}.",
+    ),
+    "de": _Templates(
+        studies=("Wirtschaft", "Pflege", "Informatik", "Grafikdesign", "Jura", "Architektur", "Biologie",
+                 "Psychologie", "Maschinenbau", "Marketing", "Geschichte", "Lehramt"),
+        hobbies=("Kaffee", "Wandern", "Konzerte", "Brettspiele", "Kochen", "Laufen", "Fotografie", "Gärtnern",
+                 "Schallplatten", "Yoga", "Fußball", "Lesen"),
+        schools=("Universität {prev_city}", "Hochschule {prev_city}", "Universität {city}", "Fachhochschule {state}"),
+        facebook=("{first} | {job} bei {workplace} | {city} | {topic} | Studium {study} an der {school}",
+                  "Wohne in {city}. {job}. Liebe {hobby} und {topic_short}. Alumni der {school}.",
+                  "Tagsüber {job}, immer {topic_short}. Aus {prev_city}, jetzt in {city}. Familie, Freunde und {hobby}."),
+        instagram=("{topic_short} 📍{city} | {job} | {hobby}", "{city} ✦ {hobby} ✦ {topic_short}",
+                   "{job} · {city} · {hobby}"),
+        x=("{job} in {city}. Meinungen zu {topic_short}, {hobby} und allem dazwischen. Nur meine.",
+           "{topic_short} | {study} | {city} | {hobby}", "Ich schreibe über {hobby} und {topic_short}. {job}."),
+        tiktok=("{topic_short} in {city} 🎥", "{hobby} + {topic_short} | {city}", "{job} und {hobby}"),
+        about="{first} ist {age} Jahre alt, arbeitet als {job} und lebt in {city}, {state}. Ursprünglich aus "
+              "{prev_city}, hat {study} an der {school} studiert und arbeitet bei {workplace}. {topic_sentence} "
+              "In der Freizeit: {hobby}.",
+        pronouns={"f": "sie", "m": "er", "other": "they"},
+        topic_sentence="Gehört zur Gruppe {topic}.",
+    ),
+}
 _STOPWORDS = {"in", "from", "of", "the", "and", "with", "who", "aged", "age", "years", "old", "a", "an"}
 
 
@@ -346,15 +417,9 @@ class OfflinePersonaProvider:
         prev_city, prev_state = self._place(rng, fake, locale)
         job = fake.job().split(",")[0].strip()
         workplace = fake.company()
-        study = rng.choice(_STUDIES)
-        school = rng.choice(
-            (
-                f"University of {prev_city}",
-                f"{prev_city} Polytechnic",
-                f"{city} Community College",
-                f"{state or city} State University",
-            )
-        )
+        words = _TEMPLATES.get(locale.split("_")[0], _TEMPLATES["en"])
+        study = rng.choice(words.studies)
+        school = rng.choice(words.schools).format(city=city, prev_city=prev_city, state=state or city)
         topic = hints["topic"]
         values = {
             "first": first,
@@ -367,11 +432,11 @@ class OfflinePersonaProvider:
             "prev_city": prev_city,
             "study": study,
             "school": school,
-            "hobby": rng.choice(_HOBBIES),
+            "hobby": rng.choice(words.hobbies),
             "topic": topic,
             "topic_short": _shorten(topic, 40),
-            "pronoun": {"f": "she", "m": "he"}.get(gender, "they"),
-            "topic_sentence": f"Part of the {topic} crowd.",
+            "pronoun": words.pronouns.get(gender, words.pronouns["other"]),
+            "topic_sentence": words.topic_sentence.format(topic=topic),
         }
         fields = {
             "firstname": first,
@@ -379,10 +444,10 @@ class OfflinePersonaProvider:
             "gender": gender,
             "ethnicity": ethnicity,
             "age": age,
-            "bio_facebook": rng.choice(_FB).format(**values),
-            "bio_instagram": _shorten(rng.choice(_IG).format(**values), 150),
-            "bio_x": _shorten(rng.choice(_X).format(**values), 160),
-            "bio_tiktok": _shorten(rng.choice(_TT).format(**values), 80),
+            "bio_facebook": rng.choice(words.facebook).format(**values),
+            "bio_instagram": _shorten(rng.choice(words.instagram).format(**values), 150),
+            "bio_x": _shorten(rng.choice(words.x).format(**values), 160),
+            "bio_tiktok": _shorten(rng.choice(words.tiktok).format(**values), 80),
             "job_title": job,
             "workplace": workplace,
             "edu_establishment": school,
@@ -391,7 +456,7 @@ class OfflinePersonaProvider:
             "current_state": state,
             "prev_city": prev_city,
             "prev_state": prev_state,
-            "about": rng.choice(_ABOUT).format(**values),
+            "about": words.about.format(**values),
         }
         return normalise_persona(fields)
 
