@@ -91,7 +91,13 @@ def _make_base(ctx: TaskContext, persona: PersonaDraft, persona_key: str, append
     seed = derive_seed(ctx.seed, persona_key, "base")
     if not ctx.toggle("randomize_face_base"):
         prompt = base_selfie_prompt(persona, append)
-        data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
+        try:
+            data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
+        except RefusalError:
+            # The bio text is the usual trigger of a moderation refusal: ask once more without it.
+            ctx.log.info("base selfie refused; retrying without the bio text")
+            prompt = base_selfie_prompt(persona, append, include_bio=False)
+            data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
         return data, _base_meta(data, prompt, None)
     from pipeline.faces import FaceLibrary
 
@@ -133,15 +139,29 @@ def _make_block(
 ) -> tuple[str, list[ProcessedImage], int]:
     """Ask for a grid prompt, edit the stored base into a 2x2 grid, split and post-process it.
 
-    Returns the prompt, the four processed images and how many grids were rejected before this one.
+    Returns the prompt, the four processed images and how many grids were rejected before this one. A grid
+    that is not 2x2 is asked for again; a refused one is asked for with a new prompt (another idea).
     """
-    prompt = ctx.providers.prompt.grid_prompt(persona, history, seed=derive_seed(ctx.seed, persona_key, "prompt", block))
-    if append and append not in prompt:
-        prompt = f"{prompt} {append}"
-    last: ImageCheckError | None = None
+
+    def new_prompt(attempt: int) -> str:
+        seed = derive_seed(ctx.seed, persona_key, "prompt", block, *((attempt,) if attempt else ()))
+        text = ctx.providers.prompt.grid_prompt(persona, history, seed=seed)
+        return f"{text} {append}" if append and append not in text else text
+
+    prompt = new_prompt(0)
+    last: ImageCheckError | RefusalError | None = None
     for attempt in range(GRID_ATTEMPTS):
         ctx.checkpoint()
-        grid = ctx.providers.image.make_grid(base, prompt, seed=derive_seed(ctx.seed, persona_key, "grid", block, attempt))
+        try:
+            grid = ctx.providers.image.make_grid(
+                base, prompt, seed=derive_seed(ctx.seed, persona_key, "grid", block, attempt)
+            )
+        except RefusalError as exc:
+            last = exc
+            ctx.log.warning("grid %d of %s refused (attempt %d); asking for another idea", block, persona_key,
+                            attempt + 1)
+            prompt = new_prompt(attempt + 1)
+            continue
         try:
             processed = process_grid(
                 grid,

@@ -24,9 +24,9 @@ def _with_append(prompt: str, append: str) -> str:
     return f"{prompt} {append}" if append else prompt
 
 
-def base_selfie_prompt(persona: PersonaDraft, append: str = "") -> str:
+def base_selfie_prompt(persona: PersonaDraft, append: str = "", *, include_bio: bool = True) -> str:
     """The text prompt of a new base selfie: an amateur, low-production phone selfie of this person."""
-    about = (persona.bio_facebook or persona.about or "").strip()
+    about = (persona.bio_facebook or persona.about or "").strip() if include_bio else ""
     prompt = (
         f"An amateur selfie of a {_who(persona)}, taken with a phone camera at arm's length. "
         "Low-production, natural light, casual everyday setting, realistic skin texture, no filters, "

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -100,6 +101,14 @@ class TaskContext:
 
     def toggle(self, name: str) -> bool:
         return bool(self.snapshot.get("toggles", {}).get(name, False))
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, but wake at once (and stop) on cancel, a lost lease or a worker shutdown."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.checkpoint()
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        self.checkpoint()
 
     def checkpoint(self) -> None:
         if self.lost.is_set():
@@ -301,10 +310,23 @@ def run_image_stage(ctx: TaskContext) -> None:
             raise
 
 
+PERSONA_ATTEMPTS = 3  # a persona whose provider calls ran out of retries is resumed up to this many times
+PERSONA_RETRY_PAUSE_SECONDS = 2.0
+
+
 def _persona_unit(ctx: TaskContext, result_id: int) -> None:
     ctx.checkpoint()
     try:
-        make_persona_images(ctx, result_id)
+        for attempt in range(1, PERSONA_ATTEMPTS + 1):
+            try:
+                make_persona_images(ctx, result_id)  # resumes: the stored base and finished blocks are kept
+                return
+            except ProviderError as exc:
+                if not exc.retryable or attempt == PERSONA_ATTEMPTS:
+                    raise
+                ctx.log.warning("persona %d: %s; resuming it (attempt %d of %d)", result_id, exc, attempt + 1,
+                                PERSONA_ATTEMPTS)
+                ctx.sleep(PERSONA_RETRY_PAUSE_SECONDS * attempt)
     except (LeaseLost, TaskCancelled, WorkerStopping, DBAPIError):
         raise  # not the persona's fault: the whole task stops (and resumes later where needed)
     except PipelineError as exc:

@@ -103,8 +103,8 @@ def test_one_call_in_five_fails_and_the_task_still_ends_well(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """20% of calls time out, answer 429 (with and without Retry-After) or 500, or send broken bodies; a few
-    image edits are refused on moderation. The task completes, or ends partial with every failed persona's
-    reason visible, within a bounded number of attempts, and the backoff shows in the logs."""
+    image calls are refused on moderation (then asked again with another idea, or without the bio). The whole
+    dataset is still made, within a bounded number of attempts, and the backoff shows in the logs."""
     import logging
     import random
 
@@ -124,7 +124,7 @@ def test_one_call_in_five_fails_and_the_task_still_ends_well(
 
     def plan(n: int, refusals: int = 0) -> list[Behaviour]:
         steps = [rng.choice(faults)() if rng.random() < 0.2 else Behaviour() for _ in range(n)]
-        for i in rng.sample(range(10, n), refusals):
+        for i in rng.sample(range(3, 20), refusals):  # early enough to be served
             steps[i] = refusal()
         return steps
 
@@ -136,17 +136,10 @@ def test_one_call_in_five_fails_and_the_task_still_ends_well(
         run_worker(database, local_storage(tmp_path), settings)
 
     report = task_status(database, task_id)
-    assert report.status in ("completed", "partial"), report.error_log
-    rows = results_of(database, task_id)
-    assert len(rows) == 6
-    for row in rows:
-        if row.status == "failed":
-            assert row.error and "openai" in row.error  # the reason names the provider
-        else:
-            assert row.status == "completed" and len(row.images) == 8
-    if report.status == "partial":
-        assert report.personas_failed == sum(r.status == "failed" for r in rows) > 0
+    assert (report.status, report.personas_done, report.images_done) == ("completed", 6, 48), report.error_log
+    assert sum(1 for r in openai.requests if r.path.endswith("/images/edits") or r.path.endswith("generations")) > 18
     # Bounded: at most max_attempts calls per unit of work (1 base + 2 grids + 2 prompts per persona, batches).
-    units = 6 * 3 + 1
+    units = 6 * 3 + 2 * 3  # refused units are asked again (at most 3 times)
     assert len(openai.posts()) <= units * 5 and len(flowise.posts()) <= (6 * 2 + 3) * 5
     assert any("retry" in r.getMessage().lower() for r in caplog.records), "no backoff in the logs"
+    assert sum("refused" in r.getMessage() for r in caplog.records) == 2, "both refusals were handled"
