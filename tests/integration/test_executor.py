@@ -327,3 +327,52 @@ def test_users_cannot_touch_other_users_tasks(database: Database, db_url: str, t
     with pytest.raises(NotFoundError):
         delete_task(database, local_storage(tmp_path), task_id, other)
     assert task_status(database, task_id, owner).task_id == task_id
+
+
+def test_a_slow_worker_is_never_declared_dead_while_it_heartbeats(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    """Provider calls three times longer than the lease: the heartbeat keeps the lease, so a second worker
+    polling all along never takes the task over (one claim, one worker)."""
+    settings = make_settings(db_url, tmp_path, lease_seconds=0.6, heartbeat_seconds=0.15)
+    storage = local_storage(tmp_path)
+    task_id = submit(database, settings, make_user(database), count=2, images=4)
+    slow = Worker(database, storage, settings, providers=_SlowProviders(settings, 1.8), poll_seconds=0.05,
+                  worker_id="slow")
+    thread = threading.Thread(target=slow.run, kwargs={"until_idle": True})
+    thread.start()
+    while task_row(database, task_id).worker_id != "slow":
+        time.sleep(0.02)
+    rival = Worker(database, storage, settings, poll_seconds=0.05, worker_id="rival")
+    rival_thread = threading.Thread(target=rival.run, kwargs={"until_idle": True})
+    rival_thread.start()
+    thread.join(timeout=60)
+    rival_thread.join(timeout=60)
+    task = task_row(database, task_id)
+    assert (task.status, task.attempts) == (TaskStatus.COMPLETED.value, 1)
+
+
+def test_sqlite_busy_database_is_waited_for_not_surfaced(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock for a while: the worker waits (busy timeout) and the task
+    completes without an error."""
+    import sqlite3
+
+    from db.session import migrate
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    migrate(url)
+    database = Database(url)
+    try:
+        settings = make_settings(url, tmp_path)
+        task_id = submit(database, settings, make_user(database), count=3, images=4)
+        blocker = sqlite3.connect(tmp_path / "busy.db", isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock, as another process would hold it
+        release = threading.Timer(1.5, lambda: blocker.execute("COMMIT"))
+        release.start()
+        run_worker(database, local_storage(tmp_path), settings)
+        release.join()
+        blocker.close()
+        task = task_row(database, task_id)
+        assert task.status == TaskStatus.COMPLETED.value and not task.error_log
+    finally:
+        database.dispose()
