@@ -17,6 +17,7 @@ __all__ = [
     "count_personas",
     "existing_names",
     "get_result",
+    "insert_persona_batches",
     "insert_personas",
     "list_results",
     "mark_persona",
@@ -55,21 +56,23 @@ def insert_personas(
     session: Session, task_pk: int, batch_number: int, personas: Iterable[Mapping[str, Any]]
 ) -> int:
     """Insert one batch's personas (slots 0..n-1). The unique (task, batch, slot) rule rejects a repeated batch."""
+    return insert_persona_batches(session, task_pk, {batch_number: personas})
+
+
+def insert_persona_batches(
+    session: Session, task_pk: int, batches: Mapping[int, Iterable[Mapping[str, Any]]]
+) -> int:
+    """Insert several batches in one executemany (imports, benchmarks); same rows as ``insert_personas``."""
     now = utcnow()
+    pending = PersonaStatus.PENDING.value
     rows = [
-        {
-            **dict(p),
-            "task_id": task_pk,
-            "batch_number": batch_number,
-            "slot": slot,
-            "status": PersonaStatus.PENDING.value,
-            "created_at": now,
-            "updated_at": now,
-        }
+        {**p, "task_id": task_pk, "batch_number": batch, "slot": slot, "status": pending, "created_at": now,
+         "updated_at": now}
+        for batch, personas in batches.items()
         for slot, p in enumerate(personas)
     ]
     if rows:
-        session.execute(sa.insert(GenerationResult), rows)
+        session.execute(GenerationResult.__table__.insert(), rows)  # Core: no ORM bookkeeping per row
     return len(rows)
 
 

@@ -79,8 +79,7 @@ def bench_bulk_insert(url: str | None = None, n: int = 100_000) -> BenchRow:
         start = time.perf_counter()
         for chunk in range(0, len(batches), 100):
             with database.transaction() as session:
-                for b, rows in enumerate(batches[chunk:chunk + 100], start=chunk + 1):
-                    q.insert_personas(session, pks[0], b, rows)
+                q.insert_persona_batches(session, pks[0], dict(enumerate(batches[chunk:chunk + 100], start=chunk + 1)))
         measured = time.perf_counter() - start
         now = utcnow().replace(tzinfo=None)
         cols = ["task_id", "batch_number", "slot", "status", "created_at", "updated_at", "attempts", "image_count",

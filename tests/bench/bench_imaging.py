@@ -63,7 +63,7 @@ def bench_offline_task(count: int = 100, images: int = 8) -> BenchRow:
         url = f"sqlite:///{folder / 'bench.db'}"
         migrate(url)
         database = Database(url)
-        settings = make_settings(url, folder)
+        settings = make_settings(url, folder, offline_image_side=512)  # the renderer's default size, as below
         user = make_user(database)
         task_id = submit(database, settings, user, count=count, images=images, seed=3)
         start = time.perf_counter()
