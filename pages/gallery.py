@@ -18,6 +18,7 @@ from pages import ui
 from pipeline import gallery
 from pipeline.errors import PipelineError
 from pipeline.exports import FORMATS, export_view
+from pipeline.tasks import task_status
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -206,6 +207,12 @@ with cards_tab:
         _detail(int(st.session_state["g_detail"]))
 
 with charts_tab:
+    for tid in flt.task_ids:
+        report = task_status(rt.db, tid, user)
+        if report.targets_report or report.quality_summary:
+            with st.expander(f"Task {tid}: quality checks and requested vs achieved demographics"):
+                ui.quality_summary(report.quality_summary)
+                ui.targets_report(report.targets_report)
     dist = gallery.distributions(rt.db, user, flt)
     c1, c2 = st.columns(2)
     for column, key, title in ((c1, "age", "Age"), (c2, "gender", "Gender"), (c1, "ethnicity", "Ethnicity"),

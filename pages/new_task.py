@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 from pages import ui
@@ -36,6 +38,18 @@ with left:
     images = c2.selectbox("Images per persona", ALLOWED_IMAGES_PER_PERSONA, index=1, key="nt_images")
     seed_text = c3.text_input("Seed (optional)", placeholder="random", key="nt_seed",
                               help="The same seed with the same config gives the same dataset.")
+    with st.expander("Demographic targets (optional)", icon=":material/groups:"):
+        st.caption("The offline provider meets them exactly; LLM providers get one slot per persona. After the "
+                   "data stage a requested-vs-achieved report (with a chi-square test) is stored with the task.")
+        use_gender = st.checkbox("Gender mix", key="nt_t_gender")
+        g1, g2, g3 = st.columns(3)
+        share_f = g1.number_input("women %", 0, 100, 50, disabled=not use_gender, key="nt_t_f")
+        share_m = g2.number_input("men %", 0, 100, 45, disabled=not use_gender, key="nt_t_m")
+        share_o = g3.number_input("other %", 0, 100, 5, disabled=not use_gender, key="nt_t_o")
+        use_age = st.checkbox("Age range", key="nt_t_age")
+        age_range = st.slider("Ages", 13, 100, (25, 40), disabled=not use_age, key="nt_t_ages")
+        extra = st.text_area("More targets as JSON (ethnicity shares, age bands, locales)", key="nt_t_json",
+                             placeholder='{"ethnicity": {"White": 0.6, "Black": 0.2, "Mixed": 0.2}}', height=80)
     submitted = st.button("Submit task", type="primary", icon=":material/send:")
     preview_n = st.slider("Preview personas", 1, 3, 2, key="nt_preview_n")
     previewed = st.button("Preview (no images, nothing stored)", icon=":material/visibility:")
@@ -58,7 +72,23 @@ with right:
             st.caption(key.removeprefix("bio_prompt_").upper())
             st.text(text or "(empty)")
 
+def _targets() -> dict[str, object] | str | None:
+    if extra.strip() and not (use_gender or use_age):
+        return extra
+    chosen: dict[str, object] = json.loads(extra) if extra.strip() else {}
+    if use_gender:
+        chosen["gender"] = {"f": share_f, "m": share_m, "other": share_o}
+    if use_age:
+        chosen["age"] = {"min": age_range[0], "max": age_range[1]}
+    return chosen or None
+
+
 if submitted:
+    try:
+        targets = _targets()
+    except json.JSONDecodeError as exc:
+        st.error(f"targets are not valid JSON: {exc.msg} at line {exc.lineno}")
+        st.stop()
     try:
         spec = validate_spec(
             user_id=user.id,
@@ -67,6 +97,7 @@ if submitted:
             count=count,
             images_per_persona=images,
             seed=seed_text.strip() or None,
+            targets=targets,
         )
         task_id = submit_task(rt.db, spec, build_snapshot(rt.db, rt.settings))
     except PipelineError as exc:

@@ -59,6 +59,10 @@ def task_list() -> None:
                            f"finished {ui.fmt_time(task.completed_at)} · ETA {ui.fmt_duration(eta_seconds(row))} · "
                            f"seed {task.seed if task.seed is not None else '—'}"
                            + (" · cancel requested" if task.cancel_requested else ""))
+                if task.targets_report or task.quality_summary:
+                    with st.expander("Dataset report: quality checks and demographic targets"):
+                        ui.quality_summary(task.quality_summary)
+                        ui.targets_report(task.targets_report)
                 if task.error_log:
                     with st.expander(f"Error log ({task.error_log.count(chr(10)) + 1} lines)"):
                         st.code(task.error_log, language=None)

@@ -205,3 +205,31 @@ def data_uri(rt: Runtime, uri: str | None) -> str | None:
         return source
     return "data:image/jpeg;base64," + base64.b64encode(source).decode()
 
+
+
+def targets_report(report: dict[str, Any] | None) -> None:
+    """Requested vs achieved, one table per target, with the chi-square test where there is one."""
+    if not report:
+        return
+    for name in ("gender", "ethnicity", "age"):
+        part = report.get(name)
+        if not part:
+            continue
+        if "rows" in part:
+            verdict = ""
+            if part.get("p_value") is not None:
+                verdict = f" · chi² {part.get('chi2', 0):.2f}, p = {part['p_value']:.3f}"
+            st.caption(f"{name}: requested vs achieved{verdict}")
+            st.dataframe(part["rows"], hide_index=True, use_container_width=True)
+        elif "range" in part:
+            st.caption(f"age {part['range'][0]}–{part['range'][1]}: {part['inside']} inside, {part['outside']} outside")
+
+
+def quality_summary(summary: dict[str, Any] | None) -> None:
+    if not summary:
+        return
+    flags = summary.get("flags") or summary.get("counts") or {}
+    if isinstance(flags, dict) and flags:
+        st.caption("quality flags (personas): " + ", ".join(f"{k} {v}" for k, v in sorted(flags.items())))
+    else:
+        st.caption("quality checks: nothing flagged")

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", required=True)
     p.add_argument("--images", required=True)
     p.add_argument("--seed")
+    p.add_argument("--targets", metavar="FILE.json",
+                   help="demographic targets: gender/ethnicity shares, age range or bands, locales")
 
     p = sub.add_parser("work", help="run an executor")
     p.add_argument("--until-idle", action="store_true")
@@ -130,9 +132,15 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         user = q.get_user_by_email(session, args.user)
     if user is None or not user.is_active:
         raise ValidationError(f"no active user {args.user!r}: create one with create-user")
+    targets = None
+    if args.targets:
+        try:
+            targets = Path(args.targets).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"cannot read --targets {args.targets}: {exc.__class__.__name__}") from None
     spec = validate_spec(
         user_id=user.id, description=args.description, language=args.language,
-        count=args.count, images_per_persona=args.images, seed=args.seed,
+        count=args.count, images_per_persona=args.images, seed=args.seed, targets=targets,
     )
     print(submit_task(db, spec, build_snapshot(db, settings)))
     return 0

@@ -34,6 +34,7 @@ from pipeline.errors import AccessDenied, ConflictError, NotFoundError, Validati
 from pipeline.languages import normalise_language
 from pipeline.registry import ProviderCache, check_provider_names
 from pipeline.storage import Storage
+from pipeline.targets import parse_targets
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def validate_spec(
     count: object,
     images_per_persona: object,
     seed: object = None,
-    targets: dict[str, Any] | None = None,
+    targets: object = None,
 ) -> TaskSpec:
     """Check a task request; raises ``ValidationError`` with a message a user can act on."""
     if not isinstance(description, str):
@@ -83,7 +84,7 @@ def validate_spec(
         s = _as_int(seed, "seed")
         if not 0 <= s <= MAX_SEED:
             raise ValidationError(f"seed must be between 0 and {MAX_SEED}")
-    return TaskSpec(user_id, text, lang, n, k, s, targets)
+    return TaskSpec(user_id, text, lang, n, k, s, parse_targets(targets))
 
 
 def build_snapshot(db: Database, settings: Settings) -> dict[str, Any]:
@@ -171,6 +172,9 @@ class TaskStatusReport:
     attempts: int
     cancel_requested: bool
     config_snapshot: dict[str, Any] | None
+    targets: dict[str, Any] | None = None
+    targets_report: dict[str, Any] | None = None
+    quality_summary: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -205,6 +209,9 @@ def task_status(db: Database, task_id: str, actor: User | None = None) -> TaskSt
         attempts=task.attempts,
         cancel_requested=task.cancel_requested,
         config_snapshot=task.config_snapshot,
+        targets=task.targets,
+        targets_report=task.targets_report,
+        quality_summary=task.quality_summary,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -72,7 +72,8 @@ def insert_persona_batches(
         for slot, p in enumerate(personas)
     ]
     if rows:
-        session.execute(GenerationResult.__table__.insert(), rows)  # Core: no ORM bookkeeping per row
+        table = cast(sa.Table, GenerationResult.__table__)
+        session.execute(table.insert(), rows)  # Core on the table: no ORM bookkeeping per row
     return len(rows)
 
 

@@ -394,6 +394,8 @@ class OfflinePersonaProvider:
         self, rng: random.Random, locales: Sequence[str], hints: dict[str, Any], slot: dict[str, Any]
     ) -> PersonaDraft:
         locale = locales[0] if rng.random() < 0.7 else rng.choice(locales)
+        if slot.get("locale"):
+            locale = str(slot["locale"])
         fake = _FAKERS.get(locale)
         fake.seed_instance(rng.getrandbits(48))
         gender = slot.get("gender") or hints.get("gender") or rng.choices(("f", "m", "other"), (48, 48, 4))[0]
