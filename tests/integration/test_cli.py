@@ -242,3 +242,24 @@ def test_sigkilled_worker_is_resumed_without_duplicates(cli_env: dict[str, str],
         if worker.poll() is None:
             worker.kill()
         engine.dispose()
+
+
+def test_targets_are_met_exactly_and_reported(cli_env: dict[str, str], tmp_path: Path) -> None:
+    assert run_cli(cli_env, "create-user", "ana@example.org", "--password", "a long password").returncode == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"gender": {"f": 1, "nb": 1}}')
+    args = list(GOOD)
+    args[args.index("--count") + 1] = "10"
+    result = run_cli(cli_env, "submit", *args, "--targets", str(bad))
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "nb" in result.stderr
+    assert count_rows(cli_env["DATABASE_URL"], "generation_tasks") == 0
+    good = tmp_path / "targets.json"
+    good.write_text(json.dumps({"gender": {"f": 0.6, "m": 0.4}, "age": {"bands": [
+        {"min": 18, "max": 29, "share": 1}, {"min": 60, "max": 75, "share": 1}]}}))
+    task_id = run_cli(cli_env, "submit", *args, "--targets", str(good)).stdout.strip()
+    assert run_cli(cli_env, "work", "--until-idle").returncode == 0
+    report = _status(cli_env, task_id)
+    achieved = {r["category"]: r["achieved"] for r in report["targets_report"]["gender"]["rows"]}  # type: ignore[index]
+    assert achieved == {"f": 6, "m": 4}
+    bands = {r["category"]: r["achieved"] for r in report["targets_report"]["age"]["rows"]}  # type: ignore[index]
+    assert bands == {"18-29": 5, "60-75": 5}
