@@ -229,9 +229,11 @@ with charts_tab:
 with download_tab:
     st.caption(f"Downloads hold the current filtered view: {result.total:,} personas, all pages.")
     NAMES = {"csv": "personas.csv", "json": "personas.json", "jsonl": "personas.jsonl",
-             "parquet": "personas.parquet", "zip": "personas.zip", "hf": "personas-imagefolder.zip"}
+             "parquet": "personas.parquet", "parquet-images": "personas-images.parquet", "zip": "personas.zip",
+             "hf": "personas-imagefolder.zip"}
     MIMES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/jsonl",
-             "parquet": "application/vnd.apache.parquet", "zip": "application/zip", "hf": "application/zip"}
+             "parquet": "application/vnd.apache.parquet", "parquet-images": "application/vnd.apache.parquet",
+             "zip": "application/zip", "hf": "application/zip"}
 
     def _builder(fmt: str) -> Any:
         snapshot = gallery.GalleryFilter(**vars(flt))
@@ -245,6 +247,7 @@ with download_tab:
 
     cols = st.columns(len(FORMATS))
     for column, fmt in zip(cols, FORMATS, strict=True):
-        column.download_button(fmt.upper() if fmt != "hf" else "HF imagefolder", data=_builder(fmt),
+        label = {"hf": "HF imagefolder", "parquet-images": "Parquet + images"}.get(fmt, fmt.upper())
+        column.download_button(label, data=_builder(fmt),
                                file_name=NAMES[fmt], mime=MIMES[fmt], key=f"dl_{fmt}", icon=":material/download:",
                                on_click="ignore")

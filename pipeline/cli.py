@@ -20,7 +20,7 @@ from pipeline.config import Settings, get_settings
 from pipeline.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError, AccessDenied)
-EXPORT_FORMATS = ("csv", "json", "jsonl", "parquet", "zip", "hf")
+EXPORT_FORMATS = ("csv", "json", "jsonl", "parquet", "parquet-images", "zip", "hf")
 
 
 class _Parser(argparse.ArgumentParser):

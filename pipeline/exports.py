@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EXPORT_COLUMNS", "FORMATS", "export_task", "export_view", "neutralise_cell"]
 
-FORMATS = ("csv", "json", "jsonl", "parquet", "zip", "hf")
+FORMATS = ("csv", "json", "jsonl", "parquet", "parquet-images", "zip", "hf")
 CHUNK_ROWS = 500
 IMAGE_READERS = 8
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: the same data gives the same bytes
@@ -628,11 +628,54 @@ def _dataset_card(ctx: _Context) -> str:
     return "\n".join(lines)
 
 
+def _hf_features(schema: Any) -> dict[str, Any]:
+    """The ``datasets`` feature description of a schema: Image for the image column, Value/Sequence otherwise."""
+    import pyarrow as pa
+
+    features: dict[str, Any] = {}
+    for f in schema:
+        if f.name == "image":
+            features[f.name] = {"_type": "Image"}
+        elif pa.types.is_list(f.type):
+            features[f.name] = {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"}
+        else:
+            dtype = {"int64": "int64", "bool": "bool"}.get(str(f.type), "string")
+            features[f.name] = {"dtype": dtype, "_type": "Value"}
+    return features
+
+
+def _write_parquet_images(rows: Rows, path: Path, ctx: _Context) -> None:
+    """One row per image with the image's bytes embedded, the Hugging Face ``Image`` feature declared in the
+    schema metadata (``datasets.load_dataset("parquet", ...)`` decodes it), and the persona's fields beside it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = _parquet_schema()
+    schema = pa.schema(
+        [pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
+         pa.field("image_role", pa.string()), pa.field("image_index", pa.int64()), *base]
+    )
+    schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": _hf_features(schema)}})})
+    with pq.ParquetWriter(str(path), schema) as writer, ThreadPoolExecutor(IMAGE_READERS) as pool:
+        buffer: list[dict[str, Any]] = []
+        for record, _row in rows:
+            _count(ctx, record)
+            for image in _persona_images(pool, record, str(record["persona_id"]), ctx):
+                buffer.append({"image": {"bytes": image.data, "path": f"{record['persona_id']}/{image.name}"},
+                               "image_role": image.role, "image_index": image.index, **record})
+            if len(buffer) >= CHUNK_ROWS // 4:
+                writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                buffer = []
+        if buffer or ctx.counts["images"] == 0:
+            writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+
+
 WRITERS: dict[str, Callable[[Rows, Path, _Context], None]] = {
     "csv": _write_csv,
     "json": _write_json,
     "jsonl": _write_jsonl,
     "parquet": _write_parquet,
+    "parquet-images": _write_parquet_images,
     "zip": _write_zip,
     "hf": _write_hf_zip,
 }

@@ -71,6 +71,9 @@ def insert_persona_batches(
         for batch, personas in batches.items()
         for slot, p in enumerate(personas)
     ]
+    keys = {k for row in rows for k in row}
+    if any(len(row) != len(keys) for row in rows):  # one executemany needs the same keys in every row
+        rows = [{k: row.get(k) for k in keys} for row in rows]
     if rows:
         table = cast(sa.Table, GenerationResult.__table__)
         session.execute(table.insert(), rows)  # Core on the table: no ORM bookkeeping per row

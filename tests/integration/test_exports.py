@@ -255,7 +255,7 @@ def test_failed_export_leaves_nothing(database: Database, tmp_path: Path) -> Non
     assert sorted(p.name for p in target.iterdir()) == ["old.zip"]
     assert (target / "old.zip").read_bytes() == b"previous export"
 
-    with pytest.raises(ValidationError, match="csv, json, jsonl, parquet, zip, hf"):
+    with pytest.raises(ValidationError, match="csv, json, jsonl, parquet, parquet-images, zip, hf"):
         export_view(database, storage, owner, flt, "xlsx", target / "x.xlsx")
     (target / "folder").mkdir()
     (target / "folder" / "mine.txt").write_text("not an export")
@@ -265,4 +265,30 @@ def test_failed_export_leaves_nothing(database: Database, tmp_path: Path) -> Non
         export_view(database, storage, owner, flt, "hf", target / "folder")  # never replaces a foreign folder
     assert (target / "folder" / "mine.txt").read_text() == "not an export"
     assert sorted(p.name for p in target.iterdir()) == ["folder", "old.zip"]
-    assert set(FORMATS) == {"csv", "json", "jsonl", "parquet", "zip", "hf"}
+    assert set(FORMATS) == {"csv", "json", "jsonl", "parquet", "parquet-images", "zip", "hf"}
+
+
+def test_parquet_with_embedded_images_declares_the_hf_image_feature(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    import io
+
+    from PIL import Image
+
+    settings = make_settings(db_url, tmp_path)
+    storage = local_storage(tmp_path)
+    owner = make_user(database, "owner@example.org", admin=False)
+    task_id = submit(database, settings, owner, count=2, images=4)
+    run_worker(database, storage, settings)
+    out = export_task(database, storage, task_id, "parquet-images", tmp_path / "images.parquet")
+    table = pq.read_table(out)
+    assert table.num_rows == 2 * (1 + 4)  # the base and every variation, one row each
+    image_type = table.schema.field("image").type
+    assert {image_type.field(i).name for i in range(image_type.num_fields)} == {"bytes", "path"}
+    features = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["image"] == {"_type": "Image"} and features["firstname"]["_type"] == "Value"
+    rows = table.to_pylist()
+    assert {r["image_role"] for r in rows} == {"base", "variation"}
+    with Image.open(io.BytesIO(rows[1]["image"]["bytes"])) as img:
+        assert img.format == "JPEG" and img.size[0] > 0
+    assert all(set(EXPORT_COLUMNS) <= set(r) for r in rows)
