@@ -1,0 +1,87 @@
+"""AppTest fixtures: a fresh SQLite database and file storage per test, configured through the environment.
+
+The pages read their configuration with ``get_settings()`` (cached) and open the runtime through
+``st.cache_resource`` keyed by the URLs: a fresh tmp path gives a fresh runtime, and both caches are cleared
+around every test so nothing leaks from one test into the next. ``WORKER_IN_APP=0``: tasks stay where a test
+puts them unless the test runs a worker itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import streamlit as st
+
+import db.queries as q
+from db.models import User
+from db.session import Database, migrate
+from pipeline.config import Settings, get_settings, reset_settings_cache
+from tests.factories import make_user
+
+
+@dataclass
+class AppEnv:
+    tmp: Path
+    db_url: str
+    media: Path
+    db: Database
+
+    @property
+    def settings(self) -> Settings:
+        return get_settings()
+
+    def user(self, email: str) -> User | None:
+        with self.db.session() as session:
+            return q.get_user_by_email(session, email)
+
+    def admin(self, email: str = "admin@example.org") -> User:
+        return make_user(self.db, email, admin=True)
+
+    def member(self, email: str = "user@example.org") -> User:
+        return make_user(self.db, email, admin=False)
+
+    def count(self, table: str) -> int:
+        import sqlalchemy as sa
+
+        with self.db.session() as session:
+            return int(session.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def _clear_streamlit_caches() -> None:
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppEnv]:
+    db_url = f"sqlite:///{tmp_path / 'app.db'}"
+    env = {
+        "DATABASE_URL": db_url,
+        "STORAGE_URL": f"file://{tmp_path / 'media'}",
+        "DATA_DIR": str(tmp_path / "data"),
+        "WORKER_IN_APP": "0",
+        "PERSONA_PROVIDER": "offline",
+        "IMAGE_PROVIDER": "offline",
+        "APP_ENV": "test",
+        "LEASE_SECONDS": "10",
+        "HEARTBEAT_SECONDS": "0.5",
+        "OFFLINE_IMAGE_SIDE": "192",  # small offline photos: fast tests
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AUTH_COOKIE_KEY", raising=False)
+    monkeypatch.delenv("FACES_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the repository
+    reset_settings_cache()
+    _clear_streamlit_caches()
+    migrate(db_url)
+    database = Database(db_url)
+    try:
+        yield AppEnv(tmp=tmp_path, db_url=db_url, media=tmp_path / "media", db=database)
+    finally:
+        _clear_streamlit_caches()
+        reset_settings_cache()
+        database.dispose()
