@@ -65,6 +65,10 @@ with st.sidebar:
     flt.states = _facet("State / region", "state", counts, flt.states)
     flt.statuses = _facet("Status", "status", counts, flt.statuses)
     flt.tags = _facet("Tags", "tags", counts, flt.tags)
+    flt.flags = _facet("Quality flags", "flags", counts, flt.flags)
+    flt.unflagged = st.checkbox("Only personas no check flagged", value=flt.unflagged, key="g_clean",
+                                help="Duplicates, over-long bios, wrong language, near-duplicate images are excluded; "
+                                     "downloads follow this filter")
     favourite = st.selectbox("Favourites", ["all", "only favourites", "not favourites"],
                              index=0 if flt.favorite is None else (1 if flt.favorite else 2), key="g_fav")
     flt.favorite = None if favourite == "all" else favourite == "only favourites"

@@ -78,8 +78,10 @@ _PARAM_NAMES: dict[str, str] = {
     "tags": "tags",
     "statuses": "status",
     "min_rating": "min_rating",
+    "flags": "flags",
+    "unflagged": "clean",
 }
-_LIST_FIELDS = ("task_ids", "genders", "ethnicities", "languages", "cities", "states", "tags", "statuses")
+_LIST_FIELDS = ("task_ids", "genders", "ethnicities", "languages", "cities", "states", "tags", "statuses", "flags")
 
 
 def _encode_item(value: str) -> str:
@@ -139,6 +141,8 @@ class GalleryFilter:
     tags: list[str] = field(default_factory=list)  # any of them
     statuses: list[str] = field(default_factory=list)  # persona status: pending, completed, failed
     min_rating: int | None = None
+    flags: list[str] = field(default_factory=list)  # quality flags: any of them
+    unflagged: bool = False  # only personas no quality check flagged
 
     def to_query_params(self) -> dict[str, str]:
         """Compact query parameters: lists comma-joined (a comma inside a value is ``%2C``), empty ones omitted."""
@@ -156,6 +160,9 @@ class GalleryFilter:
             elif name == "favorite":
                 if value is not None:
                     params[key] = "1" if value else "0"
+            elif name == "unflagged":
+                if value:
+                    params[key] = "1"
             elif value is not None:
                 params[key] = str(int(value))
         return params
@@ -189,6 +196,8 @@ class GalleryFilter:
                 flt.text = " ".join(parts[-1].split())[:MAX_TEXT_CHARS]
             elif name == "favorite":
                 flt.favorite = _parse_bool(parts[-1])
+            elif name == "unflagged":
+                flt.unflagged = _parse_bool(parts[-1]) is True
             elif name in ("age_min", "age_max"):
                 setattr(flt, name, _parse_int(parts[-1], 0, 150))
             elif name == "min_rating":
@@ -234,6 +243,8 @@ def _criteria(session: Any, user: User | None, flt: GalleryFilter) -> q.PersonaC
         tags=tuple(_clean_list(flt.tags)),
         statuses=tuple(_clean_list(flt.statuses)),
         min_rating=flt.min_rating if isinstance(flt.min_rating, int) else None,
+        flags=tuple(_clean_list(flt.flags)),
+        unflagged=flt.unflagged is True,
     )
 
 

@@ -99,6 +99,8 @@ class PersonaCriteria:
     tags: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()
     min_rating: int | None = None
+    flags: tuple[str, ...] = ()  # quality flags: any of them
+    unflagged: bool = False  # only rows no quality check flagged
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -200,6 +202,12 @@ def _conditions(session: Session, c: PersonaCriteria, skip: str | None = None) -
         conds.append(R.status.in_(c.statuses))
     if c.min_rating is not None:
         conds.append(R.rating >= c.min_rating)
+    if c.flags and skip != "flags":
+        fv = _tag_values(session, R.quality_flags)
+        conds.append(sa.exists(sa.select(sa.literal(1)).select_from(fv).where(fv.c.value.in_(c.flags))))
+    if c.unflagged:
+        fv = _tag_values(session, R.quality_flags)
+        conds.append(~sa.exists(sa.select(sa.literal(1)).select_from(fv)))
     return conds
 
 
@@ -392,8 +400,10 @@ def _value_counts(
     return [(str(v), int(count)) for v, count in session.execute(query)]
 
 
-def _tag_counts(session: Session, conds: list[sa.ColumnElement[bool]], limit: int) -> list[tuple[str, int]]:
-    inner = _joined(sa.select(R.id, R.tags.label("tags"))).where(*conds).subquery()
+def _tag_counts(
+    session: Session, conds: list[sa.ColumnElement[bool]], limit: int, column: Any = R.tags
+) -> list[tuple[str, int]]:
+    inner = _joined(sa.select(R.id, column.label("tags"))).where(*conds).subquery()
     tv = _tag_values(session, inner.c.tags)
     n = sa.func.count().label("n")
     query = (
@@ -414,6 +424,7 @@ def gallery_facets(session: Session, c: PersonaCriteria, *, limit: int = 50) -> 
     for key, (own, expression) in FACET_EXPRESSIONS.items():
         out[key] = _value_counts(session, expression(), _conditions(session, c, skip=own), limit)
     out["tags"] = _tag_counts(session, _conditions(session, c, skip="tags"), limit)
+    out["flags"] = _tag_counts(session, _conditions(session, c, skip="flags"), limit, R.quality_flags)
     return out
 
 

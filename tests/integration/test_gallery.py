@@ -163,6 +163,7 @@ FACET_VALUE = {
     "state": lambda r: [r["current_state"]],
     "status": lambda r: [r["status"]],
     "tags": lambda r: r["tags"],
+    "flags": lambda r: r.get("quality_flags") or [],
 }
 
 
@@ -447,3 +448,28 @@ def test_query_params_round_trip_and_tolerance() -> None:
     assert GalleryFilter.from_query_params({"favorite": "yes", "min_rating": " 2 "}) == GalleryFilter(
         favorite=True, min_rating=2
     )
+
+
+def test_quality_flag_filters_and_exports_exclude_flagged(database: Database, db_url: str, tmp_path: Any) -> None:
+    from pipeline.exports import export_view
+    from tests.factories import local_storage, make_settings, results_of, run_worker, submit
+
+    settings = make_settings(db_url, tmp_path)
+    user = make_user(database)
+    task_id = submit(database, settings, user, count=4, images=4)
+    run_worker(database, local_storage(tmp_path), settings)
+    rows = results_of(database, task_id)
+    with database.transaction() as session:  # flag two personas as the review stage would
+        for row, flags in zip(rows[:2], (["bio_x_too_long"], ["near_duplicate_bio", "bio_x_too_long"]), strict=True):
+            session.execute(sa.update(GenerationResult).where(GenerationResult.id == row.id).values(quality_flags=flags))
+        for row in rows[2:]:
+            session.execute(sa.update(GenerationResult).where(GenerationResult.id == row.id).values(quality_flags=None))
+    flagged = GalleryFilter(task_ids=[task_id], flags=["near_duplicate_bio"])
+    assert query_page(database, user, flagged).total == 1
+    assert dict(facet_counts(database, user, GalleryFilter(task_ids=[task_id]))["flags"]) == {
+        "bio_x_too_long": 2, "near_duplicate_bio": 1}
+    clean = GalleryFilter(task_ids=[task_id], unflagged=True)
+    assert query_page(database, user, clean).total == 2
+    assert GalleryFilter.from_query_params(clean.to_query_params()) == clean
+    out = export_view(database, local_storage(tmp_path), user, clean, "jsonl", tmp_path / "clean.jsonl")
+    assert len(out.read_text().splitlines()) == 2
