@@ -25,19 +25,27 @@ def _pages(admin: bool) -> list[st.Page]:
     ]
 
 
+# The navigation is declared before any widget, on every run: a shared link such as /gallery?tasks=… keeps its
+# page through the login, and Streamlit never falls back to listing the files of pages/ (which, on a fresh
+# server, would drop the first form submitted). Logged out, the pages are hidden and never run.
+known = st.session_state.get(ui.USER_KEY)
+was_admin = bool(st.session_state.get(ui.ADMIN_KEY))
+navigation = st.navigation(_pages(admin=was_admin or not known), position="sidebar" if known else "hidden")
+
 rt = ui.runtime()
 user, authenticator = ui.login_gate(rt)
 if user is None:
-    # Declare the pages (hidden, never run) so a shared link such as /gallery?tasks=… survives the login,
-    # and so Streamlit does not list the files of pages/ to a logged-out visitor.
-    st.navigation(_pages(admin=True), position="hidden")
+    st.session_state.pop(ui.USER_KEY, None)
     st.stop()
+st.session_state[ui.ADMIN_KEY] = user.is_admin
+if not known or was_admin != user.is_admin:
+    st.rerun()  # just logged in (or the role changed): draw the navigation that fits the user
 
-navigation = st.navigation(_pages(user.is_admin))
 with st.sidebar:
     st.caption(f"Signed in as **{user.email}** ({user.role})")
     if authenticator is not None:
-        authenticator.logout("Log out", location="sidebar", key="logout")
+        authenticator.logout("Log out", location="sidebar", key="logout",
+                             callback=lambda *_: st.session_state.pop(ui.USER_KEY, None))
     if rt.worker is not None:
         st.caption(":material/memory: in-app worker running")
 

@@ -22,6 +22,7 @@ from pipeline.runtime import Runtime, open_runtime
 from pipeline.storage import is_legacy_url
 
 USER_KEY = "adg_user_email"
+ADMIN_KEY = "adg_user_is_admin"
 COOKIE_NAME = "adg_auth"
 
 STATUS_BADGES: dict[str, tuple[str, str]] = {
@@ -107,6 +108,7 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
         cookie_key=rt.settings.cookie_key(),
         cookie_expiry_days=1,
         auto_hash=False,
+        login_sleep_time=0,  # stauth waits 0.7 s before the form by default; the cookie check needs no wait
     )
     if not st.session_state.get("authentication_status"):
         st.title("Avatar Data Generator")
