@@ -1,0 +1,67 @@
+"""Security in the app: a deactivated user's live session is refused, production needs a cookie key, LLM text
+is rendered inert (never as HTML or markdown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
+
+import db.queries as q
+from db.models import GenerationResult
+from pipeline import accounts
+from pipeline.config import Settings, reset_settings_cache
+from pipeline.errors import ConfigError
+from pipeline.runtime import open_runtime
+from tests.app.conftest import AppEnv
+from tests.factories import local_storage, make_settings, run_worker, submit
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = "<script>alert('x')</script> **bold** [link](javascript:alert(1)) <img src=x onerror=alert(1)>"
+
+
+def test_a_deactivated_user_with_a_live_session_is_refused(app_env: AppEnv) -> None:
+    admin = app_env.admin()
+    member = app_env.member()
+    submit(app_env.db, make_settings(app_env.db_url, app_env.tmp), member)
+    at = AppTest.from_file(str(ROOT / "pages" / "tasks.py"), default_timeout=60)
+    at.session_state["adg_user_email"] = member.email
+    at.run()
+    assert not at.exception and any(h.value == "Tasks" for h in at.header)
+    accounts.set_active(app_env.db, admin, member.email, False)  # an administrator deactivates the account
+    at.run()
+    assert not at.exception
+    assert not any(h.value == "Tasks" for h in at.header)
+    assert any("log in" in w.value.lower() for w in at.warning)
+
+
+def test_production_refuses_to_start_without_a_cookie_key(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, app_env="production", database_url=f"sqlite:///{tmp_path / 'p.db'}",  # type: ignore[call-arg]
+                        data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="AUTH_COOKIE_KEY"):
+        open_runtime(settings, start_worker=False)
+    assert not (tmp_path / "p.db").exists()  # refused before touching the database
+    reset_settings_cache()
+
+
+def test_llm_text_is_rendered_as_text(app_env: AppEnv) -> None:
+    admin = app_env.admin()
+    settings = make_settings(app_env.db_url, app_env.tmp)
+    task_id = submit(app_env.db, settings, admin, count=1, images=4)
+    run_worker(app_env.db, local_storage(app_env.tmp), settings)
+    with app_env.db.transaction() as session:
+        task = q.get_task(session, task_id)
+        assert task is not None
+        session.execute(sa.update(GenerationResult).where(GenerationResult.task_id == task.id)
+                        .values(bio_facebook=SCRIPT, about=SCRIPT))
+        result_id = session.scalar(sa.select(GenerationResult.id).where(GenerationResult.task_id == task.id))
+    at = AppTest.from_file(str(ROOT / "pages" / "gallery.py"), default_timeout=60)
+    at.session_state["adg_user_email"] = admin.email
+    at.session_state["g_detail"] = result_id
+    at.query_params["tasks"] = task_id
+    at.run()
+    assert not at.exception
+    assert any(t.value == SCRIPT for t in at.text), "the bio is shown verbatim as text"
+    assert not any("<script>" in m.value for m in at.markdown), "LLM text must never reach markdown/HTML"
