@@ -153,6 +153,8 @@ def claim_next_task(
     claimed ``max_attempts`` times (its workers keep dying) is failed instead of claimed again.
     """
     cap = _lock_cap_row(session)
+    # The lock may have been waited for: what counts (leases, started_at) is the moment it was acquired.
+    now = max(now, utcnow())
     if count_held_tasks(session, now) >= cap:
         return None
     t = GenerationTask
