@@ -40,9 +40,11 @@ if user is None:
 st.session_state[ui.ADMIN_KEY] = user.is_admin
 if not known or was_admin != user.is_admin:
     st.rerun()  # just logged in (or the role changed): draw the navigation that fits the user
+if authenticator is not None and ui.COOKIE_NAME not in st.context.cookies:
+    authenticator.cookie_controller.set_cookie()  # the rerun above dropped stauth's cookie: set it now
 
 with st.sidebar:
-    st.caption(f"Signed in as **{user.email}** ({user.role})")
+    st.caption(f"Signed in as `{user.email}` ({user.role})")
     if authenticator is not None:
         authenticator.logout("Log out", location="sidebar", key="logout",
                              callback=lambda *_: st.session_state.pop(ui.USER_KEY, None))

@@ -102,7 +102,8 @@ if params.get("detail"):
 if {k: str(v) for k, v in query.items()} != params:
     st.query_params.from_dict(query)
 
-st.caption(f"{result.total:,} personas match · page {result.page} of {max(1, result.pages)} · "
+matches = "1 persona matches" if result.total == 1 else f"{result.total:,} personas match"
+st.caption(f"{matches} · page {result.page} of {max(1, result.pages)} · "
            "copy the address bar to share this view")
 
 
@@ -178,7 +179,7 @@ with table_tab:
     event: Any = st.dataframe(
         frame,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         on_select="rerun",
         selection_mode="single-row",
         key="g_table",
@@ -186,7 +187,7 @@ with table_tab:
             "id": None,
             "photo": st.column_config.ImageColumn("Photo", width="small"),
             "age": st.column_config.NumberColumn("Age", format="%d"),
-            "images": st.column_config.ProgressColumn("Images", min_value=0, max_value=20, format="%d"),
+            "images": st.column_config.NumberColumn("Images", format="%d"),
             "favourite": st.column_config.CheckboxColumn("★"),
             "rating": st.column_config.NumberColumn("Rating", format="%d ⭐"),
         },
@@ -201,7 +202,7 @@ with cards_tab:
         with columns[i % 4].container(border=True):
             source = ui.image_source(rt, row.get("thumb_uri"))
             if source:
-                st.image(source, use_container_width=True)
+                st.image(source, width="stretch")
             st.markdown(f"**{row['firstname']} {row['lastname']}**" + (" ★" if row.get("favorite") else ""))
             st.caption(f"{row.get('age') or '?'} · {row.get('gender')} · {row.get('job_title') or '?'}")
             if st.button("Details", key=f"card_{row['id']}"):

@@ -60,8 +60,8 @@ with right:
     m1, m2 = st.columns(2)
     m1.metric("Provider calls", f"{estimate.calls:,}")
     m2.metric("Duration (rough)", ui.fmt_duration(estimate.seconds))
-    st.caption(f"{estimate.persona_calls} persona batches · {estimate.prompt_calls} grid prompts · "
-               f"{estimate.image_calls} image calls")
+    st.caption(f"{ui.plural(estimate.persona_calls, 'persona batch', 'persona batches')} · "
+               f"{ui.plural(estimate.prompt_calls, 'grid prompt')} · {ui.plural(estimate.image_calls, 'image call')}")
     st.subheader("Config frozen with the task")
     current = read_settings(rt.db)
     st.write("Providers:", f"persona **{rt.settings.persona_provider}**, image **{rt.settings.image_provider}**")

@@ -48,7 +48,7 @@ def task_list() -> None:
                 with cols[0]:
                     ui.status_badge(task.status)
                 cols[1].markdown(f"**{task.task_id}** · {task.bio_language} · {task.number_to_generate} × "
-                                 f"{task.images_per_persona} images" + (f" · {row.owner_email}" if user.is_admin else ""))
+                                 f"{task.images_per_persona} images" + (f" · `{row.owner_email}`" if user.is_admin else ""))
                 st.text(task.persona_description[:300])
                 data_fraction = min(1.0, progress.personas_total / max(1, task.number_to_generate))
                 image_fraction = min(1.0, progress.images_done / max(1, total_images))

@@ -76,7 +76,7 @@ def _first_admin_form(rt: Runtime) -> None:
             except PipelineError as exc:
                 st.error(str(exc))
                 return
-            st.success("Administrator created: log in below.")
+            st.session_state["adg_flash"] = "Administrator created: log in below."
             st.rerun()
 
 
@@ -112,6 +112,9 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
     )
     if not st.session_state.get("authentication_status"):
         st.title("Avatar Data Generator")
+        flash = st.session_state.pop("adg_flash", None)
+        if flash:
+            st.success(flash)
     try:
         authenticator.login(location="main", fields={"Form name": "Log in", "Username": "E-mail", "Login": "Log in"})
     except (stauth.LoginError, stauth.AuthenticateError, stauth.CredentialsError) as exc:
@@ -222,7 +225,7 @@ def targets_report(report: dict[str, Any] | None) -> None:
             if part.get("p_value") is not None:
                 verdict = f" · chi² {part.get('chi2', 0):.2f}, p = {part['p_value']:.3f}"
             st.caption(f"{name}: requested vs achieved{verdict}")
-            st.dataframe(part["rows"], hide_index=True, use_container_width=True)
+            st.dataframe(part["rows"], hide_index=True, width="stretch")
         elif "range" in part:
             st.caption(f"age {part['range'][0]}–{part['range'][1]}: {part['inside']} inside, {part['outside']} outside")
 
@@ -235,3 +238,7 @@ def quality_summary(summary: dict[str, Any] | None) -> None:
         st.caption("quality flags (personas): " + ", ".join(f"{k} {v}" for k, v in sorted(flags.items())))
     else:
         st.caption("quality checks: nothing flagged")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"

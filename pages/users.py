@@ -24,7 +24,7 @@ st.dataframe(
     [{"e-mail": u.email, "role": u.role, "active": u.is_active, "last login": ui.fmt_time(u.last_login),
       "locked until": ui.fmt_time(u.locked_until), "created": ui.fmt_time(u.created_at)} for u in users],
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
 )
 
 create, manage = st.columns(2, gap="large")

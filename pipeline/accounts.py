@@ -22,7 +22,12 @@ LOCKOUT = timedelta(minutes=15)
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores anything longer
 ROLES = ("admin", "user")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+# RFC 5322 "atext" in the local part, LDH labels in the domain (IDN domains in their xn-- form): nothing that
+# could be markup or quoting ends up in a username.
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$"
+)
 
 
 def hash_password(password: str) -> str:

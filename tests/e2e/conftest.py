@@ -1,0 +1,159 @@
+"""End-to-end fixtures: Debian Chromium through Playwright, and ``streamlit run Home.py`` on a free port.
+
+Chromium comes from apt (``/usr/bin/chromium``), never from ``playwright install``. Without it the e2e tests
+are skipped, unless ``REQUIRE_CHROMIUM=1`` (set by the test command), when they fail: CI cannot pass by
+silently skipping the journey.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+STARTUP_SECONDS = 60
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "Debian chromium is not installed (apt-get install chromium)"
+        if os.environ.get("REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"{message} but REQUIRE_CHROMIUM=1")
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    data: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _healthy(url: str) -> bool:
+    for path in ("/_stcore/health", "/healthz"):
+        try:
+            with urllib.request.urlopen(url + path, timeout=2) as reply:
+                if reply.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            continue
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)  # its own session: streamlit and nothing else
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``streamlit run Home.py`` (fresh SQLite database, file storage, offline providers, in-app worker)."""
+    started: list[Server] = []
+
+    def start(**extra_env: str) -> Server:
+        data = tmp_path / f"server{len(started)}"
+        data.mkdir()
+        port = free_port()
+        foreign = ("STREAMLIT_", "FLOWISE_", "OPENAI_", "S3_", "FACES_", "AUTH_COOKIE_", "DATABASE_", "STORAGE_")
+        env = {key: value for key, value in os.environ.items() if not key.startswith(foreign)}
+        env.update(
+            DATABASE_URL=f"sqlite:///{data / 'app.db'}",
+            STORAGE_URL=f"file://{data / 'media'}",
+            DATA_DIR=str(data / "data"),
+            PERSONA_PROVIDER="offline",
+            IMAGE_PROVIDER="offline",
+            WORKER_IN_APP="1",
+            LEASE_SECONDS="5",
+            HEARTBEAT_SECONDS="1",
+            APP_ENV="test",
+            OFFLINE_IMAGE_SIDE="256",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra_env)
+        log = data / "streamlit.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
+                 "--server.address", "127.0.0.1", "--server.headless", "true",
+                 "--browser.gatherUsageStats", "false"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(url=f"http://127.0.0.1:{port}", process=process, log=log, data=data)
+        started.append(server)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _healthy(server.url):
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited with {process.returncode}:\n{server.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer within {STARTUP_SECONDS} s:\n{server.log_tail()}")
+            time.sleep(0.25)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            _stop(server.process)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    path = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()

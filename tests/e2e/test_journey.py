@@ -1,0 +1,364 @@
+"""The user journey in a real browser (DESIGN §8): first administrator → log in → new task → live progress →
+gallery → filter (shareable URL) → CSV download of the filtered view.
+
+Debian Chromium drives ``streamlit run Home.py`` with offline providers and the in-app worker. Screenshots of
+every step go to the test's tmp_path, and the last run's are copied to /tmp/e2e-shots/ for the developer.
+Navigation regressions follow: shared links through the login, a reload, the first request on a fresh server.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.e2e.conftest import Server
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = "admin@example.org"
+PASSWORD = "correct horse battery"
+DESCRIPTION = "urban cyclists in Lisbon, 25–40"
+PERSONAS = 4
+IMAGES = 4
+COMPLETION_SECONDS = 120
+SHOTS_FOR_DEVELOPER = Path("/tmp/e2e-shots")
+BOM = b"\xef\xbb\xbf"
+AUTH_COOKIE = "adg_auth"  # pages/ui.py: COOKIE_NAME
+MATCH = re.compile(r"^([\d,]+) personas? match")
+# sidebar facet label -> (query parameter, CSV column)
+FACETS = {
+    "Gender": ("gender", "gender"),
+    "Ethnicity": ("ethnicity", "ethnicity"),
+    "City": ("city", "current_city"),
+    "State / region": ("state", "current_state"),
+}
+
+
+class Shots:
+    """Numbered full-page screenshots of each step."""
+
+    def __init__(self, page: Any, folder: Path) -> None:
+        self.page = page
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.taken: list[Path] = []
+
+    def __call__(self, name: str) -> None:
+        path = self.folder / f"{len(self.taken) + 1:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.taken.append(path)
+
+    def publish(self) -> None:
+        shutil.rmtree(SHOTS_FOR_DEVELOPER, ignore_errors=True)
+        SHOTS_FOR_DEVELOPER.mkdir(parents=True, exist_ok=True)
+        for path in self.taken:
+            shutil.copy2(path, SHOTS_FOR_DEVELOPER / path.name)
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def wait_idle(page: Any) -> None:
+    """Let the current script run finish (Streamlit shows a 'Running…' status widget while it runs)."""
+    page.wait_for_timeout(300)
+    page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+
+
+def wait_for_cookie(context: Any, name: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while name not in {cookie["name"] for cookie in context.cookies()}:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {name} cookie after {timeout} s: {[c['name'] for c in context.cookies()]}")
+        time.sleep(0.2)
+
+
+def main_text(page: Any) -> str:
+    return str(page.get_by_test_id("stMain").inner_text())
+
+
+def match_count(page: Any) -> int:
+    caption = page.get_by_text(MATCH).first
+    caption.wait_for()
+    found = MATCH.match(caption.inner_text().strip())
+    assert found, caption.inner_text()
+    return int(found.group(1).replace(",", ""))
+
+
+def wait_for_count(page: Any, predicate: Callable[[int], bool], timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        count = match_count(page)
+        if predicate(count) or time.monotonic() > deadline:
+            return count
+        page.wait_for_timeout(250)
+
+
+def sidebar_link(page: Any, title: str) -> Any:
+    return page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True)
+
+
+def create_first_admin(page: Any) -> None:
+    page.get_by_label("E-mail").fill(ADMIN)
+    page.get_by_label("Password (8 characters or more)").fill(PASSWORD)
+    page.get_by_label("Repeat password").fill(PASSWORD)
+    page.get_by_role("button", name="Create administrator").click()
+
+
+def log_in(page: Any) -> None:
+    page.get_by_label("E-mail").fill(ADMIN)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def choose_narrowing_filter(page: Any, total: int) -> tuple[str, str, int]:
+    """Pick, in the sidebar, the first facet value that matches fewer than ``total`` personas.
+
+    Returns (facet label, value, expected count); the facet options read "value (count)".
+    """
+    sidebar = page.get_by_test_id("stSidebar")
+    for label in FACETS:
+        box = sidebar.get_by_role("combobox", name=label)
+        box.click()
+        options = page.get_by_role("option")
+        options.first.wait_for()
+        for option in options.all():
+            text = option.inner_text().strip()
+            found = re.match(r"^(.*) \((\d+)\)$", text)
+            if found and 0 < int(found.group(2)) < total:
+                option.click()
+                page.keyboard.press("Escape")
+                return label, found.group(1), int(found.group(2))
+        page.keyboard.press("Escape")
+        wait_idle(page)
+    pytest.fail(f"no facet value narrows the {total} personas")
+
+
+def test_journey(page: Any, server: Server, tmp_path: Path) -> None:
+    shots = Shots(page, tmp_path / "shots")
+    started = time.monotonic()
+    try:
+        _journey(page, server, shots, tmp_path)
+    except Exception:
+        try:
+            shots("failure")
+        finally:
+            print(f"streamlit log:\n{server.log_tail()}")
+        raise
+    finally:
+        shots.publish()
+    assert time.monotonic() - started < 170
+
+
+def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    # First run: no account yet, the first administrator is created. This is deliberately the first session of a
+    # fresh server process (a regression test: Streamlit's MPA-v1 fallback for the pages/ folder once dropped the
+    # first form submitted on a fresh server).
+    page.goto(server.url)
+    page.get_by_role("button", name="Create administrator").wait_for()
+    wait_idle(page)
+    shots("first-admin-form")
+    create_first_admin(page)
+
+    # Log in with the new account.
+    page.get_by_role("button", name="Log in").wait_for()
+    wait_idle(page)
+    shots("login-form")
+    log_in(page)
+    page.get_by_text("Signed in as").wait_for()
+    expect(page.get_by_role("heading", name="New task")).to_be_visible()
+    wait_idle(page)
+    shots("logged-in")
+
+    # New task: 4 personas × 4 images.
+    page.get_by_label("Population description").fill(DESCRIPTION)
+    page.get_by_label("Population description").press("Tab")  # a text area commits its value on blur
+    wait_idle(page)
+    count = page.get_by_label("Personas", exact=True)
+    count.fill(str(PERSONAS))
+    count.press("Enter")
+    wait_idle(page)
+    page.get_by_role("combobox", name="Images per persona").click()
+    page.get_by_role("option", name=str(IMAGES), exact=True).click()
+    wait_idle(page)
+    expect(page.get_by_label("Population description")).to_have_value(DESCRIPTION)
+    expect(count).to_have_value(str(PERSONAS))
+    shots("new-task-filled")
+    page.get_by_role("button", name="Submit task").click()
+    success = page.get_by_text(re.compile(r"Task \w+ submitted"))
+    success.wait_for()
+    task_id = re.search(r"Task (\w+) submitted", success.inner_text())
+    assert task_id, success.inner_text()
+    task_id_text = task_id.group(1)
+    wait_idle(page)
+    shots("task-submitted")
+
+    # Tasks: the fragment refreshes every 3 s until the badge says completed.
+    sidebar_link(page, "Tasks").click()
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    main = page.get_by_test_id("stMain")
+    expect(main).to_contain_text(task_id_text)
+    expect(main).to_contain_text(DESCRIPTION)
+    shots("tasks-progress")
+    badges = main.locator(".stMarkdownBadge")  # the journey's task is the only one
+    deadline = time.monotonic() + COMPLETION_SECONDS
+    while not badges.filter(has_text="completed").count():
+        if time.monotonic() > deadline:
+            pytest.fail(f"task {task_id_text} not completed after {COMPLETION_SECONDS} s:\n{main_text(page)}")
+        assert not badges.filter(has_text=re.compile("failed|partial|cancelled")).count(), main_text(page)
+        page.wait_for_timeout(500)
+    expect(badges).to_have_count(1)
+    expect(main).to_contain_text(f"personas {PERSONAS}/{PERSONAS}")
+    expect(main).to_contain_text(f"images {PERSONAS * IMAGES}/{PERSONAS * IMAGES}")
+    wait_idle(page)
+    shots("tasks-completed")
+
+    # Gallery: the task's personas.
+    sidebar_link(page, "Gallery").click()
+    expect(page.get_by_role("heading", name="Gallery")).to_be_visible()
+    total = wait_for_count(page, lambda n: n == PERSONAS)
+    assert total == PERSONAS
+    expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+    assert parse_qs(urlparse(page.url).query).get("tasks") == [task_id_text], page.url
+    wait_idle(page)
+    shots("gallery")
+    page.get_by_role("tab", name="Cards").click()
+    expect(page.get_by_role("button", name="Details")).to_have_count(PERSONAS)
+    shots("gallery-cards")
+    page.get_by_role("tab", name="Table").click()
+
+    # Filter in the sidebar: fewer personas match and the URL carries the filter.
+    label, value, expected = choose_narrowing_filter(page, total)
+    narrowed = wait_for_count(page, lambda n: n != total)
+    assert narrowed == expected, (label, value, narrowed, expected)
+    param = FACETS[label][0]
+    page.wait_for_function(f"() => new URLSearchParams(window.location.search).has({param!r})")
+    query = parse_qs(urlparse(page.url).query)
+    assert query.get(param) == [value], page.url
+    assert query.get("tasks") == [task_id_text], page.url
+    wait_idle(page)
+    shots("gallery-filtered")
+
+    # Download: the CSV of the filtered view (UTF-8 BOM, one header row and one row per persona).
+    page.get_by_role("tab", name="Download").click()
+    expect(page.get_by_text(f"Downloads hold the current filtered view: {narrowed:,} personas")).to_be_visible()
+    shots("download-tab")
+    csv_button = page.get_by_role("button", name=re.compile(r"\bCSV$"))
+    expect(csv_button).to_have_count(1)
+    with page.expect_download(timeout=60_000) as download_info:
+        csv_button.click()
+    download = download_info.value
+    target = tmp_path / (download.suggested_filename or "personas.csv")
+    download.save_as(str(target))
+    data = target.read_bytes()
+    assert data.startswith(BOM), data[:20]
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    assert len(rows) == narrowed + 1, (len(rows), narrowed)
+    header = rows[0]
+    assert header[0] == "task_id" and "firstname" in header, header
+    assert {row[0] for row in rows[1:]} == {task_id_text}
+    column = header.index(FACETS[label][1])
+    assert {row[column] for row in rows[1:]} == {value}, [row[column] for row in rows[1:]]
+    shots("downloaded")
+
+
+# --------------------------------------------------------------------------- navigation regressions
+
+
+def test_shared_link_to_a_page_survives_the_login(browser: Any, server: Server) -> None:
+    """/gallery?… opened logged out lands on the gallery after the login, with its query string (DESIGN §7: a view
+    is a shareable URL). It once fell back to New task: the first run was interrupted before st.navigation."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(server.url)
+        tab.get_by_role("button", name="Create administrator").wait_for()
+        wait_idle(tab)
+        create_first_admin(tab)
+        tab.get_by_role("button", name="Log in").wait_for()
+        tab.goto(f"{server.url}/gallery?gender=f")
+        tab.get_by_role("button", name="Log in").wait_for()
+        wait_idle(tab)
+        log_in(tab)
+        tab.get_by_text("Signed in as").wait_for()
+        wait_idle(tab)
+        expect(tab.get_by_role("heading", name="Gallery")).to_be_visible(timeout=5_000)
+        assert urlparse(tab.url).path == "/gallery", tab.url
+        assert parse_qs(urlparse(tab.url).query).get("gender") == ["f"], tab.url
+    finally:
+        context.close()
+
+
+def test_a_reload_keeps_the_login_and_the_page(browser: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(server.url)
+        tab.get_by_role("button", name="Create administrator").wait_for()
+        wait_idle(tab)
+        create_first_admin(tab)
+        tab.get_by_role("button", name="Log in").wait_for()
+        wait_idle(tab)
+        log_in(tab)
+        tab.get_by_text("Signed in as").wait_for()
+        wait_idle(tab)
+        sidebar_link(tab, "Tasks").click()
+        expect(tab.get_by_role("heading", name="Tasks")).to_be_visible()
+        wait_idle(tab)
+        wait_for_cookie(context, AUTH_COOKIE, timeout=10)  # set by streamlit-authenticator's cookie component
+        tab.reload()  # a new session: the cookie logs the user in again, on the same page, without an error
+        tab.get_by_text("Signed in as").wait_for()
+        wait_idle(tab)
+        expect(tab.get_by_role("heading", name="Tasks")).to_be_visible(timeout=5_000)
+        assert urlparse(tab.url).path == "/tasks", tab.url
+        expect(tab.get_by_test_id("stException")).to_have_count(0)
+    finally:
+        context.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Bug: with a folder named pages/ next to Home.py, the first script run of a fresh Streamlit process runs "
+    "under the MPA-v1 fallback: a first request for /users runs pages/users.py without Home.py and lists every "
+    "file of pages/ (ui included) in the sidebar. Renaming the folder fixes it: then remove this marker.",
+)
+def test_first_request_for_a_page_on_a_fresh_server_goes_through_the_gate(browser: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(f"{server.url}/users")  # the first session of this server process
+        tab.get_by_test_id("stMain").wait_for()
+        wait_idle(tab)
+        expect(tab.get_by_role("button", name="Create administrator")).to_be_visible(timeout=10_000)
+        expect(tab.get_by_role("link", name="ui", exact=True)).to_have_count(0)
+    finally:
+        context.close()
