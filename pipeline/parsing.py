@@ -152,3 +152,16 @@ def parse_json_object(text: str) -> dict[str, Any]:
                 if isinstance(item, dict):
                     return item
     raise ValueError("no JSON object in the reply")
+
+
+def final_prompt(text: str, provider: str) -> str:
+    """The ``final_prompt`` of a grid-prompt reply; a retryable ``ProviderError`` naming ``provider`` if absent."""
+    from pipeline.errors import ProviderError
+
+    try:
+        prompt = parse_json_object(text).get("final_prompt")
+    except ValueError:
+        raise ProviderError(provider, "the grid-prompt reply holds no JSON object", retryable=True) from None
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ProviderError(provider, "the grid-prompt reply has no final_prompt", retryable=True)
+    return prompt.strip()

@@ -14,7 +14,7 @@ from pipeline.config import Settings
 from pipeline.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
 from pipeline.errors import PipelineError, ProviderError
 from pipeline.http import HttpClient, HttpProvider, bearer_headers, join_url
-from pipeline.parsing import parse_json_object, personas_from_text
+from pipeline.parsing import final_prompt, personas_from_text
 from pipeline.prompts import person_data_json
 
 PROVIDER = "flowise"
@@ -141,11 +141,4 @@ class FlowisePromptProvider(_FlowiseFlow):
         return values
 
     def grid_prompt(self, persona: PersonaDraft, history: Sequence[str], *, seed: int) -> str:
-        text = self._predict(self.values(persona, history))
-        try:
-            prompt = parse_json_object(text).get("final_prompt")
-        except ValueError:
-            raise ProviderError(PROVIDER, "the prompt flow's reply holds no JSON object", retryable=True) from None
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ProviderError(PROVIDER, "the prompt flow's reply has no final_prompt", retryable=True)
-        return prompt.strip()
+        return final_prompt(self._predict(self.values(persona, history)), PROVIDER)

@@ -13,7 +13,7 @@ from pipeline.config import DEFAULT_OPENAI_BASE_URL, Settings
 from pipeline.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
 from pipeline.errors import PipelineError, ProviderError, RefusalError
 from pipeline.http import HttpClient, HttpProvider, bearer_headers, join_url
-from pipeline.parsing import parse_json_object, personas_from_text
+from pipeline.parsing import final_prompt, personas_from_text
 from pipeline.prompts import person_data_json
 from pipeline.providers.flowise import request_constraints
 
@@ -161,11 +161,4 @@ class OpenAIChatPromptProvider(_OpenAIChat):
     """One grid prompt as ``{"final_prompt": ...}``, avoiding the ideas already used."""
 
     def grid_prompt(self, persona: PersonaDraft, history: Sequence[str], *, seed: int) -> str:
-        text = self._complete(grid_prompt_messages(persona, history), GRID_PROMPT_FORMAT, seed)
-        try:
-            prompt = parse_json_object(text).get("final_prompt")
-        except ValueError:
-            raise ProviderError(PROVIDER, "the reply holds no JSON object", retryable=True) from None
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ProviderError(PROVIDER, "the reply has no final_prompt", retryable=True)
-        return prompt.strip()
+        return final_prompt(self._complete(grid_prompt_messages(persona, history), GRID_PROMPT_FORMAT, seed), PROVIDER)
