@@ -65,6 +65,7 @@ with st.sidebar:
     flt.states = _facet("State / region", "state", counts, flt.states)
     flt.statuses = _facet("Status", "status", counts, flt.statuses)
     flt.tags = _facet("Tags", "tags", counts, flt.tags)
+    flt.curations = st.multiselect("Curation", list(gallery.CURATIONS), default=flt.curations, key="g_curation")
     flt.flags = _facet("Quality flags", "flags", counts, flt.flags)
     flt.unflagged = st.checkbox("Only personas no check flagged", value=flt.unflagged, key="g_clean",
                                 help="Duplicates, over-long bios, wrong language, near-duplicate images are excluded; "
@@ -74,6 +75,25 @@ with st.sidebar:
     flt.favorite = None if favourite == "all" else favourite == "only favourites"
     rating = st.slider("Minimum rating", 0, 5, flt.min_rating or 0, key="g_rating")
     flt.min_rating = rating or None
+
+with st.sidebar:
+    st.subheader("Saved views")
+    views = dict(gallery.saved_views(rt.db, user))
+    if views:
+        chosen_view = st.selectbox("Open a saved view", ["—", *views], key="g_view")
+        if chosen_view != "—" and st.button("Open", key="g_view_open", icon=":material/open_in_new:"):
+            st.query_params.from_dict(views[chosen_view])
+            for key in [k for k in st.session_state if str(k).startswith("g_")]:
+                del st.session_state[key]
+            st.rerun()
+    view_name = st.text_input("Save this view as", key="g_view_name", max_chars=gallery.MAX_VIEW_NAME)
+    if st.button("Save view", key="g_view_save", icon=":material/bookmark_add:"):
+        try:
+            gallery.save_view(rt.db, user, view_name, flt, {k: v for k, v in params.items() if k in ("sort", "desc")})
+        except PipelineError as exc:
+            ui.show_error(exc)
+        else:
+            st.toast(f"View {view_name!r} saved", icon=":material/bookmark:")
 
 sort_labels = list(gallery.SORTS)
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
@@ -105,6 +125,16 @@ if {k: str(v) for k, v in query.items()} != params:
 matches = "1 persona matches" if result.total == 1 else f"{result.total:,} personas match"
 st.caption(f"{matches} · page {result.page} of {max(1, result.pages)} · "
            "copy the address bar to share this view")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config snapshot as dotted keys (``toggles.crop_white_borders``), for comparing tasks."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= _flatten(item, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): value}
 
 
 def _detail(result_id: int) -> None:
@@ -152,7 +182,9 @@ def _detail(result_id: int) -> None:
         st.json(json.loads(json.dumps(persona, default=str)), expanded=False)
 
 
-table_tab, cards_tab, charts_tab, download_tab = st.tabs(["Table", "Cards", "Charts", "Download"])
+table_tab, cards_tab, charts_tab, curate_tab, compare_tab, download_tab = st.tabs(
+    ["Table", "Cards", "Charts", "Curate", "Compare", "Download"]
+)
 with table_tab:
     frame = pd.DataFrame(
         [
@@ -230,6 +262,48 @@ with charts_tab:
                              horizontal=key not in ("age",))
             else:
                 st.caption("no data")
+
+with curate_tab:
+    st.caption(f"Applies to the whole filtered view: {result.total:,} personas on all pages.")
+    action = st.selectbox("Action", ["keep", "reject", "clear keep/reject", "favourite", "unfavourite", "add a tag"],
+                          key="g_bulk_action")
+    bulk_tag = st.text_input("Tag", key="g_bulk_tag", disabled=action != "add a tag")
+    sure = st.checkbox(f"Apply to all {result.total:,} personas", key="g_bulk_sure")
+    if st.button("Apply", key="g_bulk_apply", disabled=not sure or result.total == 0, icon=":material/done_all:"):
+        options: dict[str, Any] = {
+            "keep": {"curation": "keep"}, "reject": {"curation": "reject"}, "clear keep/reject": {"clear_curation": True},
+            "favourite": {"favorite": True}, "unfavourite": {"favorite": False}, "add a tag": {"add_tag": bulk_tag},
+        }[action]
+        try:
+            changed = gallery.bulk_curate(rt.db, user, flt, **options)
+        except PipelineError as exc:
+            ui.show_error(exc)
+        else:
+            st.success(f"{changed:,} personas updated")
+
+with compare_tab:
+    if len(flt.task_ids) < 2:
+        st.info("Pick two or more tasks above to compare their distributions and configurations.")
+    else:
+        reports = {tid: task_status(rt.db, tid, user) for tid in flt.task_ids}
+        snapshots = {tid: _flatten(r.config_snapshot or {}) for tid, r in reports.items()}
+        keys = sorted({k for snap in snapshots.values() for k in snap} - {"frozen_at"})
+        differing = [k for k in keys if len({str(snap.get(k)) for snap in snapshots.values()}) > 1]
+        st.markdown("**Configuration differences**" if differing else "**Same configuration**")
+        if differing:
+            st.dataframe(
+                pd.DataFrame({tid: [str(snapshots[tid].get(k, "—"))[:200] for k in differing] for tid in snapshots},
+                             index=differing),
+                width="stretch",
+            )
+        per_task = {tid: gallery.distributions(rt.db, user, gallery.GalleryFilter(task_ids=[tid])) for tid in reports}
+        for key, title in (("gender", "Gender"), ("age", "Age"), ("ethnicity", "Ethnicity"),
+                           ("job_title", "Top jobs"), ("current_city", "Top cities")):
+            frame = pd.DataFrame({tid: dict(dist.get(key) or []) for tid, dist in per_task.items()}).fillna(0)
+            if frame.empty:
+                continue
+            st.markdown(f"**{title}** (share of each task)")
+            st.bar_chart(frame / frame.sum(), horizontal=key != "age", stack=False)
 
 with download_tab:
     st.caption(f"Downloads hold the current filtered view: {result.total:,} personas, all pages.")

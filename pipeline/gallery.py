@@ -80,8 +80,11 @@ _PARAM_NAMES: dict[str, str] = {
     "min_rating": "min_rating",
     "flags": "flags",
     "unflagged": "clean",
+    "curations": "curation",
 }
-_LIST_FIELDS = ("task_ids", "genders", "ethnicities", "languages", "cities", "states", "tags", "statuses", "flags")
+_LIST_FIELDS = ("task_ids", "genders", "ethnicities", "languages", "cities", "states", "tags", "statuses", "flags",
+                "curations")
+CURATIONS = ("keep", "reject", "unset")
 
 
 def _encode_item(value: str) -> str:
@@ -143,6 +146,7 @@ class GalleryFilter:
     min_rating: int | None = None
     flags: list[str] = field(default_factory=list)  # quality flags: any of them
     unflagged: bool = False  # only personas no quality check flagged
+    curations: list[str] = field(default_factory=list)  # keep / reject / unset
 
     def to_query_params(self) -> dict[str, str]:
         """Compact query parameters: lists comma-joined (a comma inside a value is ``%2C``), empty ones omitted."""
@@ -189,6 +193,8 @@ class GalleryFilter:
                     items = [g for g in (i.lower() for i in items) if g in GENDERS]
                 elif name == "statuses":
                     items = [s for s in (i.lower() for i in items) if s in STATUSES]
+                elif name == "curations":
+                    items = [s for s in (i.lower() for i in items) if s in CURATIONS]
                 elif name == "task_ids":
                     items = [t for t in items if t.isprintable() and len(t) <= 64]
                 setattr(flt, name, items)
@@ -245,6 +251,7 @@ def _criteria(session: Any, user: User | None, flt: GalleryFilter) -> q.PersonaC
         min_rating=flt.min_rating if isinstance(flt.min_rating, int) else None,
         flags=tuple(_clean_list(flt.flags)),
         unflagged=flt.unflagged is True,
+        curations=tuple(c for c in _clean_list(flt.curations) if c in CURATIONS),
     )
 
 
@@ -356,3 +363,59 @@ def set_rating(db: Database, user: User, result_id: int, rating: int | None) -> 
     if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
         raise ValidationError(f"rating must be a whole number from 1 to 5 (or none), got {rating!r}")
     _update(db, user, result_id, rating=rating)
+
+
+# --- bulk curation and saved views ----------------------------------------------------------------------------
+
+MAX_VIEW_NAME = 100
+
+
+def bulk_curate(
+    db: Database, user: User, flt: GalleryFilter, *, favorite: bool | None = None, curation: str | None = None,
+    clear_curation: bool = False, add_tag: str | None = None,
+) -> int:
+    """Apply one curation to every persona of the filtered view (all pages); returns how many were changed."""
+    values: dict[str, Any] = {}
+    if favorite is not None:
+        values["favorite"] = bool(favorite)
+    if curation is not None:
+        if curation not in ("keep", "reject"):
+            raise ValidationError("curation must be keep or reject")
+        values["curation"] = curation
+    if clear_curation:
+        values["curation"] = None
+    tag = clean_tags([add_tag])[0] if add_tag else None
+    if not values and tag is None:
+        raise ValidationError("choose what to apply: favourite, keep/reject or a tag")
+    with db.transaction() as session:
+        criteria = _criteria(session, user, flt)
+        changed = q.gallery_bulk_update(session, criteria, **values) if values else 0
+        if tag is not None:
+            tagged = 0
+            for result_id, tags in q.gallery_ids_and_tags(session, criteria):
+                if tag.casefold() not in {t.casefold() for t in tags}:
+                    q.set_persona_tags(session, result_id, clean_tags([*tags, tag]))
+                    tagged += 1
+            changed = max(changed, tagged)
+    return changed
+
+
+def saved_views(db: Database, user: User) -> list[tuple[str, dict[str, str]]]:
+    with db.session() as session:
+        return q.list_saved_views(session, user.id)
+
+
+def save_view(db: Database, user: User, name: str, flt: GalleryFilter, extra: Mapping[str, str] | None = None) -> None:
+    """Store the view under ``name`` for this user (replacing a view of the same name)."""
+    name = " ".join(str(name or "").split())
+    if not name or len(name) > MAX_VIEW_NAME:
+        raise ValidationError(f"a view needs a name of 1–{MAX_VIEW_NAME} characters")
+    params = flt.to_query_params() | {k: str(v) for k, v in (extra or {}).items()}
+    with db.transaction() as session:
+        q.save_view(session, user.id, name, params)
+
+
+def delete_view(db: Database, user: User, name: str) -> None:
+    with db.transaction() as session:
+        if not q.delete_saved_view(session, user.id, name):
+            raise NotFoundError(f"no saved view {name!r}")

@@ -15,23 +15,29 @@ from typing import Any, TypeAlias, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from db.models import GenerationResult, GenerationTask, User, utcnow
+from db.models import GenerationResult, GenerationTask, SavedView, User, utcnow
 
 __all__ = [
     "GALLERY_PERSONA_FIELDS",
     "GALLERY_SORT_COLUMNS",
     "GALLERY_TEXT_FIELDS",
     "PersonaCriteria",
+    "delete_saved_view",
+    "gallery_bulk_update",
     "gallery_count",
     "gallery_distributions",
     "gallery_export_rows",
     "gallery_facets",
+    "gallery_ids_and_tags",
     "gallery_page",
     "gallery_persona",
     "gallery_task_choices",
     "gallery_tasks_info",
     "gallery_update_persona",
     "gallery_visible_task_ids",
+    "list_saved_views",
+    "save_view",
+    "set_persona_tags",
 ]
 
 R = GenerationResult
@@ -101,6 +107,7 @@ class PersonaCriteria:
     min_rating: int | None = None
     flags: tuple[str, ...] = ()  # quality flags: any of them
     unflagged: bool = False  # only rows no quality check flagged
+    curations: tuple[str, ...] = ()  # keep / reject / unset
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -208,6 +215,12 @@ def _conditions(session: Session, c: PersonaCriteria, skip: str | None = None) -
     if c.unflagged:
         fv = _tag_values(session, R.quality_flags)
         conds.append(~sa.exists(sa.select(sa.literal(1)).select_from(fv)))
+    if c.curations:
+        named = [v for v in c.curations if v != "unset"]
+        either = [R.curation.in_(named)] if named else []
+        if "unset" in c.curations:
+            either.append(R.curation.is_(None))
+        conds.append(sa.or_(*either))
     return conds
 
 
@@ -527,6 +540,45 @@ def gallery_update_persona(session: Session, viewer_id: int | None, result_id: i
         .values(**values, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def gallery_bulk_update(session: Session, c: PersonaCriteria, **values: Any) -> int:
+    """Set curation columns (favorite, curation) on every persona of the filtered view; returns how many."""
+    ids = _joined(sa.select(R.id)).where(*_conditions(session, c)).scalar_subquery()
+    result = session.execute(
+        sa.update(R).where(R.id.in_(ids)).values(**values, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def gallery_ids_and_tags(session: Session, c: PersonaCriteria) -> list[tuple[int, list[str]]]:
+    rows = session.execute(_joined(sa.select(R.id, R.tags)).where(*_conditions(session, c)).order_by(R.id))
+    return [(int(i), list(t) if isinstance(t, list) else []) for i, t in rows]
+
+
+def set_persona_tags(session: Session, result_id: int, tags: list[str]) -> None:
+    session.execute(sa.update(R).where(R.id == result_id).values(tags=tags, updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+
+
+def list_saved_views(session: Session, user_id: int) -> list[tuple[str, dict[str, str]]]:
+    rows = session.execute(sa.select(SavedView.name, SavedView.params).where(SavedView.user_id == user_id)
+                           .order_by(SavedView.name))
+    return [(str(n), dict(p or {})) for n, p in rows]
+
+
+def save_view(session: Session, user_id: int, name: str, params: dict[str, str]) -> None:
+    existing = session.scalar(sa.select(SavedView).where(SavedView.user_id == user_id, SavedView.name == name))
+    if existing is None:
+        session.add(SavedView(user_id=user_id, name=name, params=params, created_at=utcnow()))
+    else:
+        existing.params = params
+
+
+def delete_saved_view(session: Session, user_id: int, name: str) -> bool:
+    result = session.execute(sa.delete(SavedView).where(SavedView.user_id == user_id, SavedView.name == name))
     return bool(getattr(result, "rowcount", 0))
 
 

@@ -65,3 +65,22 @@ def test_llm_text_is_rendered_as_text(app_env: AppEnv) -> None:
     assert not at.exception
     assert any(t.value == SCRIPT for t in at.text), "the bio is shown verbatim as text"
     assert not any("<script>" in m.value for m in at.markdown), "LLM text must never reach markdown/HTML"
+
+
+def test_compare_two_tasks_shows_config_differences(app_env: AppEnv) -> None:
+    from pipeline.app_settings import set_setting_value
+
+    admin = app_env.admin()
+    settings = make_settings(app_env.db_url, app_env.tmp)
+    first = submit(app_env.db, settings, admin, count=2, images=4)
+    set_setting_value(app_env.db, "crop_white_borders", "true", actor=None)  # the second task differs
+    second = submit(app_env.db, settings, admin, count=2, images=4)
+    run_worker(app_env.db, local_storage(app_env.tmp), settings)
+    at = AppTest.from_file(str(ROOT / "pages" / "gallery.py"), default_timeout=60)
+    at.session_state["adg_user_email"] = admin.email
+    at.query_params["tasks"] = f"{first},{second}"
+    at.run()
+    assert not at.exception
+    assert any(m.value == "**Configuration differences**" for m in at.markdown)
+    frames = [d.value for d in at.dataframe]
+    assert any("toggles.crop_white_borders" in list(f.index) for f in frames)

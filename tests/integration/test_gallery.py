@@ -473,3 +473,43 @@ def test_quality_flag_filters_and_exports_exclude_flagged(database: Database, db
     assert GalleryFilter.from_query_params(clean.to_query_params()) == clean
     out = export_view(database, local_storage(tmp_path), user, clean, "jsonl", tmp_path / "clean.jsonl")
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_bulk_curation_saved_views_and_curation_filter(database: Database, db_url: str, tmp_path: Any) -> None:
+    from pipeline.exports import export_view
+    from pipeline.gallery import bulk_curate, delete_view, save_view, saved_views
+    from tests.factories import local_storage, make_settings, run_worker, submit
+
+    settings = make_settings(db_url, tmp_path)
+    user = make_user(database)
+    other = make_user(database, "other@example.org", admin=False)
+    task_id = submit(database, settings, user, count=6, images=4)
+    run_worker(database, local_storage(tmp_path), settings)
+    everything = GalleryFilter(task_ids=[task_id])
+    women = GalleryFilter(task_ids=[task_id], genders=["f"])
+    n_women = query_page(database, user, women).total
+    assert bulk_curate(database, user, women, curation="keep") == n_women
+    assert bulk_curate(database, user, everything, add_tag="pilot") == 6
+    assert bulk_curate(database, user, everything, add_tag="Pilot") == 0  # already there (case-insensitive)
+    kept = GalleryFilter(task_ids=[task_id], curations=["keep"])
+    assert query_page(database, user, kept).total == n_women
+    unset = GalleryFilter(task_ids=[task_id], curations=["unset"])
+    assert query_page(database, user, unset).total == 6 - n_women
+    assert dict(facet_counts(database, user, everything)["tags"]) == {"pilot": 6}
+    out = export_view(database, local_storage(tmp_path), user, kept, "jsonl", tmp_path / "kept.jsonl")
+    assert len(out.read_text().splitlines()) == n_women  # exports honour the curation
+    with pytest.raises(ValidationError):
+        bulk_curate(database, user, everything)
+    with pytest.raises(NotFoundError):
+        bulk_curate(database, other, everything, favorite=True)  # not their task
+    assert GalleryFilter.from_query_params(kept.to_query_params()) == kept
+
+    save_view(database, user, "kept women", kept, {"sort": "age"})
+    save_view(database, user, "kept women", women)  # same name: replaced
+    assert saved_views(database, user) == [("kept women", women.to_query_params())]
+    assert saved_views(database, other) == []
+    with pytest.raises(ValidationError):
+        save_view(database, user, "  ", women)
+    delete_view(database, user, "kept women")
+    with pytest.raises(NotFoundError):
+        delete_view(database, user, "kept women")
