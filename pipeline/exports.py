@@ -486,9 +486,19 @@ def _task_entries(ctx: _Context) -> list[dict[str, Any]]:
             "seed": t["seed"],
             "status": t["status"],
             "created_at": t["created_at"],
+            "started_at": t["started_at"],
             "completed_at": t["completed_at"],
+            "duration_seconds": (
+                round((t["completed_at"] - t["started_at"]).total_seconds(), 1)
+                if t["completed_at"] and t["started_at"] else None
+            ),
+            "attempts": t["attempts"],
             "rerun_of": t["rerun_of"],
             "config_snapshot": t["config_snapshot"],
+            "failures": [line for line in (t["error_log"] or "").splitlines() if line.strip()],
+            "demographic_targets": t["targets"],
+            "targets_report": t["targets_report"],
+            "quality_summary": t["quality_summary"],
         }
         for t in ctx.tasks
     ]

@@ -308,6 +308,12 @@ def gallery_tasks_info(session: Session, c: PersonaCriteria) -> list[dict[str, A
             T.completed_at,
             T.rerun_of,
             T.config_snapshot,
+            T.started_at,
+            T.attempts,
+            T.error_log,
+            T.targets,
+            T.targets_report,
+            T.quality_summary,
         )
         .where(*conds)
         .order_by(T.created_at, T.id)

@@ -292,3 +292,18 @@ def test_parquet_with_embedded_images_declares_the_hf_image_feature(
     with Image.open(io.BytesIO(rows[1]["image"]["bytes"])) as img:
         assert img.format == "JPEG" and img.size[0] > 0
     assert all(set(EXPORT_COLUMNS) <= set(r) for r in rows)
+
+
+def test_zip_manifest_carries_provenance(database: Database, db_url: str, tmp_path: Path) -> None:
+    settings = make_settings(db_url, tmp_path)
+    storage = local_storage(tmp_path)
+    owner = make_user(database, "owner@example.org", admin=False)
+    task_id = submit(database, settings, owner, count=2, images=4, seed=1234)
+    run_worker(database, storage, settings)
+    out = export_task(database, storage, task_id, "zip", tmp_path / "p.zip")
+    manifest = json.loads(zip_entries(out)["manifest.json"])
+    (task,) = manifest["tasks"]
+    assert task["seed"] == 1234 and task["attempts"] == 1 and task["duration_seconds"] is not None
+    snapshot = task["config_snapshot"]
+    assert {"bio_prompts", "toggles", "providers", "models", "base_prompt_append", "app_version"} <= set(snapshot)
+    assert task["quality_summary"]["personas"] == 2 and task["failures"] == []
