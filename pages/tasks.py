@@ -59,6 +59,9 @@ def task_list() -> None:
                            f"finished {ui.fmt_time(task.completed_at)} · ETA {ui.fmt_duration(eta_seconds(row))} · "
                            f"seed {task.seed if task.seed is not None else '—'}"
                            + (" · cancel requested" if task.cancel_requested else ""))
+                if task.config_snapshot:
+                    with st.expander("Configuration frozen with this task"):
+                        st.json(task.config_snapshot, expanded=False)
                 if task.targets_report or task.quality_summary:
                     with st.expander("Dataset report: quality checks and demographic targets"):
                         ui.quality_summary(task.quality_summary)
