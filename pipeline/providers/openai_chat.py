@@ -106,13 +106,18 @@ def check_models(client: HttpClient, base_url: str, model: str | None) -> tuple[
     return True, f"reachable; model {model} available" if model else "reachable"
 
 
-class _OpenAIChat(HttpProvider):
+class OpenAIHttpProvider(HttpProvider):
+    """Any provider of an OpenAI-compatible API: a bearer key when one is set."""
+
     name = "openai"
-    provider = PROVIDER
 
     @classmethod
     def headers_for(cls, settings: Settings) -> dict[str, str]:
         return bearer_headers(settings.openai_api_key)
+
+
+class _OpenAIChat(OpenAIHttpProvider):
+    provider = PROVIDER
 
     def _require(self) -> None:
         self.settings.require("OPENAI_CHAT_MODEL")

@@ -10,13 +10,12 @@ import base64
 import binascii
 from typing import Any
 
-from pipeline.config import Settings
 from pipeline.domain import PersonaDraft
 from pipeline.errors import PipelineError, ProviderError
-from pipeline.http import HttpProvider, bearer_headers, join_url
+from pipeline.http import join_url
 from pipeline.keys import content_type_for, extension_for
 from pipeline.prompts import grid_prompt_wrapper
-from pipeline.providers.openai_chat import check_models
+from pipeline.providers.openai_chat import OpenAIHttpProvider, check_models
 
 PROVIDER = "openai-images"
 BASE_SIZE = "auto"
@@ -32,15 +31,10 @@ def upload(data: bytes, stem: str = "image") -> tuple[str, bytes, str]:
     return name, data, content_type_for(name)
 
 
-class OpenAIImageProvider(HttpProvider):
+class OpenAIImageProvider(OpenAIHttpProvider):
     """Base selfies and 2x2 grids from an OpenAI image model (the seed is not supported by the API)."""
 
-    name = "openai"
     provider = PROVIDER
-
-    @classmethod
-    def headers_for(cls, settings: Settings) -> dict[str, str]:
-        return bearer_headers(settings.openai_api_key)
 
     def _url(self, path: str) -> str:
         self.settings.require("OPENAI_API_KEY", "OPENAI_IMAGE_MODEL")
