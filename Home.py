@@ -46,7 +46,7 @@ if authenticator is not None and ui.COOKIE_NAME not in st.context.cookies:
 with st.sidebar:
     st.caption(f"Signed in as `{user.email}` ({user.role})")
     if authenticator is not None:
-        authenticator.logout("Log out", location="sidebar", key="logout",
+        authenticator.logout("Log out", location="sidebar", key="adg_logout",
                              callback=lambda *_: st.session_state.pop(ui.USER_KEY, None))
     if rt.worker is not None:
         st.caption(":material/memory: in-app worker running")

@@ -183,10 +183,15 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     shots("first-admin-form")
     create_first_admin(page)
 
-    # Log in with the new account.
+    # A wrong password is refused with a message; then the right one logs in.
     page.get_by_role("button", name="Log in").wait_for()
     wait_idle(page)
     shots("login-form")
+    page.get_by_label("E-mail").fill(ADMIN)
+    page.get_by_role("textbox", name="Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_text("wrong e-mail or password")).to_be_visible()
+    wait_idle(page)
     log_in(page)
     page.get_by_text("Signed in as").wait_for()
     expect(page.get_by_role("heading", name="New task")).to_be_visible()
@@ -248,6 +253,11 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     page.get_by_role("tab", name="Cards").click()
     expect(page.get_by_role("button", name="Details")).to_have_count(PERSONAS)
     shots("gallery-cards")
+    page.get_by_role("button", name="Details").first.click()  # the detail view: base image, bios, fields
+    expect(page.get_by_text("base selfie")).to_be_visible()
+    expect(page.get_by_role("tab", name="Instagram")).to_be_visible()
+    wait_idle(page)
+    shots("detail")
     page.get_by_role("tab", name="Table").click()
 
     # Filter in the sidebar: fewer personas match and the URL carries the filter.
@@ -283,6 +293,31 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     column = header.index(FACETS[label][1])
     assert {row[column] for row in rows[1:]} == {value}, [row[column] for row in rows[1:]]
     shots("downloaded")
+
+    # The ZIP of the same view: a manifest and one folder per persona with its details and images.
+    with page.expect_download(timeout=60_000) as download_info:
+        page.get_by_role("button", name=re.compile(r"\bZIP$")).click()
+    archive = tmp_path / "personas.zip"
+    download_info.value.save_as(str(archive))
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        manifest = json.loads(zf.read("manifest.json"))
+    folders = {n.split("/", 1)[0] for n in names if "/" in n}
+    assert len(folders) == narrowed and manifest["tasks"][0]["task_id"] == task_id_text
+    assert sum(n.endswith("/persona.json") for n in names) == narrowed
+    assert sum(n.endswith(".jpg") for n in names) >= narrowed * 4
+
+    # Log out: the login form is back and no persona of the dataset is on the page.
+    firstnames = [row[header.index("firstname")] for row in rows[1:]]
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log in").wait_for()
+    wait_idle(page)
+    body = page.inner_text("body")
+    assert not any(name in body for name in firstnames), body[:300]
+    shots("logged-out")
 
 
 # --------------------------------------------------------------------------- navigation regressions
