@@ -106,11 +106,14 @@ try:
     requested_page = max(1, int(params.get("page", "1")))
 except ValueError:
     requested_page = 1
-result = gallery.query_page(rt.db, user, flt, sort=sort, descending=descending, page=1, page_size=page_size)
+# One query for the page: query_page clamps the page number, and the widget shows the page actually served.
+result = gallery.query_page(rt.db, user, flt, sort=sort, descending=descending,
+                            page=int(st.session_state.get("g_page", requested_page)), page_size=page_size)
+if "g_page" in st.session_state and st.session_state["g_page"] != result.page:
+    st.session_state["g_page"] = result.page  # the filter shrank the view below the page last shown
+page_value = {} if "g_page" in st.session_state else {"value": result.page}
 page = c4.number_input(f"Page (of {max(1, result.pages)})", min_value=1, max_value=max(1, result.pages),
-                       value=min(requested_page, max(1, result.pages)), key="g_page")
-if page != 1:
-    result = gallery.query_page(rt.db, user, flt, sort=sort, descending=descending, page=int(page), page_size=page_size)
+                       key="g_page", **page_value)
 
 query = flt.to_query_params() | {"sort": sort, "size": str(page_size)}
 if descending:
@@ -182,6 +185,7 @@ def _detail(result_id: int) -> None:
         st.json(json.loads(json.dumps(persona, default=str)), expanded=False)
 
 
+reports = {tid: task_status(rt.db, tid, user) for tid in flt.task_ids}  # charts and compare both use them
 table_tab, cards_tab, charts_tab, curate_tab, compare_tab, download_tab = st.tabs(
     ["Table", "Cards", "Charts", "Curate", "Compare", "Download"]
 )
@@ -245,7 +249,7 @@ with cards_tab:
 
 with charts_tab:
     for tid in flt.task_ids:
-        report = task_status(rt.db, tid, user)
+        report = reports[tid]
         if report.targets_report or report.quality_summary:
             with st.expander(f"Task {tid}: quality checks and requested vs achieved demographics"):
                 ui.quality_summary(report.quality_summary)
@@ -285,7 +289,6 @@ with compare_tab:
     if len(flt.task_ids) < 2:
         st.info("Pick two or more tasks above to compare their distributions and configurations.")
     else:
-        reports = {tid: task_status(rt.db, tid, user) for tid in flt.task_ids}
         snapshots = {tid: _flatten(r.config_snapshot or {}) for tid, r in reports.items()}
         keys = sorted({k for snap in snapshots.values() for k in snap} - {"frozen_at"})
         differing = [k for k in keys if len({str(snap.get(k)) for snap in snapshots.values()}) > 1]

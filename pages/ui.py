@@ -138,8 +138,10 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
             st.error(reason)
             return None, authenticator
         st.session_state[USER_KEY] = email
-    current = accounts.active_user(rt.db, email)
-    if current is None or accounts.login_block(rt.db, email):
+    # Deactivated or locked since the session (or its cookie) began: the directory read above already says so.
+    state = next((u for u in users if u["email"] == email), None)
+    current = accounts.active_user(rt.db, email) if state and state["active"] and not state["locked"] else None
+    if current is None:
         authenticator.logout(location="unrendered")
         st.session_state.pop(USER_KEY, None)
         st.error("this account is deactivated or locked: ask an administrator")

@@ -332,21 +332,31 @@ def _parquet_schema() -> Any:
     return pa.schema(fields)
 
 
-def _write_parquet(rows: Rows, path: Path, ctx: _Context) -> None:
+def _write_parquet_rows(path: Path, schema: Any, rows: Iterable[dict[str, Any]], batch: int) -> None:
+    """Rows into a Parquet file in row groups of ``batch`` (an empty file still gets the schema)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = _parquet_schema()
     with pq.ParquetWriter(str(path), schema) as writer:
         buffer: list[dict[str, Any]] = []
-        for record, _row in rows:
-            buffer.append(record)
-            ctx.counts["personas"] += 1
-            if len(buffer) >= CHUNK_ROWS:
+        written = 0
+        for row in rows:
+            buffer.append(row)
+            if len(buffer) >= batch:
                 writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                written += len(buffer)
                 buffer = []
-        if buffer or ctx.counts["personas"] == 0:
+        if buffer or not written:
             writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+
+
+def _write_parquet(rows: Rows, path: Path, ctx: _Context) -> None:
+    def records() -> Iterator[dict[str, Any]]:
+        for record, _row in rows:
+            _count(ctx, record)
+            yield record
+
+    _write_parquet_rows(path, _parquet_schema(), records(), CHUNK_ROWS)
 
 
 # --- formats with images ------------------------------------------------------------------------------------------
@@ -658,7 +668,6 @@ def _write_parquet_images(rows: Rows, path: Path, ctx: _Context) -> None:
     """One row per image with the image's bytes embedded, the Hugging Face ``Image`` feature declared in the
     schema metadata (``datasets.load_dataset("parquet", ...)`` decodes it), and the persona's fields beside it."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     base = _parquet_schema()
     schema = pa.schema(
@@ -666,18 +675,16 @@ def _write_parquet_images(rows: Rows, path: Path, ctx: _Context) -> None:
          pa.field("image_role", pa.string()), pa.field("image_index", pa.int64()), *base]
     )
     schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": _hf_features(schema)}})})
-    with pq.ParquetWriter(str(path), schema) as writer, ThreadPoolExecutor(IMAGE_READERS) as pool:
-        buffer: list[dict[str, Any]] = []
+
+    def image_rows(pool: ThreadPoolExecutor) -> Iterator[dict[str, Any]]:
         for record, _row in rows:
             _count(ctx, record)
             for image in _persona_images(pool, record, str(record["persona_id"]), ctx):
-                buffer.append({"image": {"bytes": image.data, "path": f"{record['persona_id']}/{image.name}"},
-                               "image_role": image.role, "image_index": image.index, **record})
-            if len(buffer) >= CHUNK_ROWS // 4:
-                writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
-                buffer = []
-        if buffer or ctx.counts["images"] == 0:
-            writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                yield {"image": {"bytes": image.data, "path": f"{record['persona_id']}/{image.name}"},
+                       "image_role": image.role, "image_index": image.index, **record}
+
+    with ThreadPoolExecutor(IMAGE_READERS) as pool:
+        _write_parquet_rows(path, schema, image_rows(pool), CHUNK_ROWS // 4)
 
 
 WRITERS: dict[str, Callable[[Rows, Path, _Context], None]] = {

@@ -6,8 +6,10 @@ optionally ``crop_white_borders`` -> optionally ``randomize_style`` -> JPEG + 25
 
 from __future__ import annotations
 
+import functools
 import io
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,10 +63,6 @@ def _channel_min(img: Image.Image) -> np.ndarray:
     return np.minimum(np.minimum(r, g), b)
 
 
-def _white_mask(img: Image.Image, minimum: int) -> np.ndarray:
-    """True where R, G and B are all >= ``minimum``."""
-    return _channel_min(img) >= minimum
-
 
 def _fraction(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.count_nonzero(mask, axis=axis) / mask.shape[axis]
@@ -94,7 +92,7 @@ def unsharp(img: Image.Image, amount: float, sigma: float = 1.0) -> Image.Image:
     return img.filter(_kernel((1 + amount) * identity - amount * _gaussian_3x3(sigma)))
 
 
-def _divider(profile: np.ndarray, img: Image.Image, axis: int) -> tuple[int, int] | None:
+def _divider(profile: np.ndarray, gray: Callable[[], np.ndarray], axis: int) -> tuple[int, int] | None:
     """The dividing band (start, end) near the middle of one axis: a white gutter, else a sharp seam."""
     n = len(profile)
     lo, hi = int(n * GUTTER_SEARCH[0]), int(n * GUTTER_SEARCH[1])
@@ -105,8 +103,7 @@ def _divider(profile: np.ndarray, img: Image.Image, axis: int) -> tuple[int, int
         mid = (hi - lo) / 2
         run = min(runs, key=lambda r: abs((r[0] + r[-1]) / 2 - mid))
         return lo + int(run[0]), lo + int(run[-1]) + 1
-    gray = np.asarray(img.convert("L"), dtype=np.int16)  # only when there is no white gutter
-    seam = np.abs(np.diff(gray, axis=axis)).mean(axis=1 - axis)
+    seam = np.abs(np.diff(gray(), axis=axis)).mean(axis=1 - axis)  # only when there is no white gutter
     band = seam[lo:hi]
     if band.size and band.max() > 4 * max(float(np.median(seam)), 1.0) and band.max() > 12:
         at = lo + int(band.argmax()) + 1  # the seam lies between column at-1 and at
@@ -119,9 +116,10 @@ def split_grid(img: Image.Image) -> list[Image.Image]:
     width, height = img.size
     if not 0.6 <= width / height <= 1.67:
         raise ImageCheckError(f"grid is not 2x2: aspect ratio {width}x{height}")
-    white = _white_mask(img, WHITE_MIN)
-    vertical = _divider(_fraction(white, 0), img, 1)
-    horizontal = _divider(_fraction(white, 1), img, 0)
+    white = _channel_min(img) >= WHITE_MIN
+    gray = functools.cache(lambda: np.asarray(img.convert("L"), dtype=np.int16))
+    vertical = _divider(_fraction(white, 0), gray, 1)
+    horizontal = _divider(_fraction(white, 1), gray, 0)
     if vertical is None or horizontal is None:
         missing = "vertical" if vertical is None else "horizontal"
         raise ImageCheckError(f"grid is not 2x2: no {missing} dividing line near the middle")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.domain import PersonaBatch
+from pipeline.errors import ProviderError
 from pipeline.personas import flatten_persona, normalise_persona
 
 _DECODER = json.JSONDecoder()
@@ -156,8 +157,6 @@ def parse_json_object(text: str) -> dict[str, Any]:
 
 def final_prompt(text: str, provider: str) -> str:
     """The ``final_prompt`` of a grid-prompt reply; a retryable ``ProviderError`` naming ``provider`` if absent."""
-    from pipeline.errors import ProviderError
-
     try:
         prompt = parse_json_object(text).get("final_prompt")
     except ValueError:

@@ -51,6 +51,18 @@ def _as_int(value: object, what: str) -> int:
     raise ValidationError(f"{what} must be a whole number, got {str(value)[:40]!r}")
 
 
+def clean_description(description: object) -> str:
+    """The description without control characters; ``ValidationError`` when empty or over the limit."""
+    if not isinstance(description, str):
+        raise ValidationError("description must be text")
+    text = "".join(ch for ch in description if ch in "\n\t" or ch.isprintable()).strip()
+    if not text:
+        raise ValidationError("description is empty: describe the population to generate")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise ValidationError(f"description is {len(text)} characters; the limit is {MAX_DESCRIPTION_CHARS}")
+    return text
+
+
 def validate_spec(
     *,
     user_id: int,
@@ -62,13 +74,7 @@ def validate_spec(
     targets: object = None,
 ) -> TaskSpec:
     """Check a task request; raises ``ValidationError`` with a message a user can act on."""
-    if not isinstance(description, str):
-        raise ValidationError("description must be text")
-    text = "".join(ch for ch in description if ch in "\n\t" or ch.isprintable()).strip()
-    if not text:
-        raise ValidationError("description is empty: describe the population to generate")
-    if len(text) > MAX_DESCRIPTION_CHARS:
-        raise ValidationError(f"description is {len(text)} characters; the limit is {MAX_DESCRIPTION_CHARS}")
+    text = clean_description(description)
     if not isinstance(language, str):
         raise ValidationError("language must be text")
     lang = normalise_language(language)
@@ -334,11 +340,7 @@ def preview_personas(db: Database, settings: Settings, description: str, languag
     """1–3 personas from the configured provider with the current prompts, without images; nothing is stored."""
     if not 1 <= count <= 3:
         raise ValidationError("a preview has 1 to 3 personas")
-    description = " ".join((description or "").split())
-    if not description:
-        raise ValidationError("description is empty: describe the population first")
-    if len(description) > MAX_DESCRIPTION_CHARS:
-        raise ValidationError(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
+    description = clean_description(description)
     snapshot = build_snapshot(db, settings)
     provider = ProviderCache(settings).get("persona", settings.persona_provider)
     request = PersonaRequest(

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from pipeline.config import Settings
 from pipeline.domain import PersonaDraft
+from pipeline.imaging import decode_image
 
 SIDE = 512
 GUTTER = 16
@@ -57,10 +58,6 @@ def _encode_png(img: Image.Image) -> bytes:
     img.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
-
-def _decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as img:
-        return img.convert("RGB")
 
 
 def draw_portrait(persona: PersonaDraft, seed: int, side: int = SIDE) -> Image.Image:
@@ -185,12 +182,12 @@ class OfflineImageProvider:
 
     def edit_face(self, face: bytes, persona: PersonaDraft, prompt: str, *, seed: int) -> bytes:
         """The library face, square-cropped and given this persona's setting (light and colour)."""
-        img = ImageOps.fit(_decode(face), (self.side, self.side), Image.Resampling.LANCZOS)
+        img = ImageOps.fit(decode_image(face), (self.side, self.side), Image.Resampling.LANCZOS)
         return _encode_png(_variation(img, random.Random(seed), self.side))
 
     def make_grid(self, base: bytes, prompt: str, *, seed: int) -> bytes:
         rng = random.Random(seed)
-        source = _decode(base)
+        source = decode_image(base)
         tile = self.side
         total = 2 * tile + 3 * GUTTER
         grid = Image.new("RGB", (total, total), (255, 255, 255))
