@@ -34,6 +34,20 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def offline_env(db_url: str, tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a process (CLI, worker, app) on ``db_url`` with files under ``tmp_path`` and the
+    offline providers drawing small photos; ``overrides`` add or replace variables."""
+    return {
+        "DATABASE_URL": db_url,
+        "STORAGE_URL": f"file://{tmp_path / 'media'}",
+        "DATA_DIR": str(tmp_path / "data"),
+        "PERSONA_PROVIDER": "offline",
+        "IMAGE_PROVIDER": "offline",
+        "HEARTBEAT_SECONDS": "0.5",
+        "OFFLINE_IMAGE_SIDE": "192",  # small offline photos: fast tests
+    } | overrides
+
+
 def make_user(db: Database, email: str = "ana@example.org", *, admin: bool = True) -> User:
     return create_user(db, email, PASSWORD, admin=admin)
 

@@ -19,7 +19,7 @@ import db.queries as q
 from db.models import User
 from db.session import Database, migrate
 from pipeline.config import Settings, get_settings, reset_settings_cache
-from tests.factories import make_user
+from tests.factories import make_user, offline_env
 
 
 @dataclass
@@ -58,18 +58,7 @@ def _clear_streamlit_caches() -> None:
 @pytest.fixture
 def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppEnv]:
     db_url = f"sqlite:///{tmp_path / 'app.db'}"
-    env = {
-        "DATABASE_URL": db_url,
-        "STORAGE_URL": f"file://{tmp_path / 'media'}",
-        "DATA_DIR": str(tmp_path / "data"),
-        "WORKER_IN_APP": "0",
-        "PERSONA_PROVIDER": "offline",
-        "IMAGE_PROVIDER": "offline",
-        "APP_ENV": "test",
-        "LEASE_SECONDS": "10",
-        "HEARTBEAT_SECONDS": "0.5",
-        "OFFLINE_IMAGE_SIDE": "192",  # small offline photos: fast tests
-    }
+    env = offline_env(db_url, tmp_path, WORKER_IN_APP="0", APP_ENV="test", LEASE_SECONDS="10")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AUTH_COOKIE_KEY", raising=False)

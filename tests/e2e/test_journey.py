@@ -126,6 +126,15 @@ def create_first_admin(page: Any) -> None:
     page.get_by_role("button", name="Create administrator").click()
 
 
+def first_admin_then_login_form(tab: Any, server: Server) -> None:
+    """Open a fresh server, create the first administrator and wait for the login form."""
+    tab.goto(server.url)
+    tab.get_by_role("button", name="Create administrator").wait_for()
+    wait_idle(tab)
+    create_first_admin(tab)
+    tab.get_by_role("button", name="Log in").wait_for()
+
+
 def log_in(page: Any) -> None:
     page.get_by_label("E-mail").fill(ADMIN)
     page.get_by_role("textbox", name="Password").fill(PASSWORD)
@@ -331,11 +340,7 @@ def test_shared_link_to_a_page_survives_the_login(browser: Any, server: Server) 
     context = browser.new_context()
     try:
         tab = context.new_page()
-        tab.goto(server.url)
-        tab.get_by_role("button", name="Create administrator").wait_for()
-        wait_idle(tab)
-        create_first_admin(tab)
-        tab.get_by_role("button", name="Log in").wait_for()
+        first_admin_then_login_form(tab, server)
         tab.goto(f"{server.url}/gallery?gender=f")
         tab.get_by_role("button", name="Log in").wait_for()
         wait_idle(tab)
@@ -355,11 +360,7 @@ def test_a_reload_keeps_the_login_and_the_page(browser: Any, server: Server) -> 
     context = browser.new_context()
     try:
         tab = context.new_page()
-        tab.goto(server.url)
-        tab.get_by_role("button", name="Create administrator").wait_for()
-        wait_idle(tab)
-        create_first_admin(tab)
-        tab.get_by_role("button", name="Log in").wait_for()
+        first_admin_then_login_form(tab, server)
         wait_idle(tab)
         log_in(tab)
         tab.get_by_text("Signed in as").wait_for()

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from pipeline.cli import main
 from pipeline.config import reset_settings_cache
+from tests.factories import offline_env
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ["--user", "ana@example.org", "--description", "urban cyclists in Lisbon", "--language", "Portuguese",
@@ -24,16 +25,7 @@ GOOD = ["--user", "ana@example.org", "--description", "urban cyclists in Lisbon"
 
 @pytest.fixture
 def cli_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    env = {
-        "DATABASE_URL": db_url,
-        "STORAGE_URL": f"file://{tmp_path / 'media'}",
-        "DATA_DIR": str(tmp_path / "data"),
-        "PERSONA_PROVIDER": "offline",
-        "IMAGE_PROVIDER": "offline",
-        "LEASE_SECONDS": "4",
-        "HEARTBEAT_SECONDS": "0.5",
-        "OFFLINE_IMAGE_SIDE": "192",
-    }
+    env = offline_env(db_url, tmp_path, LEASE_SECONDS="4")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # no stray .env from the repository

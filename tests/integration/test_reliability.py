@@ -17,23 +17,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.factories import offline_env
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def env(pg_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": pg_url,
-        "STORAGE_URL": f"file://{tmp_path / 'media'}",
-        "DATA_DIR": str(tmp_path / "data"),
-        "LEASE_SECONDS": "3",
-        "HEARTBEAT_SECONDS": "0.5",
-        "OFFLINE_IMAGE_SIDE": "192",
-        "WORKER_TASK_SLOTS": "4",
-        "PERSONA_THREADS": "2",
-    }
+    return {**os.environ, **offline_env(pg_url, tmp_path, LEASE_SECONDS="3", WORKER_TASK_SLOTS="4",
+                                           PERSONA_THREADS="2")}
 
 
 def cli(env: dict[str, str], *argv: str) -> str:
