@@ -15,6 +15,11 @@ BENCHES = {
     "imaging": ("tests.bench.bench_imaging", "bench_image_postprocessing"),
     "offline": ("tests.bench.bench_imaging", "bench_offline_task"),
     "gallery": ("tests.bench.bench_gallery", "bench_gallery"),
+    "render": ("tests.bench.bench_render", "bench_gallery_render"),
+    "executor": ("tests.bench.bench_executor", "bench_executor_efficiency"),
+    "export": ("tests.bench.bench_exports", "bench_table_exports"),
+    "zip": ("tests.bench.bench_exports", "bench_zip_export"),
+    "identity": ("tests.bench.bench_identity", "bench_identity"),
 }
 
 
