@@ -140,6 +140,22 @@ def _search_text(session: Session, terms: list[str]) -> sa.ColumnElement[Any]:
     return sa.func.lower(joined)
 
 
+def _text_matches(session: Session, terms: list[str]) -> list[sa.ColumnElement[bool]]:
+    """One condition per term: it occurs (case-insensitively) in one of ``GALLERY_TEXT_FIELDS``.
+
+    On SQLite with ASCII terms, an OR of one ``LIKE`` per field (SQLite's ``LIKE`` ignores ASCII case): it
+    stops at the first field that matches and builds no concatenated text, about twice as fast as the
+    concatenation. A term holds no whitespace, so it never spans two fields either way.
+    """
+    if _dialect(session) == "sqlite" and all(term.isascii() for term in terms):
+        return [
+            sa.or_(*(getattr(R, name).like(_like_pattern(term), escape="\\") for name in GALLERY_TEXT_FIELDS))
+            for term in terms
+        ]
+    text = _search_text(session, terms)
+    return [text.like(_like_pattern(term), escape="\\") for term in terms]
+
+
 def _like_pattern(term: str) -> str:
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -167,15 +183,22 @@ def _gender_bucket(column: Col) -> sa.ColumnElement[Any]:
 
 
 def _conditions(session: Session, c: PersonaCriteria, skip: str | None = None) -> list[sa.ColumnElement[bool]]:
-    """WHERE clauses of ``c`` for a query over ``generation_results JOIN generation_tasks``.
+    """WHERE clauses of ``c`` on ``generation_results`` alone (no join needed: the task-level conditions are one
+    ``task_id IN (SELECT id FROM generation_tasks WHERE ...)``, which uses the task_id index), so they also fit
+    a query over ``generation_results JOIN generation_tasks``.
 
     ``skip`` names one facet whose own filter is left out (standard faceting).
     """
     conds: list[sa.ColumnElement[bool]] = []
+    task_conds: list[sa.ColumnElement[bool]] = []
     if c.viewer_id is not None:
-        conds.append(T.user_id == c.viewer_id)
+        task_conds.append(T.user_id == c.viewer_id)
     if c.task_ids:
-        conds.append(T.task_id.in_(c.task_ids))
+        task_conds.append(T.task_id.in_(c.task_ids))
+    if c.languages and skip != "languages":
+        task_conds.append(T.bio_language.in_(c.languages))
+    if task_conds:
+        conds.append(R.task_id.in_(sa.select(T.id).where(*task_conds)))
     if c.genders and skip != "genders":
         known = [g for g in c.genders if g in KNOWN_GENDERS]
         options: list[sa.ColumnElement[bool]] = []
@@ -190,16 +213,13 @@ def _conditions(session: Session, c: PersonaCriteria, skip: str | None = None) -
         conds.append(R.age <= c.age_max)
     if c.ethnicities and skip != "ethnicities":
         conds.append(R.ethnicity.in_(c.ethnicities))
-    if c.languages and skip != "languages":
-        conds.append(T.bio_language.in_(c.languages))
     if c.cities and skip != "cities":
         conds.append(R.current_city.in_(c.cities))
     if c.states and skip != "states":
         conds.append(R.current_state.in_(c.states))
     terms = c.text.lower().split()
     if terms:
-        text = _search_text(session, terms)
-        conds.extend(text.like(_like_pattern(term), escape="\\") for term in terms)
+        conds.extend(_text_matches(session, terms))
     if c.favorite is not None:
         conds.append(R.favorite.is_(sa.true()) if c.favorite else R.favorite.is_(sa.false()))
     if c.tags and skip != "tags":
@@ -376,7 +396,8 @@ def _with_thumb(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def gallery_count(session: Session, c: PersonaCriteria) -> int:
-    return int(session.scalar(_joined(sa.select(sa.func.count())).where(*_conditions(session, c))) or 0)
+    """How many personas match (on generation_results alone: ``_conditions`` needs no join)."""
+    return int(session.scalar(sa.select(sa.func.count()).select_from(R).where(*_conditions(session, c))) or 0)
 
 
 def gallery_page(
@@ -407,13 +428,15 @@ FACET_EXPRESSIONS: dict[str, tuple[str, Any]] = {
 def _value_counts(
     session: Session, value: Col, conds: list[sa.ColumnElement[bool]], limit: int
 ) -> list[tuple[str, int]]:
-    inner = _joined(sa.select(cast(sa.ColumnElement[Any], value).label("v"))).where(*conds).subquery()
-    n = sa.func.count().label("n")
+    """Top ``limit`` values of ``value`` with their counts; joins generation_tasks only when ``value`` is one of
+    its columns (the language), since ``conds`` need no join."""
+    expression = cast(sa.ColumnElement[Any], value)
+    query = sa.select(expression.label("v"), sa.func.count().label("n"))
+    query = _joined(query) if T.__table__ in query.get_final_froms() else query.select_from(R)
     query = (
-        sa.select(inner.c.v, n)
-        .where(inner.c.v.is_not(None), inner.c.v != "")
-        .group_by(inner.c.v)
-        .order_by(n.desc(), inner.c.v)
+        query.where(*conds, expression.is_not(None), expression != "")
+        .group_by(sa.literal_column("v"))  # by its label: a CASE with parameters is not repeated
+        .order_by(sa.literal_column("n").desc(), sa.literal_column("v"))
         .limit(limit)
     )
     return [(str(v), int(count)) for v, count in session.execute(query)]
@@ -422,7 +445,7 @@ def _value_counts(
 def _tag_counts(
     session: Session, conds: list[sa.ColumnElement[bool]], limit: int, column: Any = R.tags
 ) -> list[tuple[str, int]]:
-    inner = _joined(sa.select(R.id, column.label("tags"))).where(*conds).subquery()
+    inner = sa.select(R.id, column.label("tags")).select_from(R).where(*conds).subquery()
     tv = _tag_values(session, inner.c.tags)
     n = sa.func.count().label("n")
     query = (
@@ -452,7 +475,7 @@ def gallery_distributions(session: Session, c: PersonaCriteria, *, top: int = 15
     the top job titles and current cities."""
     conds = _conditions(session, c)
     start = sa.case((R.age < 20, 13), else_=(R.age // 10) * 10)
-    inner = _joined(sa.select(start.label("b"))).where(*conds).subquery()
+    inner = sa.select(start.label("b")).select_from(R).where(*conds).subquery()
     n = sa.func.count().label("n")
     counts = {b: int(k) for b, k in session.execute(sa.select(inner.c.b, n).group_by(inner.c.b))}
     unknown = counts.pop(None, 0)

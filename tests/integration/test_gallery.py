@@ -250,6 +250,43 @@ def test_text_search(world: World) -> None:
     assert ids("zzz") == set()
 
 
+def test_a_term_never_spans_two_fields(world: World) -> None:
+    def total(text: str) -> int:
+        return query_page(world.db, world.root, GalleryFilter(text=text)).total
+
+    def found(term: str, r: dict[str, Any]) -> bool:
+        return any(term in (r[c] or "").lower() for c in TEXT_FIELDS)
+
+    # persona 0 is "Ana Silva": each word matches its own field, the two together match no single field
+    assert total("ana silva") == sum(1 for r in world.reference if found("ana", r) and found("silva", r)) > 0
+    assert total("anasilva") == 0 and total("ana\nsilva") == total("ana silva")
+
+
+def test_counts_and_facets_query_the_personas_without_joining_their_tasks(world: World) -> None:
+    """Performance: the count and every facet but the language read generation_results alone (task-level
+    conditions are a ``task_id IN (SELECT …)``), also for a member's view filtered by task and language."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    flt = GalleryFilter(task_ids=["aaaa00000001", "aaaa00000002"], languages=["English"], text="nurse")
+    sa.event.listen(world.db.engine, "before_cursor_execute", record)
+    try:
+        page = query_page(world.db, world.alice, flt, page_size=500)
+        facets = facet_counts(world.db, world.alice, flt)
+    finally:
+        sa.event.remove(world.db.engine, "before_cursor_execute", record)
+    assert page.total == len(world.expected(world.alice, flt)) > 0
+    assert dict(facets["language"]) == python_counts(world.expected(world.alice, flt, skip="language"),
+                                                     FACET_VALUE["language"])
+    counts = [s for s in statements if s.startswith("SELECT COUNT(*)")]
+    assert counts and not any(" JOIN " in s for s in counts), counts
+    grouped = [s for s in statements if "GROUP BY" in s]
+    joined = [s for s in grouped if " JOIN GENERATION_TASKS" in s]
+    assert len(grouped) == len(FACET_VALUE) and len(joined) == 1 and "BIO_LANGUAGE" in joined[0], grouped
+
+
 def test_sort_and_paging_are_stable(world: World) -> None:
     for descending in (False, True):
         check_sort_and_paging(world, descending)
