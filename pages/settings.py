@@ -1,4 +1,4 @@
-"""Settings: the four bio prompts (with history), the concurrency cap, the four toggles, provider status.
+"""Settings: the four bio prompts (with history), the concurrency cap, the toggles, the identity check, providers.
 
 Administrators edit; everyone else reads. Changes apply to the next submitted task: a task keeps its snapshot.
 """
@@ -12,6 +12,7 @@ from pipeline.app_settings import read_settings, set_setting_value, setting_hist
 from pipeline.checks import check_providers
 from pipeline.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
 from pipeline.errors import PipelineError
+from pipeline.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -41,13 +42,24 @@ with general:
             key: st.toggle(key.replace("_", " ").capitalize(), value=current.toggles[key], disabled=not editable)
             for key in CONFIG_TOGGLES
         }
+        mode = st.radio(
+            "Identity check (face embeddings on every image)", IDENTITY_MODES, horizontal=True,
+            index=IDENTITY_MODES.index(current.identity_check), disabled=not editable,
+            format_func=lambda m: {"auto": f"auto ({'on' if resolve_mode('auto', rt.settings.image_provider) else 'off'}"
+                                           f" with the {rt.settings.image_provider} image provider)"}.get(m, m),
+            help="Finds the faces in each base and variation, measures each variation's distance to its base, "
+                 "duplicate faces across personas and closeness to the face-library photo. auto: on for real "
+                 "image providers, off for the offline renderer (its drawn faces are not real faces).",
+        )
         if st.form_submit_button("Save", type="primary", disabled=not editable):
             _save(MAX_CONCURRENT_TASKS_KEY, str(int(cap)))
+            if mode != current.identity_check:
+                _save(IDENTITY_SETTING_KEY, mode)
             for key, value in toggles.items():
                 if value != current.toggles[key]:
                     _save(key, "true" if value else "false")
     with st.expander("Change history"):
-        history = [e for key in (MAX_CONCURRENT_TASKS_KEY, *CONFIG_TOGGLES) for e in setting_history(rt.db, key)]
+        history = [e for key in (MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES) for e in setting_history(rt.db, key)]
         history.sort(key=lambda e: e.created_at, reverse=True)
         if history:
             st.dataframe(

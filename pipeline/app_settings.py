@@ -1,4 +1,5 @@
-"""Global settings: the four bio prompts, ``max_concurrent_tasks`` (``settings``) and the four toggles (``config``).
+"""Global settings: the four bio prompts, ``max_concurrent_tasks``, ``identity_check`` (``settings``) and the four
+toggles (``config``).
 
 Changes are validated, restricted to administrators and audited. A running task keeps its frozen snapshot;
 new values apply to the next submitted task (and the cap to the next claim).
@@ -13,10 +14,11 @@ from db.models import User
 from db.session import Database
 from pipeline.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
 from pipeline.errors import AccessDenied, ValidationError
+from pipeline.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY
 
 MAX_PROMPT_CHARS = 20_000
 MAX_CONCURRENT_LIMIT = 64
-SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, *CONFIG_TOGGLES)
+SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -26,6 +28,7 @@ class GlobalSettings:
     bio_prompts: dict[str, str]
     max_concurrent_tasks: int
     toggles: dict[str, bool]
+    identity_check: str = "auto"  # auto (on for real image providers), on or off
 
 
 def read_settings(db: Database) -> GlobalSettings:
@@ -40,7 +43,14 @@ def read_settings(db: Database) -> GlobalSettings:
         bio_prompts={key: values.get(key, "") for key in BIO_PROMPT_KEYS},
         max_concurrent_tasks=cap,
         toggles={key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
+        identity_check=identity_mode(values.get(IDENTITY_SETTING_KEY)),
     )
+
+
+def identity_mode(value: str | None) -> str:
+    """The stored identity_check mode; anything unexpected reads as the default, ``auto``."""
+    text = (value or "auto").strip().lower()
+    return text if text in IDENTITY_MODES else "auto"
 
 
 def get_setting_value(db: Database, key: str) -> str:
@@ -51,6 +61,8 @@ def get_setting_value(db: Database, key: str) -> str:
         return str(current.toggles[key]).lower()
     if key == MAX_CONCURRENT_TASKS_KEY:
         return str(current.max_concurrent_tasks)
+    if key == IDENTITY_SETTING_KEY:
+        return current.identity_check
     return current.bio_prompts[key]
 
 
@@ -78,6 +90,13 @@ def parse_cap(value: str) -> int:
     return cap
 
 
+def parse_identity_mode(value: str) -> str:
+    text = str(value).strip().lower()
+    if text not in IDENTITY_MODES:
+        raise ValidationError(f"identity_check must be one of {', '.join(IDENTITY_MODES)}, got {text[:40]!r}")
+    return text
+
+
 def clean_prompt(value: str) -> str:
     text = "".join(ch for ch in str(value) if ch in "\n\t" or ch.isprintable()).strip()
     if not text:
@@ -96,7 +115,12 @@ def set_setting_value(db: Database, key: str, value: str, actor: User | None) ->
         flag = parse_bool(value)
         with db.transaction(immediate=True) as session:
             return q.set_config_value(session, key, flag, actor)
-    text = str(parse_cap(value)) if key == MAX_CONCURRENT_TASKS_KEY else clean_prompt(value)
+    if key == MAX_CONCURRENT_TASKS_KEY:
+        text = str(parse_cap(value))
+    elif key == IDENTITY_SETTING_KEY:
+        text = parse_identity_mode(value)
+    else:
+        text = clean_prompt(value)
     with db.transaction(immediate=True) as session:
         return q.set_setting(session, key, text, actor)
 

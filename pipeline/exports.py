@@ -69,11 +69,18 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "tags",
     "rating",
     "image_count",
+    "curation",
+    "quality_flags",
+    "identity_score",
+    "identity_worst_distance",
+    "base_faces",
+    "face_leakage_distance",
     "base_image",
     "images",
 )
-INT_COLUMNS = frozenset({"persona_id", "batch_number", "slot", "age", "rating", "image_count"})
-LIST_COLUMNS = frozenset({"tags", "images"})
+INT_COLUMNS = frozenset({"persona_id", "batch_number", "slot", "age", "rating", "image_count", "base_faces"})
+FLOAT_COLUMNS = frozenset({"identity_score", "identity_worst_distance", "face_leakage_distance"})
+LIST_COLUMNS = frozenset({"tags", "images", "quality_flags"})
 
 FIELD_DESCRIPTIONS: dict[str, str] = {
     "task_id": "random id of the generation task the persona belongs to",
@@ -105,12 +112,24 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "tags": "curator tags",
     "rating": "curator rating 1-5, empty if unrated",
     "image_count": "number of photo variations",
+    "curation": "curator decision: keep, reject or empty",
+    "quality_flags": "quality checks that flagged the persona (e.g. identity_inconsistent, no_face, "
+    "duplicate_identity, face_leakage, near_duplicate_bio)",
+    "identity_score": "share of the photo variations whose face is within the same-person threshold of the base "
+    "face (dlib 128-d embeddings); empty when the check did not run or no face was found in the base",
+    "identity_worst_distance": "largest face-embedding distance of a variation to the base (same person: below "
+    "the threshold in the manifest's identity settings)",
+    "base_faces": "number of faces found in the base selfie (1 expected); empty when the check did not run",
+    "face_leakage_distance": "distance between the base face and the face-library photo it was made from "
+    "(randomize_face_base); below the leakage threshold the persona reproduces a real person",
     "base_image": "storage key of the base selfie",
     "images": "storage keys of the photo variations",
     "file_name": "(metadata.jsonl) the image file, relative to train/",
     "image_role": "(metadata.jsonl) base (the base selfie) or variation",
     "image_index": "(metadata.jsonl) 1-based number of a variation; empty for the base image",
     "source_key": "(metadata.jsonl) storage key the image was read from",
+    "image_faces": "(metadata.jsonl) faces found in this image by the identity check (1 expected)",
+    "image_face_distance": "(metadata.jsonl) this variation's face-embedding distance to the base face",
 }
 
 
@@ -221,9 +240,36 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
         "tags": list(row["tags"] or []),
         "rating": row["rating"],
         "image_count": row["image_count"],
+        "curation": row.get("curation"),
+        "quality_flags": list(row.get("quality_flags") or []),
+        **_identity_columns(row.get("quality")),
         "base_image": row["base_image_url"],
         "images": [str(uri) for uri in row["images"] or []],
     }
+
+
+def _identity_columns(quality: dict[str, Any] | None) -> dict[str, Any]:
+    identity = (quality or {}).get("identity") or {}
+    return {
+        "identity_score": identity.get("score"),
+        "identity_worst_distance": identity.get("worst"),
+        "base_faces": identity.get("base_faces"),
+        "face_leakage_distance": identity.get("leakage_distance"),
+    }
+
+
+def _image_identity(row: dict[str, Any], role: str, index: int | None) -> dict[str, Any]:
+    """The identity check's findings for one image (metadata.jsonl), empty when the check did not run."""
+    identity = (row.get("quality") or {}).get("identity") or {}
+    if not identity:
+        return {"image_faces": None, "image_face_distance": None}
+    if role == "base":
+        return {"image_faces": identity.get("base_faces"), "image_face_distance": 0.0 if identity.get("score")
+                is not None else None}
+    i = (index or 0) - 1
+    faces, distances = identity.get("faces") or [], identity.get("distances") or []
+    return {"image_faces": faces[i] if 0 <= i < len(faces) else None,
+            "image_face_distance": distances[i] if 0 <= i < len(distances) else None}
 
 
 def _json_default(value: Any) -> Any:
@@ -282,7 +328,7 @@ def _csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
+    if isinstance(value, int | float):
         return str(value)
     if isinstance(value, list | dict):
         return _dumps(value)
@@ -322,6 +368,8 @@ def _parquet_schema() -> Any:
     for name in EXPORT_COLUMNS:
         if name in INT_COLUMNS:
             kind = pa.int64()
+        elif name in FLOAT_COLUMNS:
+            kind = pa.float64()
         elif name in LIST_COLUMNS:
             kind = pa.list_(pa.string())
         elif name == "favorite":
@@ -509,6 +557,7 @@ def _task_entries(ctx: _Context) -> list[dict[str, Any]]:
             "demographic_targets": t["targets"],
             "targets_report": t["targets_report"],
             "quality_summary": t["quality_summary"],
+            "identity_check": (t["config_snapshot"] or {}).get("identity"),  # enabled, model and thresholds
         }
         for t in ctx.tasks
     ]
@@ -560,7 +609,7 @@ def _write_hf_zip(rows: Rows, path: Path, ctx: _Context) -> None:
 def _write_hf(rows: Rows, sink: Sink, ctx: _Context) -> None:
     used: set[str] = set()
     with tempfile.TemporaryFile() as metadata, ThreadPoolExecutor(IMAGE_READERS, thread_name_prefix="export-read") as pool:
-        for record, _row in rows:
+        for record, row in rows:
             _count(ctx, record)
             folder = _folder_name(record, used, ctx.multi_task)
             fields = {k: v for k, v in record.items() if k not in ("base_image", "images")}
@@ -572,6 +621,7 @@ def _write_hf(rows: Rows, sink: Sink, ctx: _Context) -> None:
                     "image_role": image.role,
                     "image_index": image.index,
                     "source_key": image.uri,
+                    **_image_identity(row, image.role, image.index),
                     **fields,
                 }
                 metadata.write((_dumps(line) + "\n").encode())
@@ -629,7 +679,8 @@ def _dataset_card(ctx: _Context) -> str:
     if ctx.by_status:
         lines += ["Personas by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(ctx.by_status.items())), ""]
     lines += ["## Fields", "", "| field | description |", "|---|---|"]
-    for name in ("file_name", "image_role", "image_index", "source_key", *EXPORT_COLUMNS):
+    for name in ("file_name", "image_role", "image_index", "source_key", "image_faces", "image_face_distance",
+                 *EXPORT_COLUMNS):
         if name in ("base_image", "images"):
             continue
         lines.append(f"| `{name}` | {FIELD_DESCRIPTIONS.get(name, '')} |")
@@ -659,7 +710,7 @@ def _hf_features(schema: Any) -> dict[str, Any]:
         elif pa.types.is_list(f.type):
             features[f.name] = {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"}
         else:
-            dtype = {"int64": "int64", "bool": "bool"}.get(str(f.type), "string")
+            dtype = {"int64": "int64", "bool": "bool", "double": "float64"}.get(str(f.type), "string")
             features[f.name] = {"dtype": dtype, "_type": "Value"}
     return features
 
@@ -672,16 +723,18 @@ def _write_parquet_images(rows: Rows, path: Path, ctx: _Context) -> None:
     base = _parquet_schema()
     schema = pa.schema(
         [pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
-         pa.field("image_role", pa.string()), pa.field("image_index", pa.int64()), *base]
+         pa.field("image_role", pa.string()), pa.field("image_index", pa.int64()),
+         pa.field("image_faces", pa.int64()), pa.field("image_face_distance", pa.float64()), *base]
     )
     schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": _hf_features(schema)}})})
 
     def image_rows(pool: ThreadPoolExecutor) -> Iterator[dict[str, Any]]:
-        for record, _row in rows:
+        for record, row in rows:
             _count(ctx, record)
             for image in _persona_images(pool, record, str(record["persona_id"]), ctx):
                 yield {"image": {"bytes": image.data, "path": f"{record['persona_id']}/{image.name}"},
-                       "image_role": image.role, "image_index": image.index, **record}
+                       "image_role": image.role, "image_index": image.index,
+                       **_image_identity(row, image.role, image.index), **record}
 
     with ThreadPoolExecutor(IMAGE_READERS) as pool:
         _write_parquet_rows(path, schema, image_rows(pool), CHUNK_ROWS // 4)

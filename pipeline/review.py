@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 import db.queries as q
 from db.models import PersonaStatus
 from pipeline.errors import StorageError
-from pipeline.quality import PersonaInput, check_task
+from pipeline.identity import Thresholds, review_identity
+from pipeline.identity_stage import enabled as identity_enabled
+from pipeline.identity_stage import is_current
+from pipeline.quality import PersonaInput, QualityReport, check_task
 from pipeline.targets import achieved_report
 
 if TYPE_CHECKING:
@@ -34,6 +37,25 @@ def _thumbnails(ctx: TaskContext, meta: dict[str, Any] | None) -> list[bytes]:
     return out
 
 
+def _merge_identity(ctx: TaskContext, rows: list[Any], report: QualityReport) -> None:
+    """Identity flags and scores per persona (from the stored analyses) and the task's identity summary."""
+    completed = [r for r in rows if r.status == PersonaStatus.COMPLETED.value]
+    records = {r.id: ((r.image_meta or {}).get("identity") if is_current(r) else None) for r in completed}
+    thresholds = Thresholds.from_dict((ctx.snapshot.get("identity") or {}).get("thresholds"))
+    result = review_identity(records, thresholds, expected=len(completed))
+    for pid, entry in result.per_persona.items():
+        target = report.per_persona.setdefault(pid, {"flags": [], "details": {}})
+        target["flags"] = [*target["flags"], *(f for f in entry["flags"] if f not in target["flags"])]
+        target["details"].update(entry["details"])
+        target["identity"] = entry["identity"]
+    counts = dict(report.summary.get("flags") or {})
+    for name, n in result.summary["flags"].items():
+        counts[name] = counts.get(name, 0) + n
+    report.summary["flags"] = dict(sorted(counts.items()))
+    report.summary["flagged"] = sum(1 for e in report.per_persona.values() if e["flags"])
+    report.summary["identity"] = result.summary
+
+
 def review_task(ctx: TaskContext) -> None:
     """Compute and store quality flags per persona, the task's quality summary and the targets report."""
     with ctx.db.session() as session:
@@ -52,6 +74,8 @@ def review_task(ctx: TaskContext) -> None:
         for r in rows
     ]
     report = check_task(people, ctx.language)
+    if identity_enabled(ctx):
+        _merge_identity(ctx, rows, report)
     targets = achieved_report(
         ctx.targets, [{"gender": r.gender, "ethnicity": r.ethnicity, "age": r.age} for r in rows]
     )

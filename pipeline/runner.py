@@ -34,6 +34,8 @@ from pipeline.domain import (
     derive_seed,
 )
 from pipeline.errors import LeaseLost, PipelineError, ProviderError, TaskCancelled
+from pipeline.identity_stage import IdentityLane, catch_up
+from pipeline.identity_stage import enabled as identity_enabled
 from pipeline.image_stage import make_persona_images
 from pipeline.personas import name_key
 from pipeline.registry import Providers
@@ -79,6 +81,7 @@ class TaskContext:
     lost: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
+    identity_lane: IdentityLane | None = None  # analyses finished personas in the background (identity check)
     log: TaskLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -172,6 +175,9 @@ def run_task(ctx: TaskContext) -> str:
             message = f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
             q.finish_task(session, task, status=TaskStatus.FAILED.value, error_log=_append_lines(task.error_log, [message]))
         return TaskStatus.FAILED.value
+    finally:
+        if ctx.identity_lane is not None:
+            ctx.identity_lane.close()
 
 
 # ---------------------------------------------------------------------------------------------- data stage
@@ -298,6 +304,8 @@ def run_image_stage(ctx: TaskContext) -> None:
     with ctx.guarded() as (session, task):
         q.set_task_status(session, task, TaskStatus.GENERATING_IMAGES.value)
     ctx.log.info("image stage: %d personas", len(pending))
+    if identity_enabled(ctx) and ctx.identity_lane is None:
+        ctx.identity_lane = IdentityLane(ctx)
     threads = max(1, min(ctx.settings.persona_threads, len(pending)))
     with ThreadPoolExecutor(threads, thread_name_prefix=f"img-{ctx.task_id}") as pool:
         futures = [pool.submit(_persona_unit, ctx, result_id) for result_id in pending]
@@ -320,6 +328,8 @@ def _persona_unit(ctx: TaskContext, result_id: int) -> None:
         for attempt in range(1, PERSONA_ATTEMPTS + 1):
             try:
                 make_persona_images(ctx, result_id)  # resumes: the stored base and finished blocks are kept
+                if ctx.identity_lane is not None:
+                    ctx.identity_lane.submit(result_id)  # analysed in the background; generation goes on
                 return
             except ProviderError as exc:
                 if not exc.retryable or attempt == PERSONA_ATTEMPTS:
@@ -348,8 +358,17 @@ def _fail_persona(ctx: TaskContext, result_id: int, reason: str) -> None:
 
 
 def run_review(ctx: TaskContext) -> None:
-    """Quality checks and the targets report; a failure here is reported, never fatal to the dataset."""
+    """The identity check's catch-up, quality checks and the targets report; a failure here is reported, never
+    fatal to the dataset."""
     ctx.checkpoint()
+    if identity_enabled(ctx):
+        try:
+            catch_up(ctx, ctx.identity_lane)
+        except (LeaseLost, TaskCancelled, WorkerStopping, DBAPIError):
+            raise
+        except Exception as exc:
+            ctx.log.exception("identity check failed")
+            ctx.note(f"identity check could not finish: {type(exc).__name__}: {str(exc)[:200]}")
     try:
         review_task(ctx)
     except (LeaseLost, TaskCancelled, WorkerStopping, DBAPIError):

@@ -31,6 +31,8 @@ from pipeline.domain import (
     TaskSpec,
 )
 from pipeline.errors import AccessDenied, ConflictError, NotFoundError, ValidationError
+from pipeline.identity import IDENTITY_SETTING_KEY
+from pipeline.identity import snapshot as identity_snapshot
 from pipeline.languages import normalise_language
 from pipeline.registry import ProviderCache, check_provider_names
 from pipeline.storage import Storage
@@ -97,7 +99,7 @@ def build_snapshot(db: Database, settings: Settings) -> dict[str, Any]:
     """The configuration frozen with a task at submit time; the worker uses it, exports show it."""
     check_provider_names(settings.persona_provider, settings.image_provider)
     with db.session() as session:
-        prompts = q.get_settings_map(session, BIO_PROMPT_KEYS)
+        prompts = q.get_settings_map(session, (*BIO_PROMPT_KEYS, IDENTITY_SETTING_KEY))
         toggles = q.get_config_values(session)
     return {
         "app_version": __version__,
@@ -116,6 +118,7 @@ def build_snapshot(db: Database, settings: Settings) -> dict[str, Any]:
             "flowise_prompt_flow": settings.flowise_prompt_flow_id if settings.persona_provider == "flowise" else None,
         },
         "base_prompt_append": settings.base_prompt_append,
+        "identity": identity_snapshot(prompts.get(IDENTITY_SETTING_KEY), settings.image_provider),
     }
 
 

@@ -1,6 +1,7 @@
 """Every database read and write, split by noun. Pages and the executor never build ``select()`` themselves."""
 
 from db.queries.gallery import *  # noqa: F403
+from db.queries.identity import *  # noqa: F403
 from db.queries.results import *  # noqa: F403
 from db.queries.settings import *  # noqa: F403
 from db.queries.tasks import *  # noqa: F403

@@ -618,7 +618,7 @@ def gallery_export_rows(session: Session, c: PersonaCriteria, *, chunk: int = 50
     """Every persona of the view in generation order, streamed ``chunk`` rows at a time (server-side cursor on
     PostgreSQL), with its image list and image metadata."""
     query = (
-        _joined(sa.select(*_row_columns(), R.images, R.image_meta))
+        _joined(sa.select(*_row_columns(), R.images, R.image_meta, R.quality))
         .where(*_conditions(session, c))
         .order_by(*_order_by("batch_number", False))
         .execution_options(yield_per=chunk)

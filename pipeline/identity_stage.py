@@ -1,0 +1,130 @@
+"""Running the identity check for a task: in the background while images are made, then catching up.
+
+Each persona whose images are complete is handed to the task's identity lane: one thread that reads the stored
+images and waits on the analysis process (``pipeline.identity``), so generation never waits for it. The lane may
+lag behind; before the quality review, ``catch_up`` waits for it and analyses every completed persona that has
+no current analysis (after a crash or a resume, nothing is lost: the analysis is recomputed from the stored
+images). A persona's analysis is stored in ``image_meta['identity']``.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import db.queries as q
+from db.models import GenerationResult, PersonaStatus
+from pipeline.errors import LeaseLost, PipelineError, StorageError, TaskCancelled
+from pipeline.identity import VERSION, analyze_images, persona_record
+
+if TYPE_CHECKING:
+    from pipeline.runner import TaskContext
+
+log = logging.getLogger(__name__)
+
+
+def enabled(ctx: TaskContext) -> bool:
+    return bool((ctx.snapshot.get("identity") or {}).get("enabled"))
+
+
+def is_current(row: GenerationResult) -> bool:
+    """Whether the stored analysis covers the persona's current base and every variation."""
+    meta = row.image_meta or {}
+    record = meta.get("identity") or {}
+    return (
+        record.get("version") == VERSION
+        and record.get("base_key") == row.base_image_url
+        and len(record.get("images") or []) == len(meta.get("images") or [])
+    )
+
+
+def _read(ctx: TaskContext, key: str | None) -> bytes | None:
+    if not key:
+        return None
+    try:
+        return ctx.storage.get(key)
+    except StorageError:
+        return None  # a missing object shows as "unreadable": no face can be found in it
+
+
+def _reference(ctx: TaskContext, ref: str | None) -> bytes | None:
+    if not ref:
+        return None
+    from pipeline.faces import FaceLibrary
+
+    try:
+        library = FaceLibrary.from_settings(ctx.settings)
+        return library.read(ref) if library is not None else None
+    except PipelineError as exc:
+        ctx.log.warning("identity: library face %s unreadable (%s); leakage not measured", ref, exc)
+        return None
+
+
+def analyze_persona(ctx: TaskContext, result_id: int) -> bool:
+    """Analyse one completed persona unless its analysis is current; returns whether it analysed."""
+    with ctx.db.session() as session:
+        row = q.get_result(session, result_id)
+        if row is None or row.status != PersonaStatus.COMPLETED.value or is_current(row):
+            return False
+        meta = dict(row.image_meta or {})
+        base_key = row.base_image_url
+        keys = [image.get("key") for image in meta.get("images") or []]
+        face_ref = (meta.get("base") or {}).get("face_reference")
+    images = [_read(ctx, base_key), *(_read(ctx, k) for k in keys)]
+    reference = _reference(ctx, face_ref)
+    payload = [data if data is not None else b"" for data in images]
+    if reference is not None:
+        payload.append(reference)
+    found = analyze_images(payload)
+    record = persona_record(found[0], found[1 : 1 + len(keys)], found[-1] if reference is not None else None)
+    record["base_key"] = base_key
+    if face_ref:
+        record["face_reference"] = face_ref
+    with ctx.guarded() as (session, _task):
+        row = q.get_result(session, result_id)
+        if row is None or row.base_image_url != base_key or len((row.image_meta or {}).get("images") or []) != len(keys):
+            return False  # changed meanwhile (cannot happen while we hold the lease; be safe)
+        q.set_identity(session, row, record)
+    return True
+
+
+class IdentityLane:
+    """One background thread per running task that analyses personas as they complete."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"identity-{ctx.task_id}")
+        self._futures: list[Future[Any]] = []
+
+    def submit(self, result_id: int) -> None:
+        self._futures.append(self._pool.submit(self._run, result_id))
+
+    def _run(self, result_id: int) -> None:
+        try:
+            analyze_persona(self.ctx, result_id)
+        except (LeaseLost, TaskCancelled):
+            pass  # the task stops; whatever was not analysed is caught up when it resumes
+        except Exception as exc:  # never disturb generation: catch_up tries again and reports
+            self.ctx.log.warning("identity: persona %d not analysed yet: %s", result_id, exc)
+
+    def wait(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def catch_up(ctx: TaskContext, lane: IdentityLane | None) -> int:
+    """Wait for the lane, then analyse every completed persona still without a current analysis."""
+    if lane is not None:
+        lane.wait()
+    with ctx.db.session() as session:
+        ids = q.completed_persona_ids(session, ctx.task_pk)
+    done = 0
+    for result_id in ids:
+        ctx.checkpoint()
+        done += analyze_persona(ctx, result_id)
+    if done:
+        ctx.log.info("identity: caught up %d persona(s)", done)
+    return done
