@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from db.models import GenerationResult, GenerationTask, PersonaStatus, Setting, TaskStatus, User, utcnow
+from db.models import GenerationResult, GenerationTask, PersonaStatus, Setting, TaskStatus, User, UTCDateTime, utcnow
 
 __all__ = [
     "MAX_CONCURRENT_TASKS_KEY",
@@ -115,31 +117,85 @@ def list_task_rows(
     return [TaskRow(task, email, progress.get(task.id, Progress())) for task, email in rows]
 
 
-def _lock_cap_row(session: Session) -> int:
-    """Lock the ``max_concurrent_tasks`` row (PostgreSQL FOR UPDATE) and read the cap live."""
-    query = sa.select(Setting).where(Setting.key == MAX_CONCURRENT_TASKS_KEY)
-    if session.bind is not None and session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = session.scalar(query)
-    if row is None:  # a damaged database: recreate the seed's default row rather than running unbounded
-        row = Setting(key=MAX_CONCURRENT_TASKS_KEY, value="1", created_at=utcnow(), updated_at=utcnow())
-        session.add(row)
-        session.flush()
+# The claim's statements are built once (building a select per call costs more than running it on SQLite).
+_TASKS = cast(sa.Table, GenerationTask.__table__)
+_SETTINGS = cast(sa.Table, Setting.__table__)
+_NOW = sa.bindparam("now", type_=UTCDateTime())
+_CAP_VALUE = sa.select(_SETTINGS.c.value).where(_SETTINGS.c.key == MAX_CONCURRENT_TASKS_KEY)
+_HELD_COUNT = (
+    sa.select(sa.func.count())
+    .select_from(_TASKS)
+    .where(_TASKS.c.lease_expires_at > _NOW, _TASKS.c.status.in_(IN_PROGRESS))
+)
+# The oldest runnable task, only while fewer than the cap hold a live lease (the count is an uncorrelated
+# subquery: evaluated once, after the cap lock; at the cap no row is returned, so none is locked).
+_CANDIDATE = (
+    sa.select(GenerationTask)
+    .where(
+        GenerationTask.status.in_(TaskStatus.runnable()),
+        sa.or_(GenerationTask.lease_expires_at.is_(None), GenerationTask.lease_expires_at <= _NOW),
+        GenerationTask.cancel_requested.is_(False),
+        _HELD_COUNT.scalar_subquery() < sa.bindparam("cap", type_=sa.Integer()),
+    )
+    .order_by(GenerationTask.created_at, GenerationTask.id)
+    .limit(1)
+)
+
+
+@functools.cache
+def _update_by_pk(names: tuple[str, ...]) -> sa.Update:
+    return (
+        sa.update(_TASKS)
+        .where(_TASKS.c.id == sa.bindparam("pk", type_=sa.Integer()))
+        .values({name: sa.bindparam(f"new_{name}", type_=_TASKS.c[name].type) for name in names})
+    )
+
+
+def _write_task(session: Session, task: GenerationTask, values: dict[str, Any]) -> None:
+    """Set columns of a task's row at once (one Core UPDATE by primary key, no unit-of-work flush) and give the
+    object the same values as committed state. An object this session does not hold is set the ORM way."""
+    state = sa.inspect(task)
+    if not state.persistent or state.session is not session:
+        for name, value in values.items():
+            setattr(task, name, value)
+        return
+    names = tuple(sorted(values))
+    session.execute(_update_by_pk(names), {"pk": task.id, **{f"new_{name}": values[name] for name in names}})
+    for name, value in values.items():
+        set_committed_value(task, name, value)  # also drops any unflushed change to these attributes
+
+
+@functools.cache
+def _claim_statements(dialect: str) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """(cap row read, candidate select) for a dialect: PostgreSQL locks the cap row FOR UPDATE and takes the
+    candidate FOR UPDATE SKIP LOCKED; SQLite's BEGIN IMMEDIATE already excludes every other writer."""
+    if dialect == "postgresql":
+        return _CAP_VALUE.with_for_update(), _CANDIDATE.with_for_update(skip_locked=True, of=GenerationTask)
+    return _CAP_VALUE, _CANDIDATE
+
+
+def _parse_cap(value: str) -> int:
     try:
-        return max(0, int(row.value))
+        return max(0, int(value))
     except ValueError:
         return 1
 
 
+def _lock_cap_row(session: Session, statement: sa.Select[Any] | None = None) -> int:
+    """Lock the ``max_concurrent_tasks`` row (PostgreSQL FOR UPDATE) and read the cap live."""
+    if statement is None:
+        statement = _claim_statements(session.get_bind().dialect.name)[0]
+    value = session.execute(statement).scalar()
+    if value is None:  # a damaged database: recreate the seed's default row rather than running unbounded
+        row = Setting(key=MAX_CONCURRENT_TASKS_KEY, value="1", created_at=utcnow(), updated_at=utcnow())
+        session.add(row)
+        session.flush()
+        value = row.value
+    return _parse_cap(value)
+
+
 def count_held_tasks(session: Session, now: datetime) -> int:
-    return (
-        session.scalar(
-            sa.select(sa.func.count())
-            .select_from(GenerationTask)
-            .where(GenerationTask.lease_expires_at > now, GenerationTask.status.in_(IN_PROGRESS))
-        )
-        or 0
-    )
+    return session.execute(_HELD_COUNT, {"now": now}).scalar() or 0
 
 
 def claim_next_task(
@@ -151,45 +207,38 @@ def claim_next_task(
     locked FOR UPDATE, so concurrent claims across processes and hosts serialise, and the candidate is taken
     with FOR UPDATE SKIP LOCKED; on SQLite BEGIN IMMEDIATE gives the same exclusion. A task that has been
     claimed ``max_attempts`` times (its workers keep dying) is failed instead of claimed again.
+
+    Three statements: read (lock) the cap, select the candidate under the cap, update it by primary key (a Core
+    statement whose values are computed here from the locked row, see ``_write_task``).
     """
-    cap = _lock_cap_row(session)
+    cap_statement, candidate_statement = _claim_statements(session.get_bind().dialect.name)
+    cap = _lock_cap_row(session, cap_statement)
     # The lock may have been waited for: what counts (leases, started_at) is the moment it was acquired.
     now = max(now, utcnow())
-    if count_held_tasks(session, now) >= cap:
+    if cap <= 0:
         return None
-    t = GenerationTask
-    query = (
-        sa.select(t)
-        .where(
-            t.status.in_(TaskStatus.runnable()),
-            sa.or_(t.lease_expires_at.is_(None), t.lease_expires_at <= now),
-            t.cancel_requested.is_(False),
-        )
-        .order_by(t.created_at, t.id)
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    task = session.scalar(query)
+    task = session.execute(candidate_statement, {"now": now, "cap": cap}).scalar()
     if task is None:
         return None
     if task.attempts >= max_attempts:
-        task.status = TaskStatus.FAILED.value
-        task.error_log = _append(task.error_log, f"gave up after {task.attempts} attempts: the worker kept stopping")
-        task.completed_at = now
-        task.lease_expires_at = None
-        task.worker_id = None
-        task.updated_at = now
+        _write_task(session, task, {
+            "status": TaskStatus.FAILED.value,
+            "error_log": _append(task.error_log, f"gave up after {task.attempts} attempts: the worker kept stopping"),
+            "completed_at": now,
+            "lease_expires_at": None,
+            "worker_id": None,
+            "updated_at": now,
+        })
         return None
-    task.worker_id = worker_id
-    task.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    task.heartbeat_at = now
-    task.started_at = task.started_at or now
-    task.attempts = task.attempts + 1
-    task.updated_at = now
-    if task.status == TaskStatus.PENDING.value:
-        task.status = TaskStatus.GENERATING_DATA.value
-    session.flush()
+    _write_task(session, task, {
+        "worker_id": worker_id,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "heartbeat_at": now,
+        "started_at": task.started_at or now,
+        "attempts": task.attempts + 1,
+        "updated_at": now,
+        "status": TaskStatus.GENERATING_DATA.value if task.status == TaskStatus.PENDING.value else task.status,
+    })
     return task
 
 
@@ -232,15 +281,17 @@ def set_task_status(session: Session, task: GenerationTask, status: str, now: da
 def finish_task(
     session: Session, task: GenerationTask, *, status: str, error_log: str | None, now: datetime | None = None
 ) -> None:
-    """Record a final status and release the lease."""
+    """Record a final status and release the lease (written at once, see ``_write_task``)."""
     now = now or utcnow()
-    task.status = status
-    task.error_log = error_log
-    task.completed_at = now
-    task.updated_at = now
-    task.lease_expires_at = None
-    task.worker_id = None
-    task.cancel_requested = False
+    _write_task(session, task, {
+        "status": status,
+        "error_log": error_log,
+        "completed_at": now,
+        "updated_at": now,
+        "lease_expires_at": None,
+        "worker_id": None,
+        "cancel_requested": False,
+    })
 
 
 def request_cancel(session: Session, task: GenerationTask, now: datetime | None = None) -> str:
