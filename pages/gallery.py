@@ -18,8 +18,10 @@ from pages import ui
 from pipeline import gallery
 from pipeline.errors import PipelineError
 from pipeline.exports import FORMATS, export_view
+from pipeline.identity import IDENTITY_FLAGS, Thresholds
 from pipeline.tasks import task_status
 
+DEFAULT_THRESHOLD = Thresholds().same_person
 rt = ui.runtime()
 user = ui.current_user(rt)
 st.header("Gallery")
@@ -39,12 +41,13 @@ if not flt.task_ids:
     st.stop()
 
 
-def _facet(label: str, key: str, counts: dict[str, list[tuple[str, int]]], selected: list[str]) -> list[str]:
+def _facet(label: str, key: str, counts: dict[str, list[tuple[str, int]]], selected: list[str],
+           name: Any = str) -> list[str]:
     options = [value for value, _ in counts.get(key, [])]
     numbers = dict(counts.get(key, []))
     options += [value for value in selected if value not in numbers]
     return st.multiselect(label, options, default=[v for v in selected if v in options],
-                          format_func=lambda v: f"{v} ({numbers.get(v, 0)})", key=f"g_{key}")
+                          format_func=lambda v: f"{name(v)} ({numbers.get(v, 0)})", key=f"g_{key}")
 
 
 try:
@@ -66,9 +69,10 @@ with st.sidebar:
     flt.statuses = _facet("Status", "status", counts, flt.statuses)
     flt.tags = _facet("Tags", "tags", counts, flt.tags)
     flt.curations = st.multiselect("Curation", list(gallery.CURATIONS), default=flt.curations, key="g_curation")
-    flt.flags = _facet("Quality flags", "flags", counts, flt.flags)
+    flt.flags = _facet("Quality flags", "flags", counts, flt.flags, ui.flag_label)
     flt.unflagged = st.checkbox("Only personas no check flagged", value=flt.unflagged, key="g_clean",
-                                help="Duplicates, over-long bios, wrong language, near-duplicate images are excluded; "
+                                help="Duplicates, over-long bios, wrong language, near-duplicate images, and identity "
+                                     "problems (inconsistent or duplicate faces, no face, leakage) are excluded; "
                                      "downloads follow this filter")
     favourite = st.selectbox("Favourites", ["all", "only favourites", "not favourites"],
                              index=0 if flt.favorite is None else (1 if flt.favorite else 2), key="g_fav")
@@ -140,6 +144,40 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def _faces(n: int | None) -> str:
+    return "face check pending" if n is None else ("no face" if n == 0 else ("1 face" if n == 1 else f"{n} faces"))
+
+
+def _image_identity(identity: dict[str, Any] | None, i: int) -> str:
+    """`` · 0.21 ✓`` (distance to the base, within the threshold), `` · no face``, or nothing (not checked)."""
+    if not identity:
+        return ""
+    faces = (identity.get("faces") or [])[i:i + 1]
+    distance = (identity.get("distances") or [])[i:i + 1]
+    if faces and faces[0] != 1:
+        return f" · {_faces(faces[0])}"
+    if distance and distance[0] is not None:
+        within = distance[0] <= identity.get("threshold", DEFAULT_THRESHOLD)
+        return f" · {distance[0]:.2f} {'✓' if within else '✗ someone else?'}"
+    return ""
+
+
+def _identity_note(identity: dict[str, Any] | None) -> None:
+    if not identity:
+        return
+    if identity.get("score") is None:
+        st.info("No face was found in the base selfie: identity is not scored." if identity.get("base_faces") == 0
+                else "Identity is not scored for this persona.", icon=":material/face:")
+        return
+    threshold = identity.get("threshold", DEFAULT_THRESHOLD)
+    st.caption(f"identity score {identity['score']:.0%} of variations within {threshold} · worst distance "
+               f"{identity['worst']:.2f}" if identity.get("worst") is not None else "identity: no variation measured")
+    if identity.get("leakage_distance") is not None:
+        st.caption(f"distance to its face-library photo: {identity['leakage_distance']:.2f}")
+    if identity.get("duplicates"):
+        st.caption("same face as persona(s) " + ", ".join(f"#{d}" for d in identity["duplicates"][:10]))
+
+
 def _detail(result_id: int) -> None:
     persona = gallery.get_persona(rt.db, user, result_id)
     if persona is None:
@@ -150,11 +188,16 @@ def _detail(result_id: int) -> None:
                f"{persona.get('job_title') or '?'} · {persona.get('current_city') or '?'} · status {persona['status']}")
     if persona.get("error"):
         st.error(persona["error"])
+    identity = (persona.get("quality") or {}).get("identity")
+    flags = persona.get("quality_flags") or []
+    if flags:
+        st.markdown(" ".join(f":orange-badge[{ui.flag_label(f)}]" for f in flags))
     left, right = st.columns([1, 2])
     with left:
         base = ui.image_source(rt, persona.get("base_image_url"))
         if base:
-            st.image(base, caption="base selfie")
+            st.image(base, caption="base selfie" + (f" · {_faces(identity.get('base_faces'))}" if identity else ""))
+        _identity_note(identity)
         fav = st.toggle("Favourite", value=bool(persona.get("favorite")), key=f"fav_{result_id}")
         tags_text = st.text_input("Tags (comma-separated)", value=", ".join(persona.get("tags") or []),
                                   key=f"tags_{result_id}")
@@ -180,7 +223,7 @@ def _detail(result_id: int) -> None:
             for i, uri in enumerate(images):
                 source = ui.image_source(rt, uri)
                 if source:
-                    cols[i % 4].image(source, caption=f"img{i + 1:02d}")
+                    cols[i % 4].image(source, caption=f"img{i + 1:02d}" + _image_identity(identity, i))
     with st.expander("All fields and raw JSON"):
         st.json(json.loads(json.dumps(persona, default=str)), expanded=False)
 
@@ -207,6 +250,7 @@ with table_tab:
                 "favourite": bool(row.get("favorite")),
                 "rating": row.get("rating"),
                 "tags": ", ".join(row.get("tags") or []),
+                "flags": ", ".join(ui.flag_label(f) for f in row.get("quality_flags") or []),
                 "task": row.get("task_id"),
             }
             for row in result.rows
@@ -241,6 +285,9 @@ with cards_tab:
                 st.image(source, width="stretch")
             st.markdown(f"**{row['firstname']} {row['lastname']}**" + (" ★" if row.get("favorite") else ""))
             st.caption(f"{row.get('age') or '?'} · {row.get('gender')} · {row.get('job_title') or '?'}")
+            identity_flags = [f for f in row.get("quality_flags") or [] if f in IDENTITY_FLAGS]
+            if identity_flags:
+                st.markdown(" ".join(f":orange-badge[{ui.flag_label(f)}]" for f in identity_flags))
             if st.button("Details", key=f"card_{row['id']}"):
                 st.session_state["g_detail"] = row["id"]
     if st.session_state.get("g_detail"):

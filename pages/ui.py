@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import bcrypt
+import pandas as pd
 import streamlit as st
 import streamlit_authenticator as stauth
 
@@ -232,14 +233,60 @@ def targets_report(report: dict[str, Any] | None) -> None:
             st.caption(f"age {part['range'][0]}–{part['range'][1]}: {part['inside']} inside, {part['outside']} outside")
 
 
+FLAG_LABELS: dict[str, str] = {
+    "identity_inconsistent": "inconsistent identity",
+    "no_face": "no face in the base",
+    "several_faces": "several faces in the base",
+    "grid_face_count": "a variation without exactly one face",
+    "duplicate_identity": "duplicate identity",
+    "face_leakage": "face-library leakage",
+    "duplicate_name": "duplicate name",
+    "near_duplicate_bio": "near-duplicate bio",
+    "near_duplicate_image": "near-duplicate image",
+    "language_mismatch": "bio language mismatch",
+    "grid_retried": "grid asked for again",
+}
+
+
+def flag_label(flag: str) -> str:
+    return FLAG_LABELS.get(flag, flag.replace("_", " "))
+
+
 def quality_summary(summary: dict[str, Any] | None) -> None:
     if not summary:
         return
     flags = summary.get("flags") or summary.get("counts") or {}
     if isinstance(flags, dict) and flags:
-        st.caption("quality flags (personas): " + ", ".join(f"{k} {v}" for k, v in sorted(flags.items())))
+        st.caption("quality flags (personas): " + ", ".join(f"{flag_label(k)} {v}" for k, v in sorted(flags.items())))
     else:
         st.caption("quality checks: nothing flagged")
+    identity_summary(summary.get("identity"))
+
+
+def identity_summary(identity: dict[str, Any] | None) -> None:
+    """The identity check of one task: what was scored, and the histogram of variation-to-base distances."""
+    if not identity:
+        return
+    analysed, scored = identity.get("personas_analysed", 0), identity.get("personas_scored", 0)
+    threshold = (identity.get("thresholds") or {}).get("same_person", 0.6)
+    if analysed and not scored:
+        st.info("Identity check: no face was found in any base selfie, so identity was not scored. Drawn faces "
+                "(the offline renderer's) are usually not faces to the detector.", icon=":material/face:")
+        return
+    within, measured = identity.get("variations_within", 0), identity.get("variations_measured", 0)
+    parts = [f"{scored} of {analysed} personas scored", f"mean identity score {identity.get('mean_score')}",
+             f"{within} of {measured} variations within {threshold} of their base"]
+    if identity.get("duplicate_pairs"):
+        parts.append(f"{identity['duplicate_pairs']} duplicate-identity pairs")
+    if identity.get("personas_not_analysed"):
+        parts.append(f"{identity['personas_not_analysed']} personas not analysed")
+    st.caption("identity check: " + " · ".join(parts))
+    hist = identity.get("histogram") or {}
+    edges, counts = hist.get("edges") or [], hist.get("counts") or []
+    if measured and len(edges) == len(counts) + 1:
+        frame = pd.DataFrame({"distance to base": [f"{e:.2f}" for e in edges[:-1]], "variations": counts})
+        st.bar_chart(frame, x="distance to base", y="variations", height=180)
+        st.caption(f"face-embedding distance of each variation to its base; same person below {threshold}")
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

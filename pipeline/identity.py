@@ -342,6 +342,7 @@ def score_persona(record: Mapping[str, Any], th: Thresholds) -> tuple[list[str],
         "distances": distances,
         "score": None,
         "worst": None,
+        "threshold": th.same_person,
     }
     if scored:
         measured = [d for d in distances if d is not None]

@@ -418,6 +418,20 @@ def test_settings_admin_changes_the_cap_and_a_toggle(app_env: AppEnv) -> None:
     assert history and set(history[0]["setting"]) >= {MAX_CONCURRENT_TASKS_KEY, toggle}
 
 
+def test_settings_admin_turns_the_identity_check_on_for_the_next_task(app_env: AppEnv) -> None:
+    app_env.admin(ADMIN)
+    at = run(page("settings", ADMIN))
+    radio = by_label(at.radio, "Identity check (face embeddings on every image)")
+    assert radio.value == "auto" and not radio.disabled
+    radio.set_value("on")
+    next(b for b in at.button if b.label == "Save").click()
+    run(at)
+    assert not at.error
+    assert read_settings(app_env.db).identity_check == "on"
+    entry = setting_history(app_env.db, "identity_check")[0]
+    assert (entry.actor, entry.old_value, entry.new_value) == (ADMIN, None, "on")
+
+
 def test_settings_admin_edits_a_bio_prompt_with_history(app_env: AppEnv) -> None:
     app_env.admin(ADMIN)
     at = run(page("settings", ADMIN))
