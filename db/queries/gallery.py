@@ -368,7 +368,10 @@ def _row_columns() -> list[sa.ColumnElement[Any]]:
     ]
 
 
-def _order_by(sort_column: str, descending: bool) -> list[sa.ColumnElement[Any]]:
+def _order_by(sort_column: str, descending: bool, nulls: bool = True) -> list[sa.ColumnElement[Any]]:
+    """``nulls=False``: the filter excludes NULLs of an age/rating sort, so no NULLs-last key is needed (a plain
+    ``age DESC, id DESC`` the planner sorts faster)."""
+
     def direction(col: Col) -> sa.ColumnElement[Any]:
         return col.desc() if descending else col.asc()
 
@@ -381,7 +384,8 @@ def _order_by(sort_column: str, descending: bool) -> list[sa.ColumnElement[Any]]
     elif sort_column in ("age", "rating"):
         col = getattr(R, sort_column)
         # NULLs last in both directions, identically on SQLite and PostgreSQL.
-        return [sa.case((col.is_(None), 1), else_=0).asc(), direction(col), direction(R.id)]
+        first = [sa.case((col.is_(None), 1), else_=0).asc()] if nulls else []
+        return [*first, direction(col), direction(R.id)]
     else:  # batch_number: the generation order
         keys = [R.task_id, R.batch_number, R.slot, R.id]
     return [direction(k) for k in keys]
@@ -393,6 +397,12 @@ def _with_thumb(row: Mapping[Any, Any]) -> dict[str, Any]:
     data["quality_flags"] = list(data.get("quality_flags") or [])
     data["thumb_uri"] = data.pop("thumb_key", None) or data.get("base_image_url")
     return data
+
+
+def _excludes_nulls(c: PersonaCriteria, sort_column: str) -> bool:
+    if sort_column == "age":
+        return c.age_min is not None or c.age_max is not None
+    return sort_column == "rating" and c.min_rating is not None
 
 
 def gallery_count(session: Session, c: PersonaCriteria) -> int:
@@ -407,7 +417,7 @@ def gallery_page(
     query = (
         _joined(sa.select(*_row_columns()))
         .where(*_conditions(session, c))
-        .order_by(*_order_by(sort_column, descending))
+        .order_by(*_order_by(sort_column, descending, nulls=not _excludes_nulls(c, sort_column)))
         .offset(max(0, offset))
         .limit(max(1, limit))
     )

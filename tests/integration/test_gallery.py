@@ -262,6 +262,17 @@ def test_a_term_never_spans_two_fields(world: World) -> None:
     assert total("anasilva") == 0 and total("ana\nsilva") == total("ana silva")
 
 
+def test_age_and_rating_sorts_under_a_filter_that_excludes_nulls(world: World) -> None:
+    """With an age range (a minimum rating) no NULL can occur, so the NULLs-last sort key is left out; the order
+    is the same: by the value, then by id, in the chosen direction."""
+    for flt, sort, key in ((GalleryFilter(age_min=20, age_max=60), "age", "age"),
+                           (GalleryFilter(min_rating=2), "rating", "rating")):
+        for descending in (False, True):
+            rows = query_page(world.db, world.root, flt, sort=sort, descending=descending, page_size=500).rows
+            want = sorted(world.expected(world.root, flt), key=lambda r: (r[key], r["id"]), reverse=descending)
+            assert [r["id"] for r in rows] == [r["id"] for r in want], (sort, descending)
+
+
 def test_counts_and_facets_query_the_personas_without_joining_their_tasks(world: World) -> None:
     """Performance: the count and every facet but the language read generation_results alone (task-level
     conditions are a ``task_id IN (SELECT …)``), also for a member's view filtered by task and language."""
