@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = 60.0
     http_max_attempts: int = 5
     offline_image_side: int = Field(default=512, ge=64, le=2048)  # offline portraits: side of one photo in px
+    identity_processes: int = Field(default=2, ge=1, le=16)  # face-analysis processes of the identity check
 
     @field_validator("base_prompt_append", mode="before")
     @classmethod

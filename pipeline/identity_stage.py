@@ -1,7 +1,8 @@
 """Running the identity check for a task: in the background while images are made, then catching up.
 
-Each persona whose images are complete is handed to the task's identity lane: one thread that reads the stored
-images and waits on the analysis process (``pipeline.identity``), so generation never waits for it. The lane may
+Each persona whose images are complete is handed to the task's identity lane: ``IDENTITY_PROCESSES`` threads that
+read the stored images and wait on the analysis processes (``pipeline.identity``), so generation never waits for
+it. The lane may
 lag behind; before the quality review, ``catch_up`` waits for it and analyses every completed persona that has
 no current analysis (after a crash or a resume, nothing is lost: the analysis is recomputed from the stored
 images). A persona's analysis is stored in ``image_meta['identity']``.
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import db.queries as q
 from db.models import GenerationResult, PersonaStatus
 from pipeline.errors import LeaseLost, PipelineError, StorageError, TaskCancelled
-from pipeline.identity import VERSION, analyze_images, persona_record
+from pipeline.identity import CHILD_POOL, VERSION, analyze_images, persona_record
 
 if TYPE_CHECKING:
     from pipeline.runner import TaskContext
@@ -90,23 +91,26 @@ def analyze_persona(ctx: TaskContext, result_id: int) -> bool:
 
 
 class IdentityLane:
-    """One background thread per running task that analyses personas as they complete."""
+    """Background threads of a running task that analyse personas as they complete (one per analysis process)."""
 
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"identity-{ctx.task_id}")
+        processes = max(1, int(ctx.settings.identity_processes))
+        CHILD_POOL.processes = max(CHILD_POOL.processes, processes)
+        self._pool = ThreadPoolExecutor(processes, thread_name_prefix=f"identity-{ctx.task_id}")
         self._futures: list[Future[Any]] = []
 
     def submit(self, result_id: int) -> None:
         self._futures.append(self._pool.submit(self._run, result_id))
 
-    def _run(self, result_id: int) -> None:
+    def _run(self, result_id: int) -> bool:
         try:
-            analyze_persona(self.ctx, result_id)
+            return analyze_persona(self.ctx, result_id)
         except (LeaseLost, TaskCancelled):
-            pass  # the task stops; whatever was not analysed is caught up when it resumes
+            return False  # the task stops; whatever was not analysed is caught up when it resumes
         except Exception as exc:  # never disturb generation: catch_up tries again and reports
             self.ctx.log.warning("identity: persona %d not analysed yet: %s", result_id, exc)
+            return False
 
     def wait(self) -> None:
         self._pool.shutdown(wait=True)
@@ -116,15 +120,27 @@ class IdentityLane:
 
 
 def catch_up(ctx: TaskContext, lane: IdentityLane | None) -> int:
-    """Wait for the lane, then analyse every completed persona still without a current analysis."""
+    """Wait for the lane, then analyse every completed persona still without a current analysis (in parallel,
+    one per analysis process); errors here propagate, so the review reports the check as unfinished."""
     if lane is not None:
         lane.wait()
     with ctx.db.session() as session:
         ids = q.completed_persona_ids(session, ctx.task_pk)
-    done = 0
-    for result_id in ids:
+    processes = max(1, int(ctx.settings.identity_processes))
+    CHILD_POOL.processes = max(CHILD_POOL.processes, processes)
+
+    def one(result_id: int) -> bool:
         ctx.checkpoint()
-        done += analyze_persona(ctx, result_id)
+        return analyze_persona(ctx, result_id)
+
+    with ThreadPoolExecutor(processes, thread_name_prefix=f"identity-catch-up-{ctx.task_id}") as pool:
+        futures = [pool.submit(one, result_id) for result_id in ids]
+        try:
+            done = sum(bool(f.result()) for f in futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     if done:
         ctx.log.info("identity: caught up %d persona(s)", done)
     return done
