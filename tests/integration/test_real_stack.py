@@ -14,7 +14,7 @@ from pipeline.domain import PersonaDraft
 from pipeline.storage import open_storage
 from pipeline.storage_s3 import S3Storage
 from pipeline.tasks import delete_task, task_status
-from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
+from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 from tests.fakes.s3 import client, moto_s3, unique_bucket  # noqa: F401
 from tests.fakes.servers import (
     FLOWISE_PERSONA_FLOW,
@@ -89,6 +89,12 @@ def test_flowise_openai_s3_task_with_faults(
     face_edits = [r for r in edits if "grid" not in r.fields.get("prompt", "").lower()]
     assert len(face_edits) == 4 + 1  # one face refused on moderation, another face tried for that persona
     assert sum(1 for r in rows if r.image_meta["base"]["face_reference"]) == 4
+    # The identity check (on by default for a real image provider) read every image back from S3 and the
+    # library faces too; the fake model's drawn portraits hold no real face, which is reported, not scored.
+    identity = task_row(database, task_id).quality_summary["identity"]
+    assert identity["personas_analysed"] == 4 and identity["personas_not_analysed"] == 0
+    assert identity["flags"].get("no_face") == 4 and identity["personas_scored"] == 0
+    assert all(len(r.image_meta["identity"]["images"]) == 8 and "reference" in r.image_meta["identity"] for r in rows)
 
     listed = storage.list_keys(f"{task_id}/")
     assert len(listed) == 4 * (1 + 8 * 2)  # base + every image and its thumbnail, nothing orphaned
