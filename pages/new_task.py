@@ -10,6 +10,7 @@ from pages import ui
 from pipeline.app_settings import read_settings
 from pipeline.domain import ALLOWED_IMAGES_PER_PERSONA, MAX_DESCRIPTION_CHARS, MAX_PERSONAS, MIN_PERSONAS
 from pipeline.errors import PipelineError
+from pipeline.identity import resolve_mode
 from pipeline.languages import LANGUAGES
 from pipeline.tasks import build_snapshot, estimate_task, preview_personas, submit_task, validate_spec
 
@@ -67,6 +68,9 @@ with right:
     st.write("Providers:", f"persona **{rt.settings.persona_provider}**, image **{rt.settings.image_provider}**")
     for name, value in current.toggles.items():
         st.checkbox(name.replace("_", " "), value=value, disabled=True, key=f"nt_toggle_{name}")
+    identity_on = resolve_mode(current.identity_check, rt.settings.image_provider)
+    st.checkbox(f"identity check ({current.identity_check})", value=identity_on, disabled=True, key="nt_identity",
+                help="Face embeddings on every image: identity consistency, duplicate faces, face-library leakage")
     with st.expander("Bio prompts"):
         for key, text in current.bio_prompts.items():
             st.caption(key.removeprefix("bio_prompt_").upper())
