@@ -7,7 +7,9 @@ script is empty it answers normally, like the real service would::
         flowise.script(rate_limited(retry_after=1), ok())
         settings = Settings(flowise_base_url=flowise.url, ...)
 
-``max_in_flight`` is the highest number of requests the fake was serving at the same instant.
+``max_in_flight`` is the highest number of requests the fake was serving at the same instant. ``latency``
+(seconds, default 0) makes every reply leave at least that long after its request arrived (plus any scripted
+delay), like a remote service's fixed response time (the executor benchmark uses it).
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ Route = Callable[[Recorded], tuple[int, Any]]
 class FakeServer:
     """The loopback server, the script and the records; subclasses route paths to normal replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
         self.requests: list[Recorded] = []
         self.max_in_flight = 0
         self._in_flight = 0
@@ -249,14 +252,17 @@ class FakeServer:
 
     # -- request handling ---------------------------------------------------------------------------------------
     def handle(self, h: _Handler) -> None:
+        arrived = time.monotonic()
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             behaviour = self._script.popleft() if self._script else Behaviour()
         try:
             rec = self._record(h)
-            if behaviour.delay:
-                time.sleep(behaviour.delay)
+            # ``latency`` counts from the request's arrival (reading the body is part of it).
+            wait = behaviour.delay + max(0.0, self.latency - (time.monotonic() - arrived) if self.latency else 0.0)
+            if wait:
+                time.sleep(wait)
             self._answer(h, rec, behaviour)
         finally:
             with self._lock:
@@ -345,8 +351,10 @@ def _persona(n: int, language: str) -> dict[str, Any]:
 class FakeFlowise(FakeServer):
     """``/api/v1/prediction/{flow}``, ``/api/v1/ping`` and ``/api/v1/chatflows/{flow}``."""
 
-    def __init__(self, flows: tuple[str, ...] = (FLOWISE_PERSONA_FLOW, FLOWISE_PROMPT_FLOW)) -> None:
-        super().__init__()
+    def __init__(
+        self, flows: tuple[str, ...] = (FLOWISE_PERSONA_FLOW, FLOWISE_PROMPT_FLOW), *, latency: float = 0.0
+    ) -> None:
+        super().__init__(latency)
         self.flows = flows
 
     def __enter__(self) -> FakeFlowise:
@@ -383,8 +391,8 @@ class FakeFlowise(FakeServer):
 class FakeOpenAI(FakeServer):
     """``/chat/completions``, ``/images/generations``, ``/images/edits`` and ``/models``."""
 
-    def __init__(self, models: tuple[str, ...] = (CHAT_MODEL, IMAGE_MODEL)) -> None:
-        super().__init__()
+    def __init__(self, models: tuple[str, ...] = (CHAT_MODEL, IMAGE_MODEL), *, latency: float = 0.0) -> None:
+        super().__init__(latency)
         self.models = models
 
     def __enter__(self) -> FakeOpenAI:

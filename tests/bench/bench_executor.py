@@ -1,0 +1,278 @@
+"""Benchmark 1: executor efficiency against loopback fake providers with a fixed latency per call.
+
+Worker processes (``python -m pipeline work``, as deployed) run small tasks against the fake Flowise (personas,
+grid prompts) and the fake OpenAI image API, each answering every call after ``LATENCY_S``. With every call
+taking the same fixed time and the CPU work being small, the best any executor can do is the latency-bound
+ideal computed from the call graph (``ideal_seconds``); the ratio is the measured wall time over that ideal.
+While the tasks run, the database's running-task count is sampled: a sample above the cap, or a task started
+while the cap was already reached (from the tasks' start and end times), is a violation.
+
+Run: ``.venv/bin/python -m tests.bench executor`` (SQLite; ``BENCH_DATABASE_URL`` for an empty PostgreSQL
+database, which is emptied between configurations). Not part of the test command.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+import db.queries as q
+from db.models import GenerationTask, utcnow
+from db.session import Database, migrate
+from pipeline.app_settings import set_setting_value
+from pipeline.domain import IMAGES_PER_BLOCK, MAX_BATCHES_IN_FLIGHT, PERSONA_BATCH_SIZE
+from pipeline.tasks import build_snapshot, submit_task, validate_spec
+from tests.bench.harness import BenchRow
+from tests.factories import make_settings, make_user
+from tests.fakes.servers import FLOWISE_PERSONA_FLOW, FLOWISE_PROMPT_FLOW, FakeFlowise, FakeOpenAI, Recorded, grid_png
+
+ROOT = Path(__file__).resolve().parents[2]
+LATENCY_S = 0.1
+TASKS, PERSONAS, IMAGES = 6, 10, 4
+PERSONA_THREADS = 2  # per task; with up to 4 tasks in a process, 4 x 2 calls never exceed the in-flight limit
+PROVIDER_MAX_IN_FLIGHT = 8
+WORKER_TASK_SLOTS = 4
+CAPS = (1, 2, 4)
+WORKERS = (1, 3)
+TARGET = 1.15
+FINAL = ("completed", "partial", "failed", "cancelled")
+KEY = "sk-bench-0000"
+
+
+class _CachedFakeOpenAI(FakeOpenAI):
+    """The fake OpenAI with its image replies memoised: every base is the same portrait, so every grid is the same
+    grid. Drawing and PNG-encoding them per call would spend the two shared cores on the fake's side, which
+    a remote provider would not; the latency stays, the fake's CPU goes."""
+
+    def route(self, rec: Recorded) -> tuple[int, Any]:
+        if rec.path.endswith("/images/edits") and rec.files:
+            return 200, _cached_grid_reply(rec.files[0].data, "grid" in rec.fields.get("prompt", "").lower())
+        if rec.path.endswith("/images/generations"):
+            return 200, _cached_base_reply()
+        return super().route(rec)
+
+
+@lru_cache(maxsize=8)
+def _cached_grid_reply(source: bytes, grid: bool) -> dict[str, Any]:
+    from tests.fakes.servers import _images, _png
+
+    if grid:
+        return _images(grid_png(source))
+    import io
+
+    from PIL import Image
+
+    return _images(_png(Image.open(io.BytesIO(source)).convert("RGB")))
+
+
+@lru_cache(maxsize=1)
+def _cached_base_reply() -> dict[str, Any]:
+    from tests.fakes.servers import _images, portrait_png
+
+    return _images(portrait_png())
+
+
+def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: int, persona_threads: int,
+                  max_in_flight: int, slots: int, latency: float) -> float:
+    """The latency-bound ideal wall time of ``tasks`` identical tasks (every call takes ``latency``, nothing else
+    takes time).
+
+    Call graph of one task (pipeline/runner.py, pipeline/image_stage.py):
+      data stage   ceil(personas / 10) persona batches, at most 5 in flight: ceil(batches / 5) sequential rounds;
+      image stage  per persona 1 base call, then per block of 4 images 1 grid-prompt call + 1 grid call, all
+                   sequential: 1 + 2 * images / 4 calls; personas run ``persona_threads`` at a time, so
+                   ceil(personas / p) sequential waves of them.
+    Limits: at most ``concurrent = min(cap, workers * slots)`` tasks run at once, so identical tasks run in
+    ceil(tasks / concurrent) waves. Each provider allows ``max_in_flight`` calls per process; in the worst
+    placement one process holds k = min(concurrent, slots) tasks, which then get at most max_in_flight // k calls
+    each to a provider: p = min(persona_threads, personas, max_in_flight // k) and likewise the data stage's
+    batches in flight. (This bench keeps k * persona_threads <= max_in_flight, so that limit never binds.)
+
+        ideal = latency * ceil(tasks / concurrent) * (ceil(batches / b) + ceil(personas / p) * (1 + 2 * blocks))
+    """
+    concurrent = min(cap, workers * slots)
+    k = min(concurrent, slots)
+    per_task_calls = max(1, max_in_flight // k)
+    p = min(persona_threads, personas, per_task_calls)
+    batches = math.ceil(personas / PERSONA_BATCH_SIZE)
+    b = min(MAX_BATCHES_IN_FLIGHT, batches, per_task_calls)
+    blocks = images // IMAGES_PER_BLOCK
+    per_task = math.ceil(batches / b) + math.ceil(personas / p) * (1 + 2 * blocks)
+    return latency * math.ceil(tasks / concurrent) * per_task
+
+
+@dataclass
+class _Run:
+    seconds: float
+    sample_violations: int
+    start_violations: int
+    max_running: int
+    samples: int
+    statuses: dict[str, int]
+
+
+def _env(url: str, folder: Path, flowise: FakeFlowise, openai: FakeOpenAI) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "STORAGE_URL": f"file://{folder / 'media'}",
+        "DATA_DIR": str(folder / "data"),
+        "PERSONA_PROVIDER": "flowise",
+        "FLOWISE_BASE_URL": flowise.url,
+        "FLOWISE_API_KEY": KEY,
+        "FLOWISE_PERSONA_FLOW_ID": FLOWISE_PERSONA_FLOW,
+        "FLOWISE_PROMPT_FLOW_ID": FLOWISE_PROMPT_FLOW,
+        "IMAGE_PROVIDER": "openai",
+        "OPENAI_BASE_URL": f"{openai.url}/v1",
+        "OPENAI_API_KEY": KEY,
+        "PERSONA_THREADS": str(PERSONA_THREADS),
+        "PROVIDER_MAX_IN_FLIGHT": str(PROVIDER_MAX_IN_FLIGHT),
+        "WORKER_TASK_SLOTS": str(WORKER_TASK_SLOTS),
+        "WORKER_IN_APP": "false",
+    }
+
+
+def _wait_started(logs: list[Path], workers: list[subprocess.Popen[bytes]], limit: float = 60) -> None:
+    """Until every worker polls for work with its review checks loaded (a long-running worker's steady state)."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if all("review checks loaded" in log.read_text(errors="replace") for log in logs):
+            return
+        if any(w.poll() is not None for w in workers):
+            break
+        time.sleep(0.05)
+    raise RuntimeError("a worker did not start: " + " | ".join(log.read_text(errors="replace")[-500:] for log in logs))
+
+
+def _run_config(url: str, folder: Path, cap: int, n_workers: int, flowise: FakeFlowise, openai: FakeOpenAI) -> _Run:
+    migrate(url)
+    database = Database(url)
+    env = _env(url, folder, flowise, openai)
+    settings = make_settings(
+        url, folder, persona_provider="flowise", flowise_base_url=flowise.url, flowise_api_key=KEY,
+        flowise_persona_flow_id=FLOWISE_PERSONA_FLOW, flowise_prompt_flow_id=FLOWISE_PROMPT_FLOW,
+        image_provider="openai", openai_base_url=f"{openai.url}/v1", openai_api_key=KEY,
+    )
+    user = make_user(database, f"bench-{cap}-{n_workers}@example.org")
+    set_setting_value(database, "max_concurrent_tasks", str(cap), actor=None)
+    # The identity check (dlib embeddings of every image, ``auto`` turns it on for a real image provider) is CPU
+    # work of its own, benchmarked by bench_identity; this row is about scheduling against provider latency.
+    set_setting_value(database, "identity_check", "off", actor=None)
+    snapshot = build_snapshot(database, settings)
+    specs = [validate_spec(user_id=user.id, description=f"bench task {i}", language="English", count=PERSONAS,
+                           images_per_persona=IMAGES, seed=i + 1) for i in range(TASKS)]
+    logs = [folder / f"worker-{cap}-{i}.log" for i in range(n_workers)]
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "pipeline", "work", "--worker-id", f"bench-{cap}-{i}"], cwd=ROOT,
+                         env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+        for i, log in enumerate(logs)
+    ]
+    samples: list[int] = []
+    done = threading.Event()
+    try:
+        _wait_started(logs, workers)
+        time.sleep(0.3)  # every worker is in its idle poll: the clock starts at the submit
+
+        def sample() -> None:
+            while not done.is_set():
+                with database.session() as session:
+                    samples.append(q.count_held_tasks(session, utcnow()))
+                    finished = session.scalar(sa.select(sa.func.count()).select_from(GenerationTask)
+                                              .where(GenerationTask.status.in_(FINAL)))
+                if finished == TASKS:
+                    done.set()
+                time.sleep(0.02)
+
+        start_wall = time.time()
+        ids = [submit_task(database, spec, snapshot) for spec in specs]
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        if not done.wait(300):
+            raise RuntimeError("the tasks did not finish in 300 s: " + logs[0].read_text(errors="replace")[-2000:])
+        sampler.join()
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=60)
+    with database.session() as session:
+        tasks = [q.get_task(session, task_id) for task_id in ids]
+    database.dispose()
+    assert all(t is not None for t in tasks)
+    intervals = [(t.started_at.timestamp(), t.completed_at.timestamp()) for t in tasks if t and t.started_at
+                 and t.completed_at]
+    end = max(e for _, e in intervals)
+    # At each claim the tasks already running must have been fewer than the cap.
+    start_violations = sum(1 for s, _ in intervals if sum(1 for s2, e2 in intervals if s2 < s < e2) >= cap)
+    statuses: dict[str, int] = {}
+    for t in tasks:
+        assert t is not None
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+    return _Run(end - start_wall, sum(1 for n in samples if n > cap), start_violations, max(samples, default=0),
+                len(samples), statuses)
+
+
+def _fresh_url(tmp: Path, name: str) -> str:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if not url:
+        return f"sqlite:///{tmp / name}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # an emptied database: drop everything the last configuration made
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    engine.dispose()
+    return url
+
+
+def bench_executor_efficiency(repeat: int = 1) -> list[BenchRow]:
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory() as tmp, \
+            FakeFlowise(latency=LATENCY_S) as flowise, _CachedFakeOpenAI(latency=LATENCY_S) as openai:
+        for n_workers in WORKERS:
+            for cap in CAPS:
+                runs = []
+                for r in range(repeat):
+                    folder = Path(tmp) / f"w{n_workers}-c{cap}-{r}"
+                    folder.mkdir()
+                    runs.append(_run_config(_fresh_url(folder, "bench.db"), folder, cap, n_workers, flowise, openai))
+                ideal = ideal_seconds(tasks=TASKS, personas=PERSONAS, images=IMAGES, cap=cap, workers=n_workers,
+                                      persona_threads=PERSONA_THREADS, max_in_flight=PROVIDER_MAX_IN_FLIGHT,
+                                      slots=WORKER_TASK_SLOTS, latency=LATENCY_S)
+                measured = statistics.median(run.seconds for run in runs)
+                violations = sum(run.sample_violations + run.start_violations for run in runs)
+                bad = [run.statuses for run in runs if set(run.statuses) != {"completed"}]
+                if bad:
+                    raise RuntimeError(f"cap {cap}, {n_workers} worker(s): tasks did not all complete: {bad}")
+                rows.append(BenchRow(
+                    f"executor: {TASKS} tasks × {PERSONAS} personas × {IMAGES} images, cap {cap}, "
+                    f"{n_workers} worker process{'es' if n_workers > 1 else ''}",
+                    measured, ideal, TARGET,
+                    notes=f"{LATENCY_S * 1000:g} ms a call; vs the latency-bound ideal; max running "
+                          f"{max(run.max_running for run in runs)} (cap {cap})",
+                    extra={"violations": violations, "runs_s": [round(run.seconds, 3) for run in runs],
+                           "samples": sum(run.samples for run in runs),
+                           "max_running": max(run.max_running for run in runs)},
+                ))
+                print(f"  cap {cap}, {n_workers} worker(s): {[round(run.seconds, 2) for run in runs]} s, "
+                      f"ideal {ideal:.2f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    from tests.bench.harness import machine, render
+
+    result = bench_executor_efficiency(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    print(f"Machine: {machine()}\n")
+    print(render(result))
