@@ -22,6 +22,7 @@ from pipeline.identity import IDENTITY_FLAGS, Thresholds
 from pipeline.tasks import task_status
 
 DEFAULT_THRESHOLD = Thresholds().same_person
+FACETS_TTL_SECONDS = 20  # a running task's new personas show in the facet counts within this
 rt = ui.runtime()
 user = ui.current_user(rt)
 st.header("Gallery")
@@ -50,8 +51,14 @@ def _facet(label: str, key: str, counts: dict[str, list[tuple[str, int]]], selec
                           format_func=lambda v: f"{name(v)} ({numbers.get(v, 0)})", key=f"g_{key}")
 
 
+@st.cache_data(ttl=FACETS_TTL_SECONDS, max_entries=256, show_spinner=False)
+def _facet_counts(db_url: str, user_id: int, params: tuple[tuple[str, str], ...], _user: Any) -> dict[str, Any]:
+    """Facet counts of a view, cached briefly (they are several grouped scans); cleared by this page's writes."""
+    return gallery.facet_counts(rt.db, _user, gallery.GalleryFilter.from_query_params(dict(params)))
+
+
 try:
-    counts = gallery.facet_counts(rt.db, user, flt)
+    counts = _facet_counts(rt.settings.database_url, user.id, tuple(sorted(flt.to_query_params().items())), user)
 except PipelineError as exc:
     ui.show_error(exc)
     st.stop()
@@ -206,6 +213,7 @@ def _detail(result_id: int) -> None:
             try:
                 gallery.set_favorite(rt.db, user, result_id, fav)
                 gallery.set_tags(rt.db, user, result_id, [t for t in tags_text.split(",") if t.strip()])
+                _facet_counts.clear()
                 if stars is not None:
                     gallery.set_rating(rt.db, user, result_id, int(stars) + 1)
             except PipelineError as exc:
@@ -228,155 +236,168 @@ def _detail(result_id: int) -> None:
         st.json(json.loads(json.dumps(persona, default=str)), expanded=False)
 
 
-reports = {tid: task_status(rt.db, tid, user) for tid in flt.task_ids}  # charts and compare both use them
+def _reports() -> dict[str, Any]:
+    return {tid: task_status(rt.db, tid, user) for tid in flt.task_ids}
+
+
+# Only the open tab runs (on_change="rerun"): charts, comparisons and downloads cost nothing until asked for.
 table_tab, cards_tab, charts_tab, curate_tab, compare_tab, download_tab = st.tabs(
-    ["Table", "Cards", "Charts", "Curate", "Compare", "Download"]
+    ["Table", "Cards", "Charts", "Curate", "Compare", "Download"], key="g_tab", on_change="rerun"
 )
 with table_tab:
-    frame = pd.DataFrame(
-        [
-            {
-                "id": row["id"],
-                "photo": ui.data_uri(rt, row.get("thumb_uri")),
-                "name": f"{row['firstname']} {row['lastname']}",
-                "gender": row.get("gender"),
-                "age": row.get("age"),
-                "ethnicity": row.get("ethnicity"),
-                "job": row.get("job_title"),
-                "city": row.get("current_city"),
-                "language": row.get("language"),
-                "images": row.get("image_count"),
-                "status": row.get("status"),
-                "favourite": bool(row.get("favorite")),
-                "rating": row.get("rating"),
-                "tags": ", ".join(row.get("tags") or []),
-                "flags": ", ".join(ui.flag_label(f) for f in row.get("quality_flags") or []),
-                "task": row.get("task_id"),
-            }
-            for row in result.rows
-        ]
-    )
-    event: Any = st.dataframe(
-        frame,
-        hide_index=True,
-        width="stretch",
-        on_select="rerun",
-        selection_mode="single-row",
-        key="g_table",
-        column_config={
-            "id": None,
-            "photo": st.column_config.ImageColumn("Photo", width="small"),
-            "age": st.column_config.NumberColumn("Age", format="%d"),
-            "images": st.column_config.NumberColumn("Images", format="%d"),
-            "favourite": st.column_config.CheckboxColumn("★"),
-            "rating": st.column_config.NumberColumn("Rating", format="%d ⭐"),
-        },
-    )
-    selected_rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
-    if selected_rows and not frame.empty:
-        _detail(int(frame.iloc[selected_rows[0]]["id"]))
+    if table_tab.open:
+        frame = pd.DataFrame(
+            [
+                {
+                    "id": row["id"],
+                    "photo": ui.data_uri(rt, row.get("thumb_uri")),
+                    "name": f"{row['firstname']} {row['lastname']}",
+                    "gender": row.get("gender"),
+                    "age": row.get("age"),
+                    "ethnicity": row.get("ethnicity"),
+                    "job": row.get("job_title"),
+                    "city": row.get("current_city"),
+                    "language": row.get("language"),
+                    "images": row.get("image_count"),
+                    "status": row.get("status"),
+                    "favourite": bool(row.get("favorite")),
+                    "rating": row.get("rating"),
+                    "tags": ", ".join(row.get("tags") or []),
+                    "flags": ", ".join(ui.flag_label(f) for f in row.get("quality_flags") or []),
+                    "task": row.get("task_id"),
+                }
+                for row in result.rows
+            ]
+        )
+        event: Any = st.dataframe(
+            frame,
+            hide_index=True,
+            width="stretch",
+            on_select="rerun",
+            selection_mode="single-row",
+            key="g_table",
+            column_config={
+                "id": None,
+                "photo": st.column_config.ImageColumn("Photo", width="small"),
+                "age": st.column_config.NumberColumn("Age", format="%d"),
+                "images": st.column_config.NumberColumn("Images", format="%d"),
+                "favourite": st.column_config.CheckboxColumn("★"),
+                "rating": st.column_config.NumberColumn("Rating", format="%d ⭐"),
+            },
+        )
+        selected_rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
+        if selected_rows and not frame.empty:
+            _detail(int(frame.iloc[selected_rows[0]]["id"]))
 
 with cards_tab:
-    columns = st.columns(4)
-    for i, row in enumerate(result.rows):
-        with columns[i % 4].container(border=True):
-            source = ui.image_source(rt, row.get("thumb_uri"))
-            if source:
-                st.image(source, width="stretch")
-            st.markdown(f"**{row['firstname']} {row['lastname']}**" + (" ★" if row.get("favorite") else ""))
-            st.caption(f"{row.get('age') or '?'} · {row.get('gender')} · {row.get('job_title') or '?'}")
-            identity_flags = [f for f in row.get("quality_flags") or [] if f in IDENTITY_FLAGS]
-            if identity_flags:
-                st.markdown(" ".join(f":orange-badge[{ui.flag_label(f)}]" for f in identity_flags))
-            if st.button("Details", key=f"card_{row['id']}"):
-                st.session_state["g_detail"] = row["id"]
-    if st.session_state.get("g_detail"):
-        st.divider()
-        _detail(int(st.session_state["g_detail"]))
+    if cards_tab.open:
+        columns = st.columns(4)
+        for i, row in enumerate(result.rows):
+            with columns[i % 4].container(border=True):
+                source = ui.image_source(rt, row.get("thumb_uri"))
+                if source:
+                    st.image(source, width="stretch")
+                st.markdown(f"**{row['firstname']} {row['lastname']}**" + (" ★" if row.get("favorite") else ""))
+                st.caption(f"{row.get('age') or '?'} · {row.get('gender')} · {row.get('job_title') or '?'}")
+                identity_flags = [f for f in row.get("quality_flags") or [] if f in IDENTITY_FLAGS]
+                if identity_flags:
+                    st.markdown(" ".join(f":orange-badge[{ui.flag_label(f)}]" for f in identity_flags))
+                if st.button("Details", key=f"card_{row['id']}"):
+                    st.session_state["g_detail"] = row["id"]
+        if st.session_state.get("g_detail"):
+            st.divider()
+            _detail(int(st.session_state["g_detail"]))
 
 with charts_tab:
-    for tid in flt.task_ids:
-        report = reports[tid]
-        if report.targets_report or report.quality_summary:
-            with st.expander(f"Task {tid}: quality checks and requested vs achieved demographics"):
-                ui.quality_summary(report.quality_summary)
-                ui.targets_report(report.targets_report)
-    dist = gallery.distributions(rt.db, user, flt)
-    c1, c2 = st.columns(2)
-    for column, key, title in ((c1, "age", "Age"), (c2, "gender", "Gender"), (c1, "ethnicity", "Ethnicity"),
-                               (c2, "job_title", "Top jobs"), (c1, "current_city", "Top cities")):
-        with column:
-            st.markdown(f"**{title}**")
-            values = dist.get(key) or []
-            if values:
-                st.bar_chart(pd.DataFrame(values, columns=[title, "personas"]).set_index(title),
-                             horizontal=key not in ("age",))
-            else:
-                st.caption("no data")
+    if charts_tab.open:
+        reports = _reports()
+        for tid in flt.task_ids:
+            report = reports[tid]
+            if report.targets_report or report.quality_summary:
+                with st.expander(f"Task {tid}: quality checks and requested vs achieved demographics"):
+                    ui.quality_summary(report.quality_summary)
+                    ui.targets_report(report.targets_report)
+        dist = gallery.distributions(rt.db, user, flt)
+        c1, c2 = st.columns(2)
+        for column, key, title in ((c1, "age", "Age"), (c2, "gender", "Gender"), (c1, "ethnicity", "Ethnicity"),
+                                   (c2, "job_title", "Top jobs"), (c1, "current_city", "Top cities")):
+            with column:
+                st.markdown(f"**{title}**")
+                values = dist.get(key) or []
+                if values:
+                    st.bar_chart(pd.DataFrame(values, columns=[title, "personas"]).set_index(title),
+                                 horizontal=key not in ("age",))
+                else:
+                    st.caption("no data")
 
 with curate_tab:
-    st.caption(f"Applies to the whole filtered view: {result.total:,} personas on all pages.")
-    action = st.selectbox("Action", ["keep", "reject", "clear keep/reject", "favourite", "unfavourite", "add a tag"],
-                          key="g_bulk_action")
-    bulk_tag = st.text_input("Tag", key="g_bulk_tag", disabled=action != "add a tag")
-    sure = st.checkbox(f"Apply to all {result.total:,} personas", key="g_bulk_sure")
-    if st.button("Apply", key="g_bulk_apply", disabled=not sure or result.total == 0, icon=":material/done_all:"):
-        options: dict[str, Any] = {
-            "keep": {"curation": "keep"}, "reject": {"curation": "reject"}, "clear keep/reject": {"clear_curation": True},
-            "favourite": {"favorite": True}, "unfavourite": {"favorite": False}, "add a tag": {"add_tag": bulk_tag},
-        }[action]
-        try:
-            changed = gallery.bulk_curate(rt.db, user, flt, **options)
-        except PipelineError as exc:
-            ui.show_error(exc)
-        else:
-            st.success(f"{changed:,} personas updated")
+    if curate_tab.open:
+        st.caption(f"Applies to the whole filtered view: {result.total:,} personas on all pages.")
+        action = st.selectbox("Action", ["keep", "reject", "clear keep/reject", "favourite", "unfavourite", "add a tag"],
+                              key="g_bulk_action")
+        bulk_tag = st.text_input("Tag", key="g_bulk_tag", disabled=action != "add a tag")
+        sure = st.checkbox(f"Apply to all {result.total:,} personas", key="g_bulk_sure")
+        if st.button("Apply", key="g_bulk_apply", disabled=not sure or result.total == 0, icon=":material/done_all:"):
+            options: dict[str, Any] = {
+                "keep": {"curation": "keep"}, "reject": {"curation": "reject"}, "clear keep/reject": {"clear_curation": True},
+                "favourite": {"favorite": True}, "unfavourite": {"favorite": False}, "add a tag": {"add_tag": bulk_tag},
+            }[action]
+            try:
+                changed = gallery.bulk_curate(rt.db, user, flt, **options)
+            except PipelineError as exc:
+                ui.show_error(exc)
+            else:
+                _facet_counts.clear()
+                st.success(f"{changed:,} personas updated")
 
 with compare_tab:
-    if len(flt.task_ids) < 2:
-        st.info("Pick two or more tasks above to compare their distributions and configurations.")
-    else:
-        snapshots = {tid: _flatten(r.config_snapshot or {}) for tid, r in reports.items()}
-        keys = sorted({k for snap in snapshots.values() for k in snap} - {"frozen_at"})
-        differing = [k for k in keys if len({str(snap.get(k)) for snap in snapshots.values()}) > 1]
-        st.markdown("**Configuration differences**" if differing else "**Same configuration**")
-        if differing:
-            st.dataframe(
-                pd.DataFrame({tid: [str(snapshots[tid].get(k, "—"))[:200] for k in differing] for tid in snapshots},
-                             index=differing),
-                width="stretch",
-            )
-        per_task = {tid: gallery.distributions(rt.db, user, gallery.GalleryFilter(task_ids=[tid])) for tid in reports}
-        for key, title in (("gender", "Gender"), ("age", "Age"), ("ethnicity", "Ethnicity"),
-                           ("job_title", "Top jobs"), ("current_city", "Top cities")):
-            frame = pd.DataFrame({tid: dict(dist.get(key) or []) for tid, dist in per_task.items()}).fillna(0)
-            if frame.empty:
-                continue
-            st.markdown(f"**{title}** (share of each task)")
-            st.bar_chart(frame / frame.sum(), horizontal=key != "age", stack=False)
+    if compare_tab.open:
+        if len(flt.task_ids) < 2:
+            st.info("Pick two or more tasks above to compare their distributions and configurations.")
+        else:
+            reports = _reports()
+            snapshots = {tid: _flatten(r.config_snapshot or {}) for tid, r in reports.items()}
+            keys = sorted({k for snap in snapshots.values() for k in snap} - {"frozen_at"})
+            differing = [k for k in keys if len({str(snap.get(k)) for snap in snapshots.values()}) > 1]
+            st.markdown("**Configuration differences**" if differing else "**Same configuration**")
+            if differing:
+                st.dataframe(
+                    pd.DataFrame({tid: [str(snapshots[tid].get(k, "—"))[:200] for k in differing] for tid in snapshots},
+                                 index=differing),
+                    width="stretch",
+                )
+            per_task = {tid: gallery.distributions(rt.db, user, gallery.GalleryFilter(task_ids=[tid])) for tid in reports}
+            for key, title in (("gender", "Gender"), ("age", "Age"), ("ethnicity", "Ethnicity"),
+                               ("job_title", "Top jobs"), ("current_city", "Top cities")):
+                frame = pd.DataFrame({tid: dict(dist.get(key) or []) for tid, dist in per_task.items()}).fillna(0)
+                if frame.empty:
+                    continue
+                st.markdown(f"**{title}** (share of each task)")
+                st.bar_chart(frame / frame.sum(), horizontal=key != "age", stack=False)
 
 with download_tab:
-    st.caption(f"Downloads hold the current filtered view: {result.total:,} personas, all pages.")
-    NAMES = {"csv": "personas.csv", "json": "personas.json", "jsonl": "personas.jsonl",
-             "parquet": "personas.parquet", "parquet-images": "personas-images.parquet", "zip": "personas.zip",
-             "hf": "personas-imagefolder.zip"}
-    MIMES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/jsonl",
-             "parquet": "application/vnd.apache.parquet", "parquet-images": "application/vnd.apache.parquet",
-             "zip": "application/zip", "hf": "application/zip"}
+    if download_tab.open:
+        st.caption(f"Downloads hold the current filtered view: {result.total:,} personas, all pages.")
+        NAMES = {"csv": "personas.csv", "json": "personas.json", "jsonl": "personas.jsonl",
+                 "parquet": "personas.parquet", "parquet-images": "personas-images.parquet", "zip": "personas.zip",
+                 "hf": "personas-imagefolder.zip"}
+        MIMES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/jsonl",
+                 "parquet": "application/vnd.apache.parquet", "parquet-images": "application/vnd.apache.parquet",
+                 "zip": "application/zip", "hf": "application/zip"}
 
-    def _builder(fmt: str) -> Any:
-        snapshot = gallery.GalleryFilter(**vars(flt))
+        def _builder(fmt: str) -> Any:
+            snapshot = gallery.GalleryFilter(**vars(flt))
 
-        def build() -> bytes:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = export_view(rt.db, rt.storage, user, snapshot, fmt, Path(tmp) / NAMES[fmt])
-                return out.read_bytes()
+            def build() -> bytes:
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = export_view(rt.db, rt.storage, user, snapshot, fmt, Path(tmp) / NAMES[fmt])
+                    return out.read_bytes()
 
-        return build
+            return build
 
-    cols = st.columns(len(FORMATS))
-    for column, fmt in zip(cols, FORMATS, strict=True):
-        label = {"hf": "HF imagefolder", "parquet-images": "Parquet + images"}.get(fmt, fmt.upper())
-        column.download_button(label, data=_builder(fmt),
-                               file_name=NAMES[fmt], mime=MIMES[fmt], key=f"dl_{fmt}", icon=":material/download:",
-                               on_click="ignore")
+        cols = st.columns(len(FORMATS))
+        for column, fmt in zip(cols, FORMATS, strict=True):
+            label = {"hf": "HF imagefolder", "parquet-images": "Parquet + images"}.get(fmt, fmt.upper())
+            column.download_button(label, data=_builder(fmt),
+                                   file_name=NAMES[fmt], mime=MIMES[fmt], key=f"dl_{fmt}", icon=":material/download:",
+                                   on_click="ignore")

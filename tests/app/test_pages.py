@@ -582,6 +582,9 @@ def test_gallery_shows_the_personas_of_a_completed_task(app_env: AppEnv, complet
     assert frame["photo"].map(lambda v: isinstance(v, str) and v.startswith("data:image/")).all()
     assert _match_caption(at).startswith("6 personas match")
     assert query_param(at, "tasks") == completed_task  # the view is a shareable URL
+    assert not at.get("download_button")  # only the open tab runs: the downloads wait for their tab
+    at.session_state["g_tab"] = "Download"
+    run(at)
     downloads = at.get("download_button")
     assert len(downloads) == len(EXPORT_FORMATS)
     assert "CSV" in [d.label for d in downloads]
@@ -629,7 +632,9 @@ def test_gallery_hides_other_users_tasks(app_env: AppEnv, completed_task: str) -
 
 def test_gallery_card_details_and_curation(app_env: AppEnv, completed_task: str) -> None:
     first = results_of(app_env.db, completed_task)[0]
-    at = run(page("gallery", ADMIN))
+    at = page("gallery", ADMIN)
+    at.session_state["g_tab"] = "Cards"
+    run(at)
     at.button(key=f"card_{first.id}").click()
     run(at)
     assert f"{first.firstname} {first.lastname}" in texts(at.subheader)

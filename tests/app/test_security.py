@@ -60,6 +60,7 @@ def test_llm_text_is_rendered_as_text(app_env: AppEnv) -> None:
     at = AppTest.from_file(str(ROOT / "pages" / "gallery.py"), default_timeout=60)
     at.session_state["adg_user_email"] = admin.email
     at.session_state["g_detail"] = result_id
+    at.session_state["g_tab"] = "Cards"  # the detail view of the persona opened from its card
     at.query_params["tasks"] = task_id
     at.run()
     assert not at.exception
@@ -79,6 +80,7 @@ def test_compare_two_tasks_shows_config_differences(app_env: AppEnv) -> None:
     at = AppTest.from_file(str(ROOT / "pages" / "gallery.py"), default_timeout=60)
     at.session_state["adg_user_email"] = admin.email
     at.query_params["tasks"] = f"{first},{second}"
+    at.session_state["g_tab"] = "Compare"
     at.run()
     assert not at.exception
     assert any(m.value == "**Configuration differences**" for m in at.markdown)
