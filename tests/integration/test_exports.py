@@ -307,3 +307,37 @@ def test_zip_manifest_carries_provenance(database: Database, db_url: str, tmp_pa
     snapshot = task["config_snapshot"]
     assert {"bio_prompts", "toggles", "providers", "models", "base_prompt_append", "app_version"} <= set(snapshot)
     assert task["quality_summary"]["personas"] == 2 and task["failures"] == []
+
+
+def test_images_read_ahead_keep_persona_order_and_missing_files(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More personas than reader threads: the read-ahead window slides, yet every folder gets its own images in
+    order, a missing object is listed against the right persona, and the bytes match a serial read."""
+    import pipeline.exports as exports
+
+    monkeypatch.setattr(exports, "IMAGE_READERS", 2)
+    owner = make_user(database, "owner@example.org", admin=False)
+    insert_task(database, owner, "ahead0000001", [persona(i, firstname=f"P{i}") for i in range(7)])
+    storage = local_storage(tmp_path)
+    rows = results_of(database, "ahead0000001")
+    with database.transaction() as session:
+        for i, row in enumerate(rows):
+            keys = [f"ahead0000001/p{i}/img{k}.jpg" for k in range(3)]
+            for k, key in enumerate(keys):
+                if (i, k) != (3, 1):  # persona 3's second image was never stored
+                    storage.put(key, b"\xff\xd8\xff" + f"persona {i} image {k}".encode(), "image/jpeg")
+            session.execute(sa.update(GenerationResult).where(GenerationResult.id == row.id)
+                            .values(images=keys, image_count=3))
+    entries = zip_entries(export_task(database, storage, "ahead0000001", "zip", tmp_path / "ahead.zip"))
+    folders = [name.split("/")[0] for name in entries if name.endswith("persona.json")]
+    assert [f.split("_", 1)[1] for f in folders] == [f"p{i}-silva" for i in range(7)]
+    for i, folder in enumerate(folders):
+        present = [k for k in range(3) if (i, k) != (3, 1)]
+        info = json.loads(entries[f"{folder}/persona.json"])
+        assert info["files"]["images"] == [f"img{k + 1:02d}.jpg" for k in present]
+        for k in present:
+            assert entries[f"{folder}/img{k + 1:02d}.jpg"].endswith(f"persona {i} image {k}".encode())
+    manifest = json.loads(entries["manifest.json"])
+    assert [(m["folder"], m["file"]) for m in manifest["missing"]] == [(folders[3], "img02")]
+    assert manifest["counts"]["images"] == 7 * 3 - 1
