@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -52,6 +54,12 @@ def existing_names(session: Session, task_pk: int) -> list[tuple[str, str]]:
     ]
 
 
+_RESULTS = cast(sa.Table, GenerationResult.__table__)
+_POSITION = ("batch_number", "slot")
+_PAGE_ROWS = 1000  # rows per multi-row INSERT on PostgreSQL (as SQLAlchemy's insertmanyvalues)
+_Processor = Callable[[Any], Any]
+
+
 def insert_personas(
     session: Session, task_pk: int, batch_number: int, personas: Iterable[Mapping[str, Any]]
 ) -> int:
@@ -62,22 +70,99 @@ def insert_personas(
 def insert_persona_batches(
     session: Session, task_pk: int, batches: Mapping[int, Iterable[Mapping[str, Any]]]
 ) -> int:
-    """Insert several batches in one executemany (imports, benchmarks); same rows as ``insert_personas``."""
+    """Insert several batches in one executemany (imports, benchmarks); same rows as ``insert_personas``.
+
+    The rows go to the driver as tuples in one ``executemany`` (SQLite) or in multi-row ``VALUES`` pages
+    (PostgreSQL), through ``exec_driver_sql`` (errors are SQLAlchemy's, as before), holding the values the Core
+    insert would bind: the same columns, Python-side defaults and type processing, done once for the values every
+    row shares. Anything else (another driver, a key that is not a column) takes the Core insert.
+    """
     now = utcnow()
-    pending = PersonaStatus.PENDING.value
-    rows = [
-        {**p, "task_id": task_pk, "batch_number": batch, "slot": slot, "status": pending, "created_at": now,
-         "updated_at": now}
-        for batch, personas in batches.items()
-        for slot, p in enumerate(personas)
-    ]
+    fixed: dict[str, Any] = {"task_id": task_pk, "status": PersonaStatus.PENDING.value, "created_at": now,
+                             "updated_at": now}
+    flat = [(batch, slot, p) for batch, personas in batches.items() for slot, p in enumerate(personas)]
+    if not flat:
+        return 0
+    # one executemany needs the same keys in every row: a key some rows lack is None in those (as in Core)
+    keys = [k for k in dict.fromkeys(k for _, _, p in flat for k in p) if k not in fixed and k not in _POSITION]
+    dialect = session.get_bind().dialect
+    plan = _driver_insert(dialect, tuple(keys), tuple(fixed))
+    if plan is None:
+        return _core_insert(session, fixed, flat)
+    head, processors, tail_columns = plan
+    tail = tuple(_bind(processors.get(c), fixed[c] if c in fixed else _RESULTS.c[c].default.arg)  # type: ignore[union-attr]
+                 for c in tail_columns)
+    getters = [(k, processors.get(k)) for k in keys]
+    if any(process is not None for _, process in getters):
+        values = [
+            (*(_bind(process, p.get(k)) for k, process in getters), batch, slot, *tail) for batch, slot, p in flat
+        ]
+    else:
+        values = [(*map(p.get, keys), batch, slot, *tail) for batch, slot, p in flat]
+    if session.autoflush:
+        session.flush()  # what session.execute would have done first
+    connection = session.connection()
+    width = len(values[0])
+    if dialect.name == "sqlite":  # the sqlite3 module's executemany: one prepared statement, stepped per row
+        connection.exec_driver_sql(_values_sql(head, "?", width, 1), values)
+    else:  # psycopg2's executemany is a round trip per row: multi-row VALUES pages instead (as insertmanyvalues)
+        for start in range(0, len(values), _PAGE_ROWS):
+            page = values[start:start + _PAGE_ROWS]
+            connection.exec_driver_sql(_values_sql(head, "%s", width, len(page)), tuple(itertools.chain.from_iterable(page)))
+    return len(values)
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(head: str, placeholder: str, width: int, rows: int) -> str:
+    row = f"({', '.join([placeholder] * width)})"
+    return head + ", ".join([row] * rows)
+
+
+def _core_insert(session: Session, fixed: dict[str, Any], flat: list[tuple[int, int, Mapping[str, Any]]]) -> int:
+    rows = [{**p, **fixed, "batch_number": batch, "slot": slot} for batch, slot, p in flat]
     keys = {k for row in rows for k in row}
     if any(len(row) != len(keys) for row in rows):  # one executemany needs the same keys in every row
         rows = [{k: row.get(k) for k in keys} for row in rows]
-    if rows:
-        table = cast(sa.Table, GenerationResult.__table__)
-        session.execute(table.insert(), rows)  # Core on the table: no ORM bookkeeping per row
+    session.execute(_RESULTS.insert(), rows)  # Core on the table: no ORM bookkeeping per row
     return len(rows)
+
+
+def _bind(process: _Processor | None, value: Any) -> Any:
+    return value if process is None else process(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _driver_insert(
+    dialect: sa.Dialect, keys: tuple[str, ...], fixed: tuple[str, ...]
+) -> tuple[str, dict[str, _Processor], tuple[str, ...]] | None:
+    """For an insert of these keys: ("INSERT INTO ... (columns) VALUES ", bind processors by column, the columns
+    after ``keys`` and the position that every row shares: ``fixed`` then the constant Python defaults), or None
+    when only the Core insert does it right (another driver, a key that is not a column, a computed default)."""
+    if dialect.name != "sqlite" and (dialect.name, dialect.driver) != ("postgresql", "psycopg2"):
+        return None
+    columns = _RESULTS.c
+    if any(k not in columns for k in keys):
+        return None
+    given = {*keys, *fixed, *_POSITION}
+    defaulted = []
+    for column in columns:
+        if column.key in given or column.default is None:
+            continue
+        if not (isinstance(column.default, sa.ColumnDefault) and column.default.is_scalar):
+            return None
+        defaulted.append(column.key)
+    tail = (*fixed, *defaulted)
+    names = (*keys, *_POSITION, *tail)
+    processors: dict[str, _Processor] = {}
+    for name in names:
+        process = columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            if name in _POSITION:
+                return None  # batch and slot are passed as they are
+            processors[name] = process
+    preparer = dialect.identifier_preparer
+    head = f"INSERT INTO {preparer.format_table(_RESULTS)} ({', '.join(preparer.quote(n) for n in names)}) VALUES "
+    return head, processors, tail
 
 
 def pending_persona_ids(session: Session, task_pk: int) -> list[int]:
