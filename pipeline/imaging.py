@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageStat, UnidentifiedImageError
+from PIL import Image, ImageStat, UnidentifiedImageError
 
 from pipeline.domain import IMAGES_PER_BLOCK, derive_seed
 from pipeline.errors import ImageCheckError
@@ -44,7 +46,7 @@ def decode_image(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return img.convert("RGB")
+            return img if img.mode == "RGB" else img.convert("RGB")  # no copy of what is RGB already
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageCheckError(f"not a readable image ({type(exc).__name__})") from exc
 
@@ -57,45 +59,122 @@ def image_size(data: bytes) -> tuple[int, int]:
         raise ImageCheckError(f"not a readable image ({type(exc).__name__})") from exc
 
 
+class _ChannelMin:
+    """min(R, G, B) per pixel of an RGB array (a pixel is "white" when this is above a threshold), computed only
+    for the parts asked for: the split reads two bands across the middle, the trims a tile's edge lines."""
+
+    __slots__ = ("rgb",)
+
+    def __init__(self, rgb: np.ndarray):
+        self.rgb = rgb  # (height, width, 3) uint8
+
+    @classmethod
+    def of(cls, img: Image.Image) -> _ChannelMin:
+        return cls(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+    def __getitem__(self, key: slice | tuple[slice, slice]) -> _ChannelMin:
+        return _ChannelMin(self.rgb[key])
+
+    def values(self) -> np.ndarray:
+        rgb = self.rgb
+        return np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+
+
 def _channel_min(img: Image.Image) -> np.ndarray:
     """min(R, G, B) per pixel, contiguous (a pixel is "white" when this is above a threshold)."""
-    r, g, b = (np.asarray(band) for band in (img if img.mode == "RGB" else img.convert("RGB")).split())
-    return np.minimum(np.minimum(r, g), b)
-
+    return _ChannelMin.of(img).values()
 
 
 def _fraction(mask: np.ndarray, axis: int) -> np.ndarray:
-    return np.count_nonzero(mask, axis=axis) / mask.shape[axis]
+    # the count of True along an axis: a byte sum is ~3x faster than count_nonzero and gives the same counts
+    return mask.view(np.uint8).sum(axis=axis, dtype=np.int32) / mask.shape[axis]
 
 
-def _gaussian_3x3(sigma: float) -> np.ndarray:
-    """A normalised 3x3 Gaussian: enough support for the randomiser's sigmas (0.3–0.7; the 5x5 ring is < 2%)."""
-    x = np.arange(-1, 2, dtype=np.float64)
-    g = np.exp(-(x**2) / (2 * sigma * sigma))
-    k = np.outer(g, g)
-    return k / k.sum()
+def _gaussian_taps(sigma: float) -> tuple[int, int]:
+    """The normalised 3-tap Gaussian [d, c, d] in 8.8 fixed point (c + 2d = 256). Its outer product with itself
+    is the 3x3 Gaussian: enough support for the randomiser's sigmas (0.3–0.7; the 5x5 ring is < 2%)."""
+    e = math.exp(-1.0 / (2 * sigma * sigma))
+    d = round(256 * e / (1 + 2 * e))
+    return 256 - 2 * d, d
 
 
-def _kernel(weights: np.ndarray) -> ImageFilter.Kernel:
-    return ImageFilter.Kernel((3, 3), [float(v) for v in weights.ravel()], scale=1.0)
+def _blur_interior(a: np.ndarray, sigma: float) -> np.ndarray:
+    """The 3x3 Gaussian blur of an (h, w, 3) uint8 array's interior (h-2, w-2, 3), as two 3-tap passes in 16-bit
+    integers (uint16 holding 0..255). ~3x faster than Pillow's 3x3 ``Kernel`` filter."""
+    c, d = _gaussian_taps(sigma)
+    t = np.add(a[:, :-2], a[:, 2:], dtype=np.uint16)  # horizontal neighbours, interior columns
+    t *= d
+    u = np.multiply(a[:, 1:-1], c, dtype=np.uint16)
+    t += u
+    t += 128
+    t >>= 8  # rounded back to 8 bits: the vertical pass fits 16 bits too
+    v = np.add(t[:-2], t[2:], out=u[1:-1])  # vertical neighbours, interior rows (u's memory is free again)
+    v *= d
+    t[1:-1] *= c
+    v += t[1:-1]
+    v += 128
+    v >>= 8
+    return v
+
+
+def _blur_array(a: np.ndarray, sigma: float) -> np.ndarray:
+    """3x3 Gaussian blur; the one-pixel border is kept as it is (as Pillow's 3x3 ``Kernel`` filter does)."""
+    out = a.copy()
+    if min(a.shape[:2]) >= 3:
+        out[1:-1, 1:-1] = _blur_interior(a, sigma)
+    return out
+
+
+def _unsharp_array(a: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
+    """Unsharp mask with threshold 0: a + amount·(a − blur(a)), rounded and clipped, in 16-bit integers
+    (``amount`` to 1/128); the one-pixel border is kept as it is."""
+    out = a.copy()
+    if min(a.shape[:2]) < 3:
+        return out
+    inner = a[1:-1, 1:-1]
+    diff = np.subtract(inner, _blur_interior(a, sigma), dtype=np.int16)  # within ±255
+    diff *= round(amount * 128)  # |amount| < 1: within ±32767
+    diff += 64
+    diff >>= 7
+    diff += inner
+    np.clip(diff, 0, 255, out=diff)
+    out[1:-1, 1:-1] = diff
+    return out
 
 
 def gaussian_blur(img: Image.Image, sigma: float) -> Image.Image:
-    """Gaussian blur in one C pass (Pillow's GaussianBlur makes three box passes: ~3x slower here)."""
-    return img.filter(_kernel(_gaussian_3x3(sigma)))
+    """3x3 Gaussian blur of an RGB image (see ``_blur_array``)."""
+    return Image.fromarray(_blur_array(np.asarray(img), sigma))
 
 
 def unsharp(img: Image.Image, amount: float, sigma: float = 1.0) -> Image.Image:
-    """Unsharp mask with threshold 0: img + amount·(img − blur(img)), which is one linear 3x3 kernel."""
-    identity = np.zeros((3, 3))
-    identity[1, 1] = 1.0
-    return img.filter(_kernel((1 + amount) * identity - amount * _gaussian_3x3(sigma)))
+    """Unsharp mask of an RGB image with threshold 0: img + amount·(img − blur(img)) (see ``_unsharp_array``)."""
+    return Image.fromarray(_unsharp_array(np.asarray(img), amount, sigma))
+
+
+@functools.cache
+def _normal_quantiles() -> np.ndarray:
+    """The 65,536 quantiles of N(0, 1) at (i + ½)/65536: a uniform 16-bit draw looked up here is a normal draw
+    (tails cut at ±4.3σ), ~4x faster than ``standard_normal``. Pure Python, so identical on every platform."""
+    inv = NormalDist().inv_cdf
+    return np.array([inv((i + 0.5) / 65536) for i in range(65536)], dtype=np.float32)
+
+
+def _grain(seed: int, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Gaussian grain of standard deviation ``sigma``, one value per pixel (the same on R, G and B), float32."""
+    draws = np.random.default_rng(seed).integers(0, 65536, size=shape, dtype=np.uint16)
+    noise = np.take(_normal_quantiles(), draws)
+    noise *= np.float32(sigma)
+    return noise
 
 
 def _divider(profile: np.ndarray, gray: Callable[[], np.ndarray], axis: int) -> tuple[int, int] | None:
     """The dividing band (start, end) near the middle of one axis: a white gutter, else a sharp seam."""
-    n = len(profile)
-    lo, hi = int(n * GUTTER_SEARCH[0]), int(n * GUTTER_SEARCH[1])
+    lo, hi = _search_band(len(profile))
     white = np.flatnonzero(profile[lo:hi] >= WHITE_LINE_FRACTION)
     if white.size:
         # the white run closest to the middle
@@ -113,42 +192,74 @@ def _divider(profile: np.ndarray, gray: Callable[[], np.ndarray], axis: int) -> 
 
 def split_grid(img: Image.Image) -> list[Image.Image]:
     """The four tiles of a 2x2 grid, in reading order; ``ImageCheckError`` when it is not one."""
+    return [img.crop(box) for box in _grid_boxes(img, _ChannelMin.of(img))]
+
+
+def _search_band(n: int) -> tuple[int, int]:
+    return int(n * GUTTER_SEARCH[0]), int(n * GUTTER_SEARCH[1])
+
+
+def _grid_boxes(img: Image.Image, minimum: _ChannelMin) -> list[tuple[int, int, int, int]]:
+    """The four tile boxes of ``split_grid``, from the grid's per-pixel channel minimum."""
     width, height = img.size
     if not 0.6 <= width / height <= 1.67:
         raise ImageCheckError(f"grid is not 2x2: aspect ratio {width}x{height}")
-    white = _channel_min(img) >= WHITE_MIN
+    # white shares of the columns and rows where a divider may lie (the only ones ``_divider`` reads)
+    columns, rows = np.zeros(width), np.zeros(height)
+    lo, hi = _search_band(width)
+    columns[lo:hi] = _fraction(minimum[:, lo:hi].values() >= WHITE_MIN, 0)
+    lo, hi = _search_band(height)
+    rows[lo:hi] = _fraction(minimum[lo:hi].values() >= WHITE_MIN, 1)
     gray = functools.cache(lambda: np.asarray(img.convert("L"), dtype=np.int16))
-    vertical = _divider(_fraction(white, 0), gray, 1)
-    horizontal = _divider(_fraction(white, 1), gray, 0)
+    vertical = _divider(columns, gray, 1)
+    horizontal = _divider(rows, gray, 0)
     if vertical is None or horizontal is None:
         missing = "vertical" if vertical is None else "horizontal"
         raise ImageCheckError(f"grid is not 2x2: no {missing} dividing line near the middle")
     (x0, x1), (y0, y1) = vertical, horizontal
     boxes = [(0, 0, x0, y0), (x1, 0, width, y0), (0, y1, x0, height), (x1, y1, width, height)]
-    tiles = [img.crop(box) for box in boxes]
-    for tile in tiles:
-        if min(tile.size) < MIN_TILE_SIDE:
-            raise ImageCheckError(f"grid is not 2x2: a tile of {tile.size[0]}x{tile.size[1]} px")
-    return tiles
+    for left, top, right, bottom in boxes:
+        if min(right - left, bottom - top) < MIN_TILE_SIDE:
+            raise ImageCheckError(f"grid is not 2x2: a tile of {right - left}x{bottom - top} px")
+    return boxes
 
 
-def _content_box(mask_white: np.ndarray, fraction: float) -> tuple[int, int, int, int] | None:
+def _edge_line(minimum: _ChannelMin, threshold: int, fraction: float, axis: int, from_end: bool) -> int | None:
+    """The first line (row for ``axis`` 0, column for 1) from the start or the end whose share of white pixels
+    (``minimum >= threshold``) is below ``fraction``; None when there is none. Reads only the edge lines it
+    needs, in growing chunks: a tile's margins are a few dozen lines, its content starts right after them."""
+    n, length = minimum.shape[axis], minimum.shape[1 - axis]
+    start, size = 0, 16
+    while start < n:
+        stop = min(n, start + size)
+        lines = slice(n - stop, n - start) if from_end else slice(start, stop)
+        chunk = minimum[lines] if axis == 0 else minimum[:, lines]
+        counts = (chunk.values() >= threshold).view(np.uint8).sum(axis=1 - axis, dtype=np.int32)
+        hits = np.flatnonzero(counts / length < fraction)
+        if hits.size:
+            return n - stop + int(hits[-1]) if from_end else start + int(hits[0])
+        start, size = stop, size * 4
+    return None
+
+
+def _content_box(minimum: _ChannelMin, threshold: int, fraction: float) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) after dropping edge rows/columns that are >= ``fraction`` white."""
-    rows = np.flatnonzero(_fraction(mask_white, 1) < fraction)
-    cols = np.flatnonzero(_fraction(mask_white, 0) < fraction)
-    if rows.size == 0 or cols.size == 0:
+    top, left = _edge_line(minimum, threshold, fraction, 0, False), _edge_line(minimum, threshold, fraction, 1, False)
+    if top is None or left is None:
         return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    bottom, right = _edge_line(minimum, threshold, fraction, 0, True), _edge_line(minimum, threshold, fraction, 1, True)
+    assert bottom is not None and right is not None  # at worst the top row / left column itself
+    return left, top, right + 1, bottom + 1
 
 
-def _trim_box(minimum: np.ndarray) -> tuple[int, int, int, int]:
+def _trim_box(minimum: _ChannelMin) -> tuple[int, int, int, int]:
     h, w = minimum.shape
-    return _content_box(minimum >= PURE_WHITE_MIN, 1.0 - 1e-9) or (0, 0, w, h)
+    return _content_box(minimum, PURE_WHITE_MIN, 1.0 - 1e-9) or (0, 0, w, h)
 
 
-def _border_box(minimum: np.ndarray) -> tuple[int, int, int, int]:
+def _border_box(minimum: _ChannelMin) -> tuple[int, int, int, int]:
     h, w = minimum.shape
-    box = _content_box(minimum >= WHITE_MIN, WHITE_LINE_FRACTION)
+    box = _content_box(minimum, WHITE_MIN, WHITE_LINE_FRACTION)
     if box is None:
         return (0, 0, w, h)  # all white: nothing sensible to keep, leave it to the checks
     left, top, right, bottom = box
@@ -163,7 +274,7 @@ def _crop(img: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
 
 def trim_white_margins(img: Image.Image) -> Image.Image:
     """Drop edge rows and columns that are entirely (near) pure white — the gutters left by the split."""
-    return _crop(img, _trim_box(_channel_min(img)))
+    return _crop(img, _trim_box(_ChannelMin.of(img)))
 
 
 def crop_white_borders(img: Image.Image) -> Image.Image:
@@ -171,17 +282,21 @@ def crop_white_borders(img: Image.Image) -> Image.Image:
 
     Unlike the original, borders wider than 50 px are cropped too. Vectorised: one pass over the pixels.
     """
-    return _crop(img, _border_box(_channel_min(img)))
+    return _crop(img, _border_box(_ChannelMin.of(img)))
 
 
 def trim_and_crop(img: Image.Image, crop_borders: bool) -> Image.Image:
     """``trim_white_margins`` then, optionally, ``crop_white_borders``: one pixel pass and one crop."""
-    minimum = _channel_min(img)
+    return _crop(img, _kept_box(_ChannelMin.of(img), crop_borders))
+
+
+def _kept_box(minimum: _ChannelMin, crop_borders: bool) -> tuple[int, int, int, int]:
+    """The box ``trim_and_crop`` keeps, from the image's per-pixel channel minimum."""
     left, top, right, bottom = _trim_box(minimum)
     if crop_borders:
         l2, t2, r2, b2 = _border_box(minimum[top:bottom, left:right])
         left, top, right, bottom = left + l2, top + t2, left + r2, top + b2
-    return _crop(img, (left, top, right, bottom))
+    return left, top, right, bottom
 
 
 def style_rng(seed: int, persona_key: str, index: int) -> random.Random:
@@ -211,48 +326,57 @@ def _colour_matrix(preset: str, contrast: float, mean_rgb: np.ndarray) -> tuple[
     return tuple(float(v) for row in np.column_stack([matrix, shift]) for v in row)
 
 
+def _sample(img: Image.Image, step: int = 4) -> Image.Image:
+    """Every ``step``-th pixel of every ``step``-th row (for a mean: as good as a box reduce, ~20x cheaper)."""
+    if min(img.size) < 16 * step:
+        return img
+    return img.resize((img.size[0] // step, img.size[1] // step), Image.Resampling.NEAREST)
+
+
 def randomize_style(img: Image.Image, rng: random.Random) -> tuple[Image.Image, dict[str, Any]]:
     """The original's ``randomize_image_style`` with its parameters; returns the image and what was drawn.
 
     Same draws in the same order as the original; the colour steps run as one affine transform, blur and
-    unsharp as one 3x3 kernel, grain and vignette in one float32 pass.
+    unsharp as two 3-tap integer passes, grain (looked up from 16-bit draws) and vignette in one float32 pass.
     """
     img = img if img.mode == "RGB" else img.convert("RGB")
     preset = rng.choice(PRESETS)
     params: dict[str, Any] = {"preset": preset}
     contrast = rng.uniform(1.05, 1.12) if rng.random() < 0.7 else rng.uniform(0.95, 1.15)
     params["contrast"] = round(contrast, 4)
-    mean_rgb = np.array(ImageStat.Stat(img.reduce(4) if min(img.size) >= 64 else img).mean[:3])
-    out = img.convert("RGB", matrix=_colour_matrix(preset, contrast, mean_rgb))
+    mean_rgb = np.array(ImageStat.Stat(_sample(img)).mean[:3])
+    arr = np.asarray(img.convert("RGB", matrix=_colour_matrix(preset, contrast, mean_rgb)))
 
     if rng.random() < 0.5:
         sigma = rng.uniform(0.3, 0.7)
         params["blur_sigma"] = round(sigma, 4)
-        out = gaussian_blur(out, sigma)
+        arr = _blur_array(arr, sigma)
     else:
         amount = rng.uniform(0.4, 0.7)
         params["unsharp_amount"] = round(amount, 4)
-        out = unsharp(out, amount)  # the original: UnsharpMask(radius=1, percent=amount·100, threshold=0)
+        arr = _unsharp_array(arr, amount)  # the original: UnsharpMask(radius=1, percent=amount·100, threshold=0)
 
     grain = rng.uniform(3, 8) if rng.random() < 0.6 else None
     grain_seed = rng.getrandbits(32) if grain is not None else 0
     strength = rng.uniform(0.12, 0.18) if rng.random() < 0.5 else None
     if grain is not None or strength is not None:
-        arr = np.asarray(out, dtype=np.float32)
         h, w = arr.shape[:2]
+        values = arr.astype(np.float32)
         if grain is not None:
             params["grain_sigma"] = round(grain, 4)
-            noise = np.random.default_rng(grain_seed).standard_normal((h, w), dtype=np.float32)
-            arr += (noise * np.float32(grain))[..., None]
+            values += _grain(grain_seed, (h, w), grain)[..., None]
         if strength is not None:
             params["vignette"] = round(strength, 4)
             cy, cx = (h - 1) / 2, (w - 1) / 2
             dy = ((np.arange(h, dtype=np.float32) - cy) ** 2)[:, None]
             dx = ((np.arange(w, dtype=np.float32) - cx) ** 2)[None, :]
-            mask = 1.0 - (dy + dx) * np.float32(strength / (cy**2 + cx**2))
-            arr *= mask[..., None]
-        np.clip(arr, 0, 255, out=arr)
-        out = Image.fromarray(arr.astype(np.uint8))
+            mask = dy + dx
+            mask *= np.float32(-strength / (cy**2 + cx**2))
+            mask += np.float32(1.0)
+            values *= mask[..., None]
+        np.clip(values, 0, 255, out=values)
+        arr = values.astype(np.uint8)
+    out = Image.fromarray(arr)
     params["jpeg_quality"] = rng.randint(78, 95)
     return out, params
 
@@ -268,7 +392,7 @@ def make_thumbnail(img: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     small = img.reduce(factor) if factor > 1 else img  # box-average by an integer factor first (fast, exact)
     scale = min(1.0, side / max(small.size))
     size = (max(1, round(small.size[0] * scale)), max(1, round(small.size[1] * scale)))
-    thumb = small.resize(size, Image.Resampling.LANCZOS) if scale < 1 else small
+    thumb = small.resize(size, Image.Resampling.BICUBIC) if scale < 1 else small  # < 2x left: bicubic is enough
     return encode_jpeg(thumb, 82)
 
 
@@ -282,12 +406,16 @@ def process_grid(
     first_index: int,
 ) -> list[ProcessedImage]:
     """One 2x2 grid from a provider into four stored-ready JPEGs with thumbnails and their style parameters."""
-    tiles = split_grid(decode_image(grid))
+    img = decode_image(grid)
+    minimum = _ChannelMin.of(img)  # one array for the split, the trims and the border crops
+    tiles = []
+    for x0, y0, x1, y1 in _grid_boxes(img, minimum):
+        left, top, right, bottom = _kept_box(minimum[y0:y1, x0:x1], crop_borders)
+        tiles.append(img.crop((x0 + left, y0 + top, x0 + right, y0 + bottom)))  # the split and trim as one crop
     if len(tiles) != IMAGES_PER_BLOCK:
         raise ImageCheckError(f"grid gave {len(tiles)} tiles")
     results = []
     for offset, tile in enumerate(tiles):
-        tile = trim_and_crop(tile, crop_borders)
         style: dict[str, Any] | None = None
         quality = DEFAULT_JPEG_QUALITY
         if randomize:

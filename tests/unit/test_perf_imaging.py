@@ -1,0 +1,102 @@
+"""The faster image post-processing computes what the straightforward versions compute."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import imaging
+from pipeline.imaging import (
+    _blur_array,
+    _ChannelMin,
+    _content_box,
+    _grain,
+    _unsharp_array,
+    encode_jpeg,
+    process_grid,
+    split_grid,
+    trim_and_crop,
+)
+
+
+def _photo(seed: int, side: int = 120) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = rng.normal(128, 50, (side // 8, side // 8, 3)).repeat(8, 0).repeat(8, 1)
+    return np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def _reference_3x3(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The 3x3 filter in float64, rounded and clipped, the border left as it is."""
+    x = a.astype(np.float64)
+    out = x.copy()
+    h, w = a.shape[:2]
+    acc = np.zeros((h - 2, w - 2, 3))
+    for dy in range(3):
+        for dx in range(3):
+            acc += kernel[dy, dx] * x[dy:dy + h - 2, dx:dx + w - 2]
+    out[1:-1, 1:-1] = acc
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _gaussian(sigma: float) -> np.ndarray:
+    g = np.exp(-(np.arange(-1, 2) ** 2) / (2 * sigma * sigma))
+    k = np.outer(g, g)
+    return k / k.sum()
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.5, 0.7])
+def test_integer_blur_matches_the_float_3x3_gaussian(sigma: float) -> None:
+    a = _photo(1)
+    diff = _blur_array(a, sigma).astype(int) - _reference_3x3(a, _gaussian(sigma))
+    assert np.abs(diff).max() <= 1 and abs(diff.mean()) < 0.1
+
+
+@pytest.mark.parametrize("amount", [0.4, 0.55, 0.7])
+def test_integer_unsharp_matches_the_float_kernel(amount: float) -> None:
+    a = _photo(2)
+    identity = np.zeros((3, 3))
+    identity[1, 1] = 1
+    diff = _unsharp_array(a, amount).astype(int) - _reference_3x3(a, (1 + amount) * identity - amount * _gaussian(1.0))
+    assert np.abs(diff).max() <= 2 and abs(diff.mean()) < 0.1
+
+
+def test_grain_is_gaussian_with_the_drawn_sigma_and_seeded() -> None:
+    noise = _grain(7, (400, 500), 5.0)
+    assert noise.dtype == np.float32 and noise.shape == (400, 500)
+    assert abs(float(noise.std()) - 5.0) < 0.05 and abs(float(noise.mean())) < 0.05
+    assert abs(float(np.mean(np.abs(noise) < 5.0)) - 0.6827) < 0.005  # one sigma holds 68%
+    assert np.array_equal(noise, _grain(7, (400, 500), 5.0)) and not np.array_equal(noise, _grain(8, (400, 500), 5.0))
+
+
+def test_edge_scan_finds_the_box_a_full_scan_finds() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        h, w = rng.integers(40, 300, 2)
+        a = np.full((h, w, 3), 255, np.uint8)
+        top, left = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        bottom, right = rng.integers(top + 1, h + 1), rng.integers(left + 1, w + 1)
+        a[top:bottom, left:right] = rng.integers(0, 256, (bottom - top, right - left, 3))
+        a[rng.integers(0, h), :, 1] = 200  # a stray line, sometimes in the margin
+        minimum = a.min(axis=2)
+        for threshold, fraction in ((250, 1.0 - 1e-9), (220, 0.95)):
+            mask = minimum >= threshold
+            rows = np.flatnonzero(mask.mean(axis=1) < fraction)
+            cols = np.flatnonzero(mask.mean(axis=0) < fraction)
+            full = None if rows.size == 0 or cols.size == 0 else (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+            assert _content_box(_ChannelMin(a), threshold, fraction) == full
+
+
+def test_process_grid_crops_what_split_then_trim_crops() -> None:
+    grid = Image.new("RGB", (460, 440), "white")
+    for i in range(4):
+        grid.paste(Image.fromarray(_photo(10 + i, 200)), (14 + (i % 2) * 230, 10 + (i // 2) * 218))
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    processed = process_grid(buffer.getvalue(), crop_borders=True, randomize=False, seed=1, persona_key="x",
+                             first_index=0)
+    expected = [trim_and_crop(tile, True) for tile in split_grid(grid)]
+    assert [(p.width, p.height) for p in processed] == [t.size for t in expected]
+    assert [p.data for p in processed] == [encode_jpeg(t, imaging.DEFAULT_JPEG_QUALITY) for t in expected]
