@@ -80,8 +80,15 @@ class _ChannelMin:
         return _ChannelMin(self.rgb[key])
 
     def values(self) -> np.ndarray:
-        rgb = self.rgb
-        return np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+        h, w = self.shape
+        if h == 0 or w == 0:
+            return np.zeros((h, w), np.uint8)
+        rows = self.rgb.reshape(h, w * 3)  # a row's pixels are contiguous bytes R G B R G B ...
+        # the minimum of every 3 consecutive bytes, then every third of those: ~3x faster than a per-channel
+        # minimum on the interleaved array (contiguous, vectorised)
+        m = np.minimum(rows[:, :-2], rows[:, 1:-1])
+        np.minimum(m, rows[:, 2:], out=m)
+        return m[:, ::3]
 
 
 def _channel_min(img: Image.Image) -> np.ndarray:
@@ -102,48 +109,57 @@ def _gaussian_taps(sigma: float) -> tuple[int, int]:
     return 256 - 2 * d, d
 
 
-def _blur_interior(a: np.ndarray, sigma: float) -> np.ndarray:
-    """The 3x3 Gaussian blur of an (h, w, 3) uint8 array's interior (h-2, w-2, 3), as two 3-tap passes in 16-bit
-    integers (uint16 holding 0..255). ~3x faster than Pillow's 3x3 ``Kernel`` filter."""
+_BLOCK_ROWS = 64  # rows per block of the 3x3 filters: their 16-bit temporaries stay in the CPU cache
+
+
+def _filter_3x3(a: np.ndarray, sigma: float, amount: float | None = None) -> np.ndarray:
+    """The 3x3 Gaussian blur of an (h, w, 3) uint8 array or, with ``amount``, its unsharp mask with threshold 0
+    (a + amount·(a − blur(a)), ``amount`` to 1/128). Two 3-tap passes in 16-bit integers, block by block; within
+    1–2 levels of the float kernel, ~3x faster than Pillow's 3x3 ``Kernel`` filter. The one-pixel border is kept
+    as it is (as that filter does)."""
+    h, w = a.shape[:2]
+    if min(h, w) < 3:
+        return a.copy()
     c, d = _gaussian_taps(sigma)
-    t = np.add(a[:, :-2], a[:, 2:], dtype=np.uint16)  # horizontal neighbours, interior columns
-    t *= d
-    u = np.multiply(a[:, 1:-1], c, dtype=np.uint16)
-    t += u
-    t += 128
-    t >>= 8  # rounded back to 8 bits: the vertical pass fits 16 bits too
-    v = np.add(t[:-2], t[2:], out=u[1:-1])  # vertical neighbours, interior rows (u's memory is free again)
-    v *= d
-    t[1:-1] *= c
-    v += t[1:-1]
-    v += 128
-    v >>= 8
-    return v
+    out = np.empty_like(a)
+    out[0], out[-1], out[:, 0], out[:, -1] = a[0], a[-1], a[:, 0], a[:, -1]
+    for y0 in range(1, h - 1, _BLOCK_ROWS):
+        y1 = min(h - 1, y0 + _BLOCK_ROWS)
+        rows = a[y0 - 1:y1 + 1]  # the block and one row above and below
+        t = np.add(rows[:, :-2], rows[:, 2:], dtype=np.uint16)  # horizontal neighbours, interior columns
+        t *= d
+        u = np.multiply(rows[:, 1:-1], c, dtype=np.uint16)
+        t += u
+        t += 128
+        t >>= 8  # rounded back to 8 bits: the vertical pass fits 16 bits too
+        v = np.add(t[:-2], t[2:], out=u[1:-1])  # vertical neighbours (u's memory is free again)
+        v *= d
+        t[1:-1] *= c
+        v += t[1:-1]
+        v += 128
+        v >>= 8  # the blurred block, 0..255
+        if amount is None:
+            out[y0:y1, 1:-1] = v
+            continue
+        inner = a[y0:y1, 1:-1]
+        diff = np.subtract(inner, v, dtype=np.int16)  # within ±255
+        diff *= round(amount * 128)  # |amount| < 1: within ±32767
+        diff += 64
+        diff >>= 7
+        diff += inner
+        np.clip(diff, 0, 255, out=diff)
+        out[y0:y1, 1:-1] = diff
+    return out
 
 
 def _blur_array(a: np.ndarray, sigma: float) -> np.ndarray:
-    """3x3 Gaussian blur; the one-pixel border is kept as it is (as Pillow's 3x3 ``Kernel`` filter does)."""
-    out = a.copy()
-    if min(a.shape[:2]) >= 3:
-        out[1:-1, 1:-1] = _blur_interior(a, sigma)
-    return out
+    """3x3 Gaussian blur (see ``_filter_3x3``)."""
+    return _filter_3x3(a, sigma)
 
 
 def _unsharp_array(a: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
-    """Unsharp mask with threshold 0: a + amount·(a − blur(a)), rounded and clipped, in 16-bit integers
-    (``amount`` to 1/128); the one-pixel border is kept as it is."""
-    out = a.copy()
-    if min(a.shape[:2]) < 3:
-        return out
-    inner = a[1:-1, 1:-1]
-    diff = np.subtract(inner, _blur_interior(a, sigma), dtype=np.int16)  # within ±255
-    diff *= round(amount * 128)  # |amount| < 1: within ±32767
-    diff += 64
-    diff >>= 7
-    diff += inner
-    np.clip(diff, 0, 255, out=diff)
-    out[1:-1, 1:-1] = diff
-    return out
+    """Unsharp mask with threshold 0: a + amount·(a − blur(a)) (see ``_filter_3x3``)."""
+    return _filter_3x3(a, sigma, amount)
 
 
 def gaussian_blur(img: Image.Image, sigma: float) -> Image.Image:
@@ -164,12 +180,32 @@ def _normal_quantiles() -> np.ndarray:
     return np.array([inv((i + 0.5) / 65536) for i in range(65536)], dtype=np.float32)
 
 
-def _grain(seed: int, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Gaussian grain of standard deviation ``sigma``, one value per pixel (the same on R, G and B), float32."""
+def _grain(seed: int, shape: tuple[int, int], sigma: float, *, whole: bool = False) -> np.ndarray:
+    """Gaussian grain of standard deviation ``sigma``, one value per pixel (the same on R, G and B): float32, or
+    int16 in whole levels with ``whole``."""
     draws = np.random.default_rng(seed).integers(0, 65536, size=shape, dtype=np.uint16)
+    if whole:
+        # rounded down: x + floor(n) = floor(x + n), as the float path's conversion to uint8 truncates
+        return np.take(np.floor(_normal_quantiles() * np.float32(sigma)).astype(np.int16), draws)
     noise = np.take(_normal_quantiles(), draws)
     noise *= np.float32(sigma)
     return noise
+
+
+def _vignette(h: int, w: int, strength: float, *, steps: int = 0) -> np.ndarray:
+    """The vignette's gain per pixel, 1 at the centre falling to 1 − ``strength`` at the corners: float32, or
+    uint16 in units of 1/``steps``."""
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    dy = ((np.arange(h, dtype=np.float32) - cy) ** 2)[:, None]
+    dx = ((np.arange(w, dtype=np.float32) - cx) ** 2)[None, :]
+    mask = dy + dx
+    mask *= np.float32(-strength / (cy**2 + cx**2))
+    mask += np.float32(1.0)
+    if steps:
+        mask *= np.float32(steps)
+        mask += np.float32(0.5)
+        return mask.astype(np.uint16)
+    return mask
 
 
 def _divider(profile: np.ndarray, gray: Callable[[], np.ndarray], axis: int) -> tuple[int, int] | None:
@@ -359,23 +395,25 @@ def randomize_style(img: Image.Image, rng: random.Random) -> tuple[Image.Image, 
     grain = rng.uniform(3, 8) if rng.random() < 0.6 else None
     grain_seed = rng.getrandbits(32) if grain is not None else 0
     strength = rng.uniform(0.12, 0.18) if rng.random() < 0.5 else None
-    if grain is not None or strength is not None:
-        h, w = arr.shape[:2]
+    h, w = arr.shape[:2]
+    if grain is not None:
+        params["grain_sigma"] = round(grain, 4)
+    if strength is not None:
+        params["vignette"] = round(strength, 4)
+    if grain is not None and strength is not None:  # (x + grain) · vignette, clipped: in float32
         values = arr.astype(np.float32)
-        if grain is not None:
-            params["grain_sigma"] = round(grain, 4)
-            values += _grain(grain_seed, (h, w), grain)[..., None]
-        if strength is not None:
-            params["vignette"] = round(strength, 4)
-            cy, cx = (h - 1) / 2, (w - 1) / 2
-            dy = ((np.arange(h, dtype=np.float32) - cy) ** 2)[:, None]
-            dx = ((np.arange(w, dtype=np.float32) - cx) ** 2)[None, :]
-            mask = dy + dx
-            mask *= np.float32(-strength / (cy**2 + cx**2))
-            mask += np.float32(1.0)
-            values *= mask[..., None]
+        values += _grain(grain_seed, (h, w), grain)[..., None]
+        values *= _vignette(h, w, strength)[..., None]
         np.clip(values, 0, 255, out=values)
         arr = values.astype(np.uint8)
+    elif grain is not None:  # x + grain, clipped: in int16, the grain rounded to whole levels
+        shifted = np.add(arr, _grain(grain_seed, (h, w), grain, whole=True)[..., None], dtype=np.int16)
+        np.clip(shifted, 0, 255, out=shifted)
+        arr = shifted.astype(np.uint8)
+    elif strength is not None:  # x · vignette: in uint16, the vignette in 1/256 steps
+        scaled = np.multiply(arr, _vignette(h, w, strength, steps=256)[..., None], dtype=np.uint16)
+        scaled >>= 8
+        arr = scaled.astype(np.uint8)
     out = Image.fromarray(arr)
     params["jpeg_quality"] = rng.randint(78, 95)
     return out, params

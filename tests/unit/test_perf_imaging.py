@@ -15,6 +15,7 @@ from pipeline.imaging import (
     _content_box,
     _grain,
     _unsharp_array,
+    _vignette,
     encode_jpeg,
     process_grid,
     split_grid,
@@ -100,3 +101,12 @@ def test_process_grid_crops_what_split_then_trim_crops() -> None:
     expected = [trim_and_crop(tile, True) for tile in split_grid(grid)]
     assert [(p.width, p.height) for p in processed] == [t.size for t in expected]
     assert [p.data for p in processed] == [encode_jpeg(t, imaging.DEFAULT_JPEG_QUALITY) for t in expected]
+
+
+def test_integer_grain_and_vignette_paths_match_the_float_ones() -> None:
+    whole = _grain(7, (400, 500), 5.0, whole=True)
+    assert whole.dtype == np.int16
+    assert np.array_equal(whole, np.floor(_grain(7, (400, 500), 5.0)).astype(np.int16))  # same draws, floored
+    float_mask, steps = _vignette(301, 400, 0.15), _vignette(301, 400, 0.15, steps=256)
+    assert steps.dtype == np.uint16 and np.abs(steps / 256 - float_mask).max() <= 1 / 512 + 1e-6
+    assert float_mask[150, 199] > 0.999 and abs(float(float_mask[0, 0]) - 0.85) < 1e-5
