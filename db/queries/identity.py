@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from db.models import GenerationResult, PersonaStatus
+from db.queries.results import persona_ids
 
 __all__ = ["completed_persona_ids", "set_identity"]
 
 
 def completed_persona_ids(session: Session, task_pk: int) -> list[int]:
-    return list(
-        session.scalars(
-            sa.select(GenerationResult.id)
-            .where(GenerationResult.task_id == task_pk, GenerationResult.status == PersonaStatus.COMPLETED.value)
-            .order_by(GenerationResult.batch_number, GenerationResult.slot, GenerationResult.id)
-        )
-    )
+    return persona_ids(session, task_pk, PersonaStatus.COMPLETED.value)
 
 
 def set_identity(session: Session, result: GenerationResult, record: dict[str, Any]) -> None:

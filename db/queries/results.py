@@ -25,6 +25,7 @@ __all__ = [
     "mark_persona",
     "max_batch_number",
     "pending_persona_ids",
+    "persona_ids",
     "set_base_image",
     "store_review",
 ]
@@ -165,14 +166,19 @@ def _driver_insert(
     return head, processors, tail
 
 
-def pending_persona_ids(session: Session, task_pk: int) -> list[int]:
+def persona_ids(session: Session, task_pk: int, status: str) -> list[int]:
+    """The ids of a task's personas with ``status``, in generation order."""
     return list(
         session.scalars(
             sa.select(GenerationResult.id)
-            .where(GenerationResult.task_id == task_pk, GenerationResult.status == PersonaStatus.PENDING.value)
+            .where(GenerationResult.task_id == task_pk, GenerationResult.status == status)
             .order_by(GenerationResult.batch_number, GenerationResult.slot, GenerationResult.id)
         )
     )
+
+
+def pending_persona_ids(session: Session, task_pk: int) -> list[int]:
+    return persona_ids(session, task_pk, PersonaStatus.PENDING.value)
 
 
 def get_result(session: Session, result_id: int) -> GenerationResult | None:
