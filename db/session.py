@@ -84,10 +84,12 @@ class Database:
             yield session
 
     @contextlib.contextmanager
-    def transaction(self, *, immediate: bool = False) -> Iterator[Session]:
+    def transaction(self, *, immediate: bool = True) -> Iterator[Session]:
         """A session inside one transaction, committed on success and rolled back on error.
 
-        ``immediate`` takes SQLite's write lock at BEGIN (for read-then-write critical sections).
+        On SQLite it takes the write lock at BEGIN (BEGIN IMMEDIATE), waiting for another process's writer: a
+        deferred transaction that reads first cannot upgrade its lock once another process has committed, and
+        fails at once with "database is locked". ``immediate=False`` is for a transaction that only writes.
         """
         lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
         with lock, self.sessionmaker() as session:
