@@ -125,14 +125,14 @@ _CAP_VALUE = sa.select(_SETTINGS.c.value).where(_SETTINGS.c.key == MAX_CONCURREN
 _HELD_COUNT = (
     sa.select(sa.func.count())
     .select_from(_TASKS)
-    .where(_TASKS.c.lease_expires_at > _NOW, _TASKS.c.status.in_(IN_PROGRESS))
+    .where(_TASKS.c.lease_expires_at > _NOW, _TASKS.c.status.in_([sa.literal(v) for v in IN_PROGRESS]))
 )
 # The oldest runnable task, only while fewer than the cap hold a live lease (the count is an uncorrelated
 # subquery: evaluated once, after the cap lock; at the cap no row is returned, so none is locked).
 _CANDIDATE = (
     sa.select(GenerationTask)
     .where(
-        GenerationTask.status.in_(TaskStatus.runnable()),
+        GenerationTask.status.in_([sa.literal(v) for v in TaskStatus.runnable()]),  # plain binds: no post-compile
         sa.or_(GenerationTask.lease_expires_at.is_(None), GenerationTask.lease_expires_at <= _NOW),
         GenerationTask.cancel_requested.is_(False),
         _HELD_COUNT.scalar_subquery() < sa.bindparam("cap", type_=sa.Integer()),
@@ -160,7 +160,11 @@ def _write_task(session: Session, task: GenerationTask, values: dict[str, Any]) 
             setattr(task, name, value)
         return
     names = tuple(sorted(values))
-    session.execute(_update_by_pk(names), {"pk": task.id, **{f"new_{name}": values[name] for name in names}})
+    # on the session's connection: a plain Core statement needs none of the ORM's execution machinery (and no
+    # autoflush: pending changes to other columns are flushed later as usual, those to these columns are dropped)
+    session.connection().execute(
+        _update_by_pk(names), {"pk": task.id, **{f"new_{name}": values[name] for name in names}}
+    )
     for name, value in values.items():
         set_committed_value(task, name, value)  # also drops any unflushed change to these attributes
 
