@@ -631,11 +631,22 @@ def delete_saved_view(session: Session, user_id: int, name: str) -> bool:
 # --- exports --------------------------------------------------------------------------------------------------
 
 
-def gallery_export_rows(session: Session, c: PersonaCriteria, *, chunk: int = 500) -> Iterator[dict[str, Any]]:
+def gallery_export_rows(
+    session: Session, c: PersonaCriteria, *, chunk: int = 500, with_meta: bool = True
+) -> Iterator[dict[str, Any]]:
     """Every persona of the view in generation order, streamed ``chunk`` rows at a time (server-side cursor on
-    PostgreSQL), with its image list and image metadata."""
+    PostgreSQL), with its image list and the identity check's scores (read in SQL from ``quality``).
+    ``with_meta`` adds the whole ``image_meta`` and ``quality`` documents (for the formats that carry images):
+    decoding them is most of the cost of a table export."""
+    identity = [
+        R.quality[("identity", "score")].as_float().label("identity_score"),
+        R.quality[("identity", "worst")].as_float().label("identity_worst_distance"),
+        R.quality[("identity", "base_faces")].as_integer().label("base_faces"),
+        R.quality[("identity", "leakage_distance")].as_float().label("face_leakage_distance"),
+    ]
+    meta = [R.image_meta, R.quality] if with_meta else []
     query = (
-        _joined(sa.select(*_row_columns(), R.images, R.image_meta, R.quality))
+        _joined(sa.select(*_row_columns(), R.images, *identity, *meta))
         .where(*_conditions(session, c))
         .order_by(*_order_by("batch_number", False))
         .execution_options(yield_per=chunk)
@@ -643,5 +654,6 @@ def gallery_export_rows(session: Session, c: PersonaCriteria, *, chunk: int = 50
     for row in session.execute(query):
         data = _with_thumb(row._mapping)
         data["images"] = list(data.get("images") or [])
-        data["image_meta"] = data.get("image_meta") or {}
+        if with_meta:
+            data["image_meta"] = data.get("image_meta") or {}
         yield data

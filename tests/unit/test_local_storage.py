@@ -1,0 +1,27 @@
+"""Local file storage: keys stay below the root, whatever they contain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import StorageError
+from pipeline.storage import LocalStorage
+
+
+@pytest.mark.parametrize("key", ["../outside.jpg", "/etc/passwd", "a/../../outside.jpg", "..", "a/../.."])
+def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
+    storage = LocalStorage(tmp_path / "media")
+    with pytest.raises(StorageError, match="escapes the storage root"):
+        storage.get(key)
+    with pytest.raises(StorageError, match="escapes the storage root"):
+        storage.put(key, b"x")
+    assert not (tmp_path / "outside.jpg").exists()
+
+
+def test_a_key_below_the_root_round_trips(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "media")
+    assert storage.put("task/b1-s0/img01.jpg", b"data") == "task/b1-s0/img01.jpg"
+    assert storage.get("task/./b1-s0/img01.jpg") == b"data"
+    assert (tmp_path / "media" / "task" / "b1-s0" / "img01.jpg").read_bytes() == b"data"
