@@ -230,30 +230,12 @@ def _atomic_dir(out: Path) -> Iterator[Path]:
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:
-    """One export row (``EXPORT_COLUMNS`` in order) from a database row."""
-    data = {name: row.get(name) for name in PERSONA_FIELDS}
-    return {
-        "task_id": row["task_id"],
-        "persona_id": row["id"],
-        "batch_number": row["batch_number"],
-        "slot": row["slot"],
-        "status": row["status"],
-        "error": row["error"],
-        **data,
-        "language": row["language"],
-        "favorite": bool(row["favorite"]),
-        "tags": list(row["tags"] or []),
-        "rating": row["rating"],
-        "image_count": row["image_count"],
-        "curation": row.get("curation"),
-        "quality_flags": list(row.get("quality_flags") or []),
-        "identity_score": row["identity_score"],
-        "identity_worst_distance": row["identity_worst_distance"],
-        "base_faces": row["base_faces"],
-        "face_leakage_distance": row["face_leakage_distance"],
-        "base_image": row["base_image_url"],
-        "images": [str(uri) for uri in row["images"] or []],
-    }
+    """One export row (``EXPORT_COLUMNS`` in order) from a database row (``gallery_export_rows``)."""
+    record = {name: row[name] for name in EXPORT_COLUMNS}
+    record["favorite"] = bool(record["favorite"])
+    for name in LIST_COLUMNS:
+        record[name] = list(record[name] or [])
+    return record
 
 
 def _image_identity(row: dict[str, Any], role: str, index: int | None) -> dict[str, Any]:

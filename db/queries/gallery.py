@@ -631,29 +631,49 @@ def delete_saved_view(session: Session, user_id: int, name: str) -> bool:
 # --- exports --------------------------------------------------------------------------------------------------
 
 
+def _export_columns() -> list[sa.ColumnElement[Any]]:
+    """The export's columns under their export names (``pipeline.exports.EXPORT_COLUMNS``), nothing else."""
+    score = R.quality[("identity", "score")]
+    return [
+        T.task_id.label("task_id"),
+        R.id.label("persona_id"),
+        R.batch_number,
+        R.slot,
+        R.status,
+        R.error,
+        *(getattr(R, name) for name in GALLERY_PERSONA_FIELDS),
+        T.bio_language.label("language"),
+        R.favorite,
+        R.tags,
+        R.rating,
+        R.image_count,
+        R.curation,
+        R.quality_flags,
+        score.as_float().label("identity_score"),
+        R.quality[("identity", "worst")].as_float().label("identity_worst_distance"),
+        R.quality[("identity", "base_faces")].as_integer().label("base_faces"),
+        R.quality[("identity", "leakage_distance")].as_float().label("face_leakage_distance"),
+        R.base_image_url.label("base_image"),
+        R.images,
+    ]
+
+
 def gallery_export_rows(
     session: Session, c: PersonaCriteria, *, chunk: int = 500, with_meta: bool = True
 ) -> Iterator[dict[str, Any]]:
     """Every persona of the view in generation order, streamed ``chunk`` rows at a time (server-side cursor on
-    PostgreSQL), with its image list and the identity check's scores (read in SQL from ``quality``).
+    PostgreSQL), as the export's columns (the identity check's scores read in SQL from ``quality``).
     ``with_meta`` adds the whole ``image_meta`` and ``quality`` documents (for the formats that carry images):
     decoding them is most of the cost of a table export."""
-    identity = [
-        R.quality[("identity", "score")].as_float().label("identity_score"),
-        R.quality[("identity", "worst")].as_float().label("identity_worst_distance"),
-        R.quality[("identity", "base_faces")].as_integer().label("base_faces"),
-        R.quality[("identity", "leakage_distance")].as_float().label("face_leakage_distance"),
-    ]
     meta = [R.image_meta, R.quality] if with_meta else []
     query = (
-        _joined(sa.select(*_row_columns(), R.images, *identity, *meta))
+        _joined(sa.select(*_export_columns(), *meta))
         .where(*_conditions(session, c))
         .order_by(*_order_by("batch_number", False))
-        .execution_options(yield_per=chunk)
     )
-    for row in session.execute(query):
-        data = _with_thumb(row._mapping)
-        data["images"] = list(data.get("images") or [])
+    # On the session's connection (Core rows, no ORM loading machinery per row), streamed.
+    for row in session.connection().execution_options(yield_per=chunk).execute(query):
+        data = dict(row._mapping)
         if with_meta:
             data["image_meta"] = data.get("image_meta") or {}
         yield data
