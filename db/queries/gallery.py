@@ -633,7 +633,6 @@ def delete_saved_view(session: Session, user_id: int, name: str) -> bool:
 
 def _export_columns() -> list[sa.ColumnElement[Any]]:
     """The export's columns under their export names (``pipeline.exports.EXPORT_COLUMNS``), nothing else."""
-    score = R.quality[("identity", "score")]
     return [
         T.task_id.label("task_id"),
         R.id.label("persona_id"),
@@ -649,7 +648,7 @@ def _export_columns() -> list[sa.ColumnElement[Any]]:
         R.image_count,
         R.curation,
         R.quality_flags,
-        score.as_float().label("identity_score"),
+        R.quality[("identity", "score")].as_float().label("identity_score"),
         R.quality[("identity", "worst")].as_float().label("identity_worst_distance"),
         R.quality[("identity", "base_faces")].as_integer().label("base_faces"),
         R.quality[("identity", "leakage_distance")].as_float().label("face_leakage_distance"),
