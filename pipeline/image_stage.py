@@ -79,9 +79,14 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
             if row is None:
                 return
             q.append_images(session, row, uris, metas, {"block": block, "prompt": prompt, "retries": retries})
+            if row.image_count >= ctx.images_per_persona:
+                # The last block and the completion in one transaction: a crash before it commits leaves the
+                # persona pending with its earlier blocks, and a resume redoes only this block.
+                q.mark_persona(session, row, PersonaStatus.COMPLETED.value)
+                return
         history.append(prompt)
 
-    with ctx.guarded() as (session, _task):
+    with ctx.guarded() as (session, _task):  # nothing left to make (resumed after the last block committed)
         row = q.get_result(session, result_id)
         if row is not None and row.image_count >= ctx.images_per_persona:
             q.mark_persona(session, row, PersonaStatus.COMPLETED.value)
