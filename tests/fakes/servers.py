@@ -257,16 +257,23 @@ class FakeServer:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             behaviour = self._script.popleft() if self._script else Behaviour()
+        counted = True
         try:
             rec = self._record(h)
             # ``latency`` counts from the request's arrival (reading the body is part of it).
             wait = behaviour.delay + max(0.0, self.latency - (time.monotonic() - arrived) if self.latency else 0.0)
             if wait:
                 time.sleep(wait)
-            self._answer(h, rec, behaviour)
-        finally:
+            # No longer "in flight" once the reply starts: the client may send its next request the moment it
+            # has read this one, before this handler thread gets to run its last lines.
             with self._lock:
                 self._in_flight -= 1
+                counted = False
+            self._answer(h, rec, behaviour)
+        finally:
+            if counted:
+                with self._lock:
+                    self._in_flight -= 1
 
     def _record(self, h: _Handler) -> Recorded:
         length = int(h.headers.get("Content-Length") or 0)
