@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import os
 import pickle
 import struct
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ImageCheckError, PipelineError
 
 MODEL = "dlib_face_recognition_resnet_model_v1 (5-point alignment, HOG detector)"
 VERSION = 1
@@ -99,12 +98,11 @@ def snapshot(mode: str | None, image_provider: str) -> dict[str, Any]:
 def _rgb_array(data: bytes) -> tuple[Any, float]:
     """The image as a contiguous uint8 RGB array no larger than MAX_SIDE, and the factor back to full size."""
     import numpy as np
-    from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        full = max(img.size)
-        img.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale, much cheaper
-        rgb = img.convert("RGB")
+    from pipeline.imaging import decode_image, image_size
+
+    full = max(image_size(data))
+    rgb = decode_image(data, draft_side=MAX_SIDE)
     if max(rgb.size) > MAX_SIDE:
         rgb.thumbnail((MAX_SIDE, MAX_SIDE))
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), full / max(rgb.size)
@@ -127,8 +125,8 @@ class FaceEmbedder:
         """``faces`` found; for the largest face its ``embedding`` (128 floats), ``box`` (full-size px), ``score``."""
         try:
             image, scale = _rgb_array(data)
-        except Exception as exc:  # an unreadable image has no face; say why
-            return {"faces": 0, "error": f"unreadable image: {type(exc).__name__}"}
+        except ImageCheckError as exc:  # an unreadable image has no face; say why
+            return {"faces": 0, "error": f"unreadable image: {exc}"}
         upsample = 1 if max(image.shape[:2]) < 400 else 0  # small images: look for smaller faces too
         rects, scores, _kinds = self._detector.run(image, upsample, 0.0)
         faces = [(r, s) for r, s in zip(rects, scores, strict=True) if s >= MIN_DETECTION_SCORE]

@@ -41,10 +41,14 @@ class ProcessedImage:
     style: dict[str, Any] | None
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """An RGB image from encoded bytes; ``ImageCheckError`` when they are not a readable image."""
+def decode_image(data: bytes, *, draft_side: int | None = None) -> Image.Image:
+    """An RGB image from encoded bytes; ``ImageCheckError`` when they are not a readable image.
+
+    ``draft_side``: a JPEG may be decoded at a reduced scale (not below that side), which is much cheaper."""
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if draft_side:
+                img.draft("RGB", (draft_side, draft_side))
             img.load()
             return img if img.mode == "RGB" else img.convert("RGB")  # no copy of what is RGB already
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
