@@ -368,11 +368,13 @@ def duplicate_pairs(bases: Mapping[int, Sequence[float]], threshold: float) -> l
     ids = sorted(bases)
     if len(ids) < 2:
         return []
-    matrix = np.asarray([bases[i] for i in ids], dtype=np.float32)
+    matrix = np.asarray([bases[i] for i in ids], dtype=np.float64)
+    norms = (matrix**2).sum(axis=1)
     out: list[tuple[int, int, float]] = []
-    for start in range(0, len(ids), 512):  # blocks of rows: memory stays bounded for large tasks
+    for start in range(0, len(ids), 512):  # blocks of rows: a 512 x N distance matrix at a time
         block = matrix[start : start + 512]
-        d = np.sqrt(np.maximum(((block[:, None, :] - matrix[None, :, :]) ** 2).sum(-1), 0.0))
+        # |a - b|² = |a|² + |b|² - 2 a·b: one matrix product, no 512 x N x 128 difference array
+        d = np.sqrt(np.maximum(norms[start : start + 512, None] + norms[None, :] - 2.0 * (block @ matrix.T), 0.0))
         rows, cols = np.nonzero(d < threshold)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             a = start + r
