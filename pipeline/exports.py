@@ -263,8 +263,8 @@ def _dumps(value: Any, *, indent: int | None = None) -> str:
 
 
 def _pretty_json(value: Any) -> bytes:
-    """Indented UTF-8 JSON with a final newline, via orjson: the standard library's indenting encoder is pure
-    Python and was most of a ZIP export's time (one persona.json per persona)."""
+    """Indented UTF-8 JSON with a final newline (the ZIP's files), via orjson: the standard library's indenting
+    encoder is pure Python and was most of a ZIP export's time (one persona.json per persona)."""
     import orjson
 
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
@@ -314,7 +314,7 @@ Rows = Iterable[tuple[dict[str, Any], dict[str, Any]]]
 
 def _csv_cell(value: Any) -> str:
     if type(value) is str:  # most cells: neutralised at once, without the isinstance chain below
-        return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+        return neutralise_cell(value)
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -627,7 +627,7 @@ def _write_zip(rows: Rows, path: Path, ctx: _Context) -> None:
             "tasks": _task_entries(ctx),
             "missing": ctx.missing,
         }
-        sink.add_bytes("manifest.json", (_dumps(manifest, indent=2) + "\n").encode(), compress=True)
+        sink.add_bytes("manifest.json", _pretty_json(manifest), compress=True)
     finally:
         sink.close()
 
