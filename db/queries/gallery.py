@@ -161,21 +161,27 @@ def _like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
+def _is_json_array(session: Session, column: Col) -> sa.ColumnElement[bool]:
+    typeof = sa.func.jsonb_typeof if _dialect(session) == "postgresql" else sa.func.json_type
+    return cast(sa.ColumnElement[bool], typeof(column) == "array")
+
+
 def _safe_tags(session: Session, column: Col) -> sa.ColumnElement[Any]:
     """The tags column as a JSON array whatever is stored (SQL NULL, JSON null, a scalar)."""
+    empty = "'[]'::jsonb" if _dialect(session) == "postgresql" else "'[]'"
+    return sa.case((_is_json_array(session, column), column), else_=sa.literal_column(empty))
+
+
+def _array_elements(session: Session, array: Any) -> Any:
+    """A table-valued function with one ``value`` row per element of the JSON array ``array``."""
     if _dialect(session) == "postgresql":
-        return sa.case(
-            (sa.func.jsonb_typeof(column) == "array", column), else_=sa.literal_column("'[]'::jsonb")
-        )
-    return sa.case((sa.func.json_type(column) == "array", column), else_=sa.literal_column("'[]'"))
+        return sa.func.jsonb_array_elements_text(array).table_valued("value")
+    return sa.func.json_each(array).table_valued("value")
 
 
 def _tag_values(session: Session, column: Col) -> Any:
     """A table-valued function with one ``value`` row per tag of ``column`` (correlated to its row)."""
-    safe = _safe_tags(session, column)
-    if _dialect(session) == "postgresql":
-        return sa.func.jsonb_array_elements_text(safe).table_valued("value")
-    return sa.func.json_each(safe).table_valued("value")
+    return _array_elements(session, _safe_tags(session, column))
 
 
 def _gender_bucket(column: Col) -> sa.ColumnElement[Any]:
@@ -457,13 +463,9 @@ def _tag_counts(
 ) -> list[tuple[str, int]]:
     """Top ``limit`` tags (or flags) with their counts. Only arrays are expanded: the type test is a WHERE
     condition, so rows without tags never reach the JSON function (faster than ``_tag_values``' CASE)."""
-    pg = _dialect(session) == "postgresql"
-    is_array = (sa.func.jsonb_typeof(column) if pg else sa.func.json_type(column)) == "array"
+    is_array = _is_json_array(session, column)
     inner = sa.select(R.id, column.label("tags")).select_from(R).where(*conds, is_array).subquery()
-    if pg:
-        tv = sa.func.jsonb_array_elements_text(inner.c.tags).table_valued("value")
-    else:
-        tv = sa.func.json_each(inner.c.tags).table_valued("value")
+    tv = _array_elements(session, inner.c.tags)
     n = sa.func.count().label("n")
     query = (
         sa.select(tv.c.value, n)
