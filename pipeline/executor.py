@@ -21,10 +21,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 import db.queries as q
-from db.models import GenerationTask, TaskStatus, utcnow
+from db.models import utcnow
 from db.session import Database
 from pipeline.config import Settings
 from pipeline.registry import ProviderCache
@@ -146,29 +144,10 @@ class Worker:
             return self.settings.worker_task_slots - len(self._held)
 
     def _claim_worthwhile(self) -> bool:
-        """A read (no write lock): is a task waiting for a worker and the cap not reached? A stale answer only
-        shifts a claim by one poll: the claim itself re-checks both under its lock."""
-        t = GenerationTask
-        now = utcnow()
+        """A cheap read before the claim's write lock (``q.claim_worthwhile``)."""
         try:
             with self.db.session() as session:
-                waiting = session.scalar(
-                    sa.select(t.id)
-                    .where(
-                        t.status.in_(TaskStatus.runnable()),
-                        sa.or_(t.lease_expires_at.is_(None), t.lease_expires_at <= now),
-                        t.cancel_requested.is_(False),
-                    )
-                    .limit(1)
-                )
-                if waiting is None:
-                    return False
-                cap = q.get_setting(session, q.MAX_CONCURRENT_TASKS_KEY)
-                try:
-                    limit = int(cap) if cap is not None else None
-                except ValueError:
-                    limit = None
-                return limit is None or q.count_held_tasks(session, now) < limit
+                return q.claim_worthwhile(session, utcnow())
         except Exception:  # e.g. the database restarting: let the claim try (and log) as before
             return True
 

@@ -19,6 +19,7 @@ __all__ = [
     "TaskRow",
     "assert_lease",
     "claim_next_task",
+    "claim_worthwhile",
     "count_held_tasks",
     "delete_task_row",
     "finish_task",
@@ -127,16 +128,18 @@ _HELD_COUNT = (
     .select_from(_TASKS)
     .where(_TASKS.c.lease_expires_at > _NOW, _TASKS.c.status.in_([sa.literal(v) for v in IN_PROGRESS]))
 )
-# The oldest runnable task, only while fewer than the cap hold a live lease (the count is an uncorrelated
+# A task waiting for a worker: runnable, not cancelled, its lease (if any) expired.
+_WAITING = (
+    GenerationTask.status.in_([sa.literal(v) for v in TaskStatus.runnable()]),  # plain binds: no post-compile
+    sa.or_(GenerationTask.lease_expires_at.is_(None), GenerationTask.lease_expires_at <= _NOW),
+    GenerationTask.cancel_requested.is_(False),
+)
+_ANY_WAITING = sa.select(GenerationTask.id).where(*_WAITING).limit(1)
+# The oldest waiting task, only while fewer than the cap hold a live lease (the count is an uncorrelated
 # subquery: evaluated once, after the cap lock; at the cap no row is returned, so none is locked).
 _CANDIDATE = (
     sa.select(GenerationTask)
-    .where(
-        GenerationTask.status.in_([sa.literal(v) for v in TaskStatus.runnable()]),  # plain binds: no post-compile
-        sa.or_(GenerationTask.lease_expires_at.is_(None), GenerationTask.lease_expires_at <= _NOW),
-        GenerationTask.cancel_requested.is_(False),
-        _HELD_COUNT.scalar_subquery() < sa.bindparam("cap", type_=sa.Integer()),
-    )
+    .where(*_WAITING, _HELD_COUNT.scalar_subquery() < sa.bindparam("cap", type_=sa.Integer()))
     .order_by(GenerationTask.created_at, GenerationTask.id)
     .limit(1)
 )
@@ -200,6 +203,20 @@ def _lock_cap_row(session: Session, statement: sa.Select[Any] | None = None) -> 
 
 def count_held_tasks(session: Session, now: datetime) -> int:
     return session.execute(_HELD_COUNT, {"now": now}).scalar() or 0
+
+
+def claim_worthwhile(session: Session, now: datetime) -> bool:
+    """A read, without the claim's write lock: is a task waiting for a worker, and the cap not reached? A stale
+    answer only shifts a claim by one poll: ``claim_next_task`` re-checks both under its lock. An unreadable cap
+    answers yes (the claim then decides, as it always did)."""
+    if session.execute(_ANY_WAITING, {"now": now}).scalar() is None:
+        return False
+    value = session.execute(_CAP_VALUE).scalar()
+    try:
+        limit = int(value) if value is not None else None
+    except ValueError:
+        return True
+    return limit is None or count_held_tasks(session, now) < limit
 
 
 def claim_next_task(

@@ -56,6 +56,17 @@ def test_pages_build_no_sql() -> None:
     assert offenders == []
 
 
+def test_pipeline_builds_no_sql() -> None:
+    """Every query lives in db/queries: pipeline/ may name SQLAlchemy's exceptions and Session type, no more."""
+    allowed = {"sqlalchemy.exc", "sqlalchemy.orm"}
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path)
+                                            if m.split(".")[0] == "sqlalchemy" and m not in allowed)
+        for path in python_files("pipeline")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_the_check_can_fail(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    import streamlit as st\n    from streamlit.testing import v1\n")
