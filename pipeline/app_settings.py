@@ -14,7 +14,7 @@ from db.models import User
 from db.session import Database
 from pipeline.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
 from pipeline.errors import AccessDenied, ValidationError
-from pipeline.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY
+from pipeline.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, normalise_mode
 
 MAX_PROMPT_CHARS = 20_000
 MAX_CONCURRENT_LIMIT = 64
@@ -43,14 +43,8 @@ def read_settings(db: Database) -> GlobalSettings:
         bio_prompts={key: values.get(key, "") for key in BIO_PROMPT_KEYS},
         max_concurrent_tasks=cap,
         toggles={key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
-        identity_check=identity_mode(values.get(IDENTITY_SETTING_KEY)),
+        identity_check=normalise_mode(values.get(IDENTITY_SETTING_KEY)),
     )
-
-
-def identity_mode(value: str | None) -> str:
-    """The stored identity_check mode; anything unexpected reads as the default, ``auto``."""
-    text = (value or "auto").strip().lower()
-    return text if text in IDENTITY_MODES else "auto"
 
 
 def get_setting_value(db: Database, key: str) -> str:

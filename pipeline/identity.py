@@ -74,9 +74,15 @@ class Thresholds:
         return cls(**{k: float(data.get(k, getattr(defaults, k))) for k in ("same_person", "duplicate", "leakage")})
 
 
+def normalise_mode(mode: str | None) -> str:
+    """The stored ``identity_check`` mode; anything unexpected (or nothing) reads as the default, ``auto``."""
+    value = (mode or "auto").strip().lower()
+    return value if value in IDENTITY_MODES else "auto"
+
+
 def resolve_mode(mode: str | None, image_provider: str) -> bool:
     """Whether the check runs: ``auto`` (the default) means on for real image providers, off for offline."""
-    value = (mode or "auto").strip().lower()
+    value = normalise_mode(mode)
     if value == "auto":
         return image_provider != "offline"
     return value == "on"
@@ -86,7 +92,7 @@ def snapshot(mode: str | None, image_provider: str) -> dict[str, Any]:
     """What a task freezes about the check at submit time."""
     return {
         "enabled": resolve_mode(mode, image_provider),
-        "mode": (mode or "auto"),
+        "mode": normalise_mode(mode),
         "model": MODEL,
         "thresholds": Thresholds().as_dict(),
     }
