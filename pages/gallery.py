@@ -198,7 +198,7 @@ def _detail(result_id: int) -> None:
     identity = (persona.get("quality") or {}).get("identity")
     flags = persona.get("quality_flags") or []
     if flags:
-        st.markdown(" ".join(f":orange-badge[{ui.flag_label(f)}]" for f in flags))
+        st.markdown(ui.flag_badges(flags))
     left, right = st.columns([1, 2])
     with left:
         base = ui.image_source(rt, persona.get("base_image_url"))
@@ -301,7 +301,7 @@ with cards_tab:
                 st.caption(f"{row.get('age') or '?'} · {row.get('gender')} · {row.get('job_title') or '?'}")
                 identity_flags = [f for f in row.get("quality_flags") or [] if f in IDENTITY_FLAGS]
                 if identity_flags:
-                    st.markdown(" ".join(f":orange-badge[{ui.flag_label(f)}]" for f in identity_flags))
+                    st.markdown(ui.flag_badges(identity_flags))
                 if st.button("Details", key=f"card_{row['id']}"):
                     st.session_state["g_detail"] = row["id"]
         if st.session_state.get("g_detail"):

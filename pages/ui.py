@@ -252,6 +252,11 @@ def flag_label(flag: str) -> str:
     return FLAG_LABELS.get(flag, flag.replace("_", " "))
 
 
+def flag_badges(flags: list[str]) -> str:
+    """Markdown badges naming quality flags (their labels are ours, never model text)."""
+    return " ".join(f":orange-badge[{flag_label(f)}]" for f in flags)
+
+
 def quality_summary(summary: dict[str, Any] | None) -> None:
     if not summary:
         return
