@@ -11,8 +11,8 @@ images). A persona's analysis is stored in ``image_meta['identity']``.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import db.queries as q
 from db.models import GenerationResult, PersonaStatus
@@ -62,6 +62,13 @@ def _reference(ctx: TaskContext, ref: str | None) -> bytes | None:
         return None
 
 
+def _processes(ctx: TaskContext) -> int:
+    """``IDENTITY_PROCESSES``: analysis processes this task may keep busy (the shared pool grows to it)."""
+    processes = max(1, int(ctx.settings.identity_processes))
+    CHILD_POOL.processes = max(CHILD_POOL.processes, processes)
+    return processes
+
+
 def analyze_persona(ctx: TaskContext, result_id: int) -> bool:
     """Analyse one completed persona unless its analysis is current; returns whether it analysed."""
     with ctx.db.session() as session:
@@ -95,13 +102,10 @@ class IdentityLane:
 
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
-        processes = max(1, int(ctx.settings.identity_processes))
-        CHILD_POOL.processes = max(CHILD_POOL.processes, processes)
-        self._pool = ThreadPoolExecutor(processes, thread_name_prefix=f"identity-{ctx.task_id}")
-        self._futures: list[Future[Any]] = []
+        self._pool = ThreadPoolExecutor(_processes(ctx), thread_name_prefix=f"identity-{ctx.task_id}")
 
     def submit(self, result_id: int) -> None:
-        self._futures.append(self._pool.submit(self._run, result_id))
+        self._pool.submit(self._run, result_id)
 
     def _run(self, result_id: int) -> bool:
         try:
@@ -126,14 +130,11 @@ def catch_up(ctx: TaskContext, lane: IdentityLane | None) -> int:
         lane.wait()
     with ctx.db.session() as session:
         ids = q.completed_persona_ids(session, ctx.task_pk)
-    processes = max(1, int(ctx.settings.identity_processes))
-    CHILD_POOL.processes = max(CHILD_POOL.processes, processes)
-
     def one(result_id: int) -> bool:
         ctx.checkpoint()
         return analyze_persona(ctx, result_id)
 
-    with ThreadPoolExecutor(processes, thread_name_prefix=f"identity-catch-up-{ctx.task_id}") as pool:
+    with ThreadPoolExecutor(_processes(ctx), thread_name_prefix=f"identity-catch-up-{ctx.task_id}") as pool:
         futures = [pool.submit(one, result_id) for result_id in ids]
         try:
             done = sum(bool(f.result()) for f in futures)
