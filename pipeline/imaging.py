@@ -95,11 +95,6 @@ class _ChannelMin:
         return m[:, ::3]
 
 
-def _channel_min(img: Image.Image) -> np.ndarray:
-    """min(R, G, B) per pixel, contiguous (a pixel is "white" when this is above a threshold)."""
-    return _ChannelMin.of(img).values()
-
-
 def _fraction(mask: np.ndarray, axis: int) -> np.ndarray:
     # the count of True along an axis: a byte sum is ~3x faster than count_nonzero and gives the same counts
     return mask.view(np.uint8).sum(axis=axis, dtype=np.int32) / mask.shape[axis]
@@ -164,16 +159,6 @@ def _blur_array(a: np.ndarray, sigma: float) -> np.ndarray:
 def _unsharp_array(a: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
     """Unsharp mask with threshold 0: a + amount·(a − blur(a)) (see ``_filter_3x3``)."""
     return _filter_3x3(a, sigma, amount)
-
-
-def gaussian_blur(img: Image.Image, sigma: float) -> Image.Image:
-    """3x3 Gaussian blur of an RGB image (see ``_blur_array``)."""
-    return Image.fromarray(_blur_array(np.asarray(img), sigma))
-
-
-def unsharp(img: Image.Image, amount: float, sigma: float = 1.0) -> Image.Image:
-    """Unsharp mask of an RGB image with threshold 0: img + amount·(img − blur(img)) (see ``_unsharp_array``)."""
-    return Image.fromarray(_unsharp_array(np.asarray(img), amount, sigma))
 
 
 @functools.cache
