@@ -8,11 +8,13 @@ PostgreSQL: pre-ping so a restarted server is reconnected to transparently.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -21,9 +23,19 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 
 
+def _json_loads(text: str | bytes) -> Any:
+    """JSON columns decoded with orjson (3-4× faster: exports and the gallery decode thousands of documents);
+    what orjson refuses (``NaN``, which the standard encoder writes) falls back to the standard decoder."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``DATABASE_URL``; creates the folder of a SQLite file."""
     parsed = make_url(url)
+    kwargs.setdefault("json_deserializer", _json_loads)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):

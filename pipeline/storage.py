@@ -19,6 +19,10 @@ from pipeline.keys import content_type_for
 class Storage(Protocol):
     """Private object storage addressed by key; returns the URI to store in the database."""
 
+    # Reads wait on a network: worth overlapping on threads. Local reads are faster one after another in the
+    # calling thread (threads doing short reads spend more time handing the GIL around than reading).
+    remote: bool
+
     def put(self, key: str, data: bytes, content_type: str | None = None) -> str: ...
 
     def get(self, uri: str) -> bytes: ...
@@ -41,20 +45,38 @@ def is_legacy_url(uri: str | None) -> bool:
 PARTIAL_DIR = ".partial"
 
 
+def _read_file(path: str) -> bytes:
+    """A whole file, with the fewest system calls and objects (an export reads thousands of small images:
+    ``os.open``/``os.read`` take 4.5 µs a file, ``open().read()`` 7 µs, ``Path.read_bytes`` 10 µs)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while chunk := os.read(fd, 1 << 16):
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 class LocalStorage:
     """Files below a root folder. Never served statically: pages read bytes after auth."""
+
+    remote = False
 
     def __init__(self, root: Path):
         self.root = root.resolve()
         self._prefix = os.path.join(str(self.root), "")
 
-    def _path(self, key: str) -> Path:
+    def _file(self, key: str) -> str:
         # normpath, not resolve(): no system call per key (exports read thousands). Keys are ours, and the
         # folder holds no symlinks we did not make; ".." and absolute keys cannot leave the root.
         path = os.path.normpath(os.path.join(self._prefix, key))
         if not path.startswith(self._prefix):
             raise StorageError(f"key escapes the storage root: {key!r}")
-        return Path(path)
+        return path
+
+    def _path(self, key: str) -> Path:
+        return Path(self._file(key))
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> str:
         path = self._path(key)
@@ -72,7 +94,7 @@ class LocalStorage:
 
     def get(self, uri: str) -> bytes:
         try:
-            return self._path(uri).read_bytes()
+            return _read_file(self._file(uri))
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc.strerror}") from exc
 
@@ -112,6 +134,8 @@ class LocalStorage:
 
 class MemoryStorage:
     """In-process storage for tests and previews."""
+
+    remote = False
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}

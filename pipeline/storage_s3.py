@@ -111,6 +111,8 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3Storage:
     """Private objects below ``s3://bucket/prefix``; implements the ``Storage`` protocol."""
 
+    remote = True
+
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None):
         if not bucket:
             raise ConfigError("STORAGE_URL names no S3 bucket: use s3://BUCKET/PREFIX")

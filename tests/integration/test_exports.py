@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,11 @@ def read_records(fmt: str, path: Path) -> list[dict[str, Any]]:
 
 
 def zip_entries(path: Path) -> dict[str, bytes]:
+    """The archive's entries, after checking every CRC with ``zipfile`` and, where Info-ZIP is installed, with
+    ``unzip -t`` too (a second reader of the headers the export writes itself)."""
+    if shutil.which("unzip"):
+        done = subprocess.run(["unzip", "-tq", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
     with zipfile.ZipFile(path) as zf:
         assert zf.testzip() is None
         return {name: zf.read(name) for name in zf.namelist()}
@@ -309,17 +317,32 @@ def test_zip_manifest_carries_provenance(database: Database, db_url: str, tmp_pa
     assert task["quality_summary"]["personas"] == 2 and task["failures"] == []
 
 
+class ThreadRecordingStorage(LocalStorage):
+    """Local files, read as if remote when ``remote`` is set; records the thread of every read."""
+
+    def __init__(self, root: Path, remote: bool):
+        super().__init__(root)
+        self.remote = remote
+        self.readers: set[int] = set()
+
+    def get(self, uri: str) -> bytes:
+        self.readers.add(threading.get_ident())
+        return super().get(uri)
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "remote"])
 def test_images_read_ahead_keep_persona_order_and_missing_files(
-    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: bool
 ) -> None:
     """More personas than reader threads: the read-ahead window slides, yet every folder gets its own images in
-    order, a missing object is listed against the right persona, and the bytes match a serial read."""
+    order, a missing object is listed against the right persona, and the bytes match a serial read. A remote
+    storage is read on the reader threads, a local one in the exporting thread."""
     import pipeline.exports as exports
 
     monkeypatch.setattr(exports, "IMAGE_READERS", 2)
     owner = make_user(database, "owner@example.org", admin=False)
     insert_task(database, owner, "ahead0000001", [persona(i, firstname=f"P{i}") for i in range(7)])
-    storage = local_storage(tmp_path)
+    storage = ThreadRecordingStorage(tmp_path / "media", remote)
     rows = results_of(database, "ahead0000001")
     with database.transaction() as session:
         for i, row in enumerate(rows):
@@ -341,3 +364,34 @@ def test_images_read_ahead_keep_persona_order_and_missing_files(
     manifest = json.loads(entries["manifest.json"])
     assert [(m["folder"], m["file"]) for m in manifest["missing"]] == [(folders[3], "img02")]
     assert manifest["counts"]["images"] == 7 * 3 - 1
+    assert (threading.get_ident() in storage.readers) is not remote and storage.readers
+
+
+@pytest.mark.parametrize("size", [0, 1, 300, 5_000, 40_000, 300_000])
+def test_deflated_entries_inflate_to_their_bytes(size: int) -> None:
+    """The window sized to the data never changes what comes back, and compresses as well as zlib's default."""
+    import zlib
+
+    from pipeline.exports import _deflate
+
+    data = (b'{"bio": "Cyclist and coffee lover from Lisbon", "n": %d}\n' % size) * (size // 50 + 1)
+    data = data[:size]
+    packed = _deflate(data)
+    assert zlib.decompress(packed, -15) == data
+    reference = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    assert len(packed) <= len(reference.compress(data) + reference.flush()) * 1.02 + 2
+
+
+def test_json_columns_holding_nan_still_read(database: Database) -> None:
+    """JSON columns are decoded with orjson, which refuses NaN; the standard encoder writes it, so a document
+    holding one falls back to the standard decoder instead of failing the query. (PostgreSQL refuses NaN in
+    JSON on the way in.)"""
+    if database.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL never stores NaN in a JSON column")
+    owner = make_user(database, "owner@example.org", admin=False)
+    insert_task(database, owner, "nan000000001", [persona(0)])
+    with database.transaction() as session:
+        session.execute(sa.update(GenerationResult).values(quality={"sharpness": float("nan"), "ok": 1}))
+    with database.session() as session:
+        (quality,) = session.execute(sa.select(GenerationResult.quality)).scalars()
+    assert quality["ok"] == 1 and quality["sharpness"] != quality["sharpness"]
