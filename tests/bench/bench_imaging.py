@@ -42,7 +42,7 @@ def bench_image_postprocessing() -> list[BenchRow]:
     def measured() -> None:
         process_grid(grid, crop_borders=True, randomize=True, seed=1, persona_key="b1-s0", first_index=0)
 
-    base_s, meas_s = best_of(baseline, 3), best_of(measured, 3)
+    base_s, meas_s = best_of(baseline, 5), best_of(measured, 5)
     rows = [BenchRow("image post-processing (2048² grid → 4 styled JPEG + thumbs)", meas_s, base_s, 2.0)]
     # Several personas at once: Pillow and numpy release the GIL, so two threads should beat one.
     serial = best_of(lambda: [measured() for _ in range(4)], 2)

@@ -110,3 +110,38 @@ def test_integer_grain_and_vignette_paths_match_the_float_ones() -> None:
     float_mask, steps = _vignette(301, 400, 0.15), _vignette(301, 400, 0.15, steps=256)
     assert steps.dtype == np.uint16 and np.abs(steps / 256 - float_mask).max() <= 1 / 512 + 1e-6
     assert float_mask[150, 199] > 0.999 and abs(float(float_mask[0, 0]) - 0.85) < 1e-5
+
+
+def test_tiles_on_threads_and_jpeg_via_memfd_give_the_bytes_of_the_serial_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The four tiles styled on the shared pool, and the JPEGs encoded into an in-memory file, are byte for byte
+    what one thread encoding into ``BytesIO`` makes (style draws per tile index, not per thread)."""
+    grid = Image.new("RGB", (460, 440), "white")
+    for i in range(4):
+        grid.paste(Image.fromarray(_photo(20 + i, 200)), (14 + (i % 2) * 230, 10 + (i // 2) * 218))
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+
+    def run() -> list[tuple[bytes, bytes, object]]:
+        out = process_grid(buffer.getvalue(), crop_borders=True, randomize=True, seed=5, persona_key="b1-s2",
+                           first_index=4)
+        return [(p.data, p.thumb, p.style) for p in out]
+
+    threaded = run()
+    monkeypatch.setattr(imaging, "TILE_THREADS", 1)
+    monkeypatch.setattr(imaging, "_MEMFD", False)
+    assert len(threaded) == 4 and run() == threaded
+
+
+def test_blockwise_grain_with_vignette_matches_the_whole_array_formula() -> None:
+    """The grain-plus-vignette pass runs by row blocks; it equals the formula on the whole array."""
+    arr = _photo(3, 200)[:150]  # a height that is not a multiple of the block
+    h, w = arr.shape[:2]
+    assert h > imaging._BLOCK_ROWS
+    noise, gain = _grain(11, (h, w), 6.0), _vignette(h, w, 0.15)
+    expected = arr.astype(np.float32)
+    expected += noise[..., None]
+    expected *= gain[..., None]
+    expected = np.clip(expected, 0, 255).astype(np.uint8)
+    assert np.array_equal(imaging._grain_and_vignette(arr, noise, gain), expected)
