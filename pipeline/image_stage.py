@@ -97,12 +97,14 @@ def _make_base(ctx: TaskContext, persona: PersonaDraft, persona_key: str, append
     if not ctx.toggle("randomize_face_base"):
         prompt = base_selfie_prompt(persona, append)
         try:
-            data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
+            with ctx.provider_call():
+                data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
         except RefusalError:
             # The bio text is the usual trigger of a moderation refusal: ask once more without it.
             ctx.log.info("base selfie refused; retrying without the bio text")
             prompt = base_selfie_prompt(persona, append, include_bio=False)
-            data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
+            with ctx.provider_call():
+                data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
         return data, _base_meta(data, prompt, None)
     from pipeline.faces import FaceLibrary
 
@@ -116,8 +118,10 @@ def _make_base(ctx: TaskContext, persona: PersonaDraft, persona_key: str, append
     for _ in range(FACE_ATTEMPTS):
         ref = library.pick(persona.gender, rng, gender_lock=ctx.toggle("randomize_face_gender_lock"), exclude=tried)
         tried.add(ref)
+        reference = library.read(ref)
         try:
-            data = ctx.providers.image.edit_face(library.read(ref), persona, prompt, seed=seed)
+            with ctx.provider_call():
+                data = ctx.providers.image.edit_face(reference, persona, prompt, seed=seed)
         except RefusalError as exc:  # moderation refused this face: try another one
             last = exc
             ctx.log.info("face reference refused; trying another (%d tried)", len(tried))
@@ -150,7 +154,8 @@ def _make_block(
 
     def new_prompt(attempt: int) -> str:
         seed = derive_seed(ctx.seed, persona_key, "prompt", block, *((attempt,) if attempt else ()))
-        text = ctx.providers.prompt.grid_prompt(persona, history, seed=seed)
+        with ctx.provider_call():
+            text = ctx.providers.prompt.grid_prompt(persona, history, seed=seed)
         return f"{text} {append}" if append and append not in text else text
 
     prompt = new_prompt(0)
@@ -158,9 +163,10 @@ def _make_block(
     for attempt in range(GRID_ATTEMPTS):
         ctx.checkpoint()
         try:
-            grid = ctx.providers.image.make_grid(
-                base, prompt, seed=derive_seed(ctx.seed, persona_key, "grid", block, attempt)
-            )
+            with ctx.provider_call():
+                grid = ctx.providers.image.make_grid(
+                    base, prompt, seed=derive_seed(ctx.seed, persona_key, "grid", block, attempt)
+                )
         except RefusalError as exc:
             last = exc
             ctx.log.warning("grid %d of %s refused (attempt %d); asking for another idea", block, persona_key,

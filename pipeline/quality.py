@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections import defaultdict
@@ -50,6 +51,16 @@ class PersonaInput:
     about: str | None = None
     image_bytes: Sequence[bytes] = ()  # thumbnails are enough for perceptual hashing
     grid_retries: int = 0
+    image_hashes: Sequence[int] | None = None  # the perceptual hashes when already known (then no image_bytes)
+
+
+def bios_text(bios: Mapping[str, str | None]) -> str:
+    return " ".join(v for v in bios.values() if v)
+
+
+def language_text(bios: Mapping[str, str | None], about: str | None) -> str:
+    """The text whose language is checked: the bios and the about text."""
+    return " ".join([bios_text(bios), about or ""])
 
 
 @dataclass
@@ -67,11 +78,21 @@ def shingles(text: str, k: int = 5) -> set[str]:
     return {cleaned[i : i + k] for i in range(max(1, len(cleaned) - k + 1))} if cleaned else set()
 
 
+@functools.cache
+def _lsh_bands(threshold: float) -> tuple[int, int]:
+    """The LSH's (bands, rows) for ``threshold``: datasketch finds them by numerical integration, 20 ms a task
+    when each review built its index from scratch."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=128)
+    return lsh.b, lsh.r
+
+
 def near_duplicate_texts(texts: Mapping[int, str], threshold: float = NEAR_DUPLICATE_BIO) -> list[tuple[int, int, float]]:
     """Pairs of ids whose texts are near-duplicates (MinHash LSH candidates, confirmed by exact Jaccard)."""
     from datasketch import MinHash, MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=128)
+    lsh = MinHashLSH(threshold=threshold, num_perm=128, params=_lsh_bands(threshold))
     sets = {i: shingles(t) for i, t in texts.items() if t and t.strip()}
     hashes = {}
     for i, s in sets.items():
@@ -111,10 +132,14 @@ def detect_language(text: str) -> tuple[str, float] | None:
 
 
 def image_hash(data: bytes) -> int:
+    """The 64-bit perceptual hash (pHash of a 32 × 32 grey image). A JPEG is decoded in grey at the smallest
+    scale of at least 64 px (libjpeg's DCT scaling): the hash reads 32 × 32 pixels, and a full decode of a 256-px
+    thumbnail was most of its cost."""
     import imagehash
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
+        img.draft("L", (64, 64))
         return int(str(imagehash.phash(img)), 16)
 
 
@@ -164,8 +189,11 @@ def near_duplicate_images(
     return out
 
 
-def check_task(personas: Iterable[PersonaInput], language: str) -> QualityReport:
-    """Run every check; returns per-persona flags/details and a task summary."""
+def check_task(
+    personas: Iterable[PersonaInput], language: str, *, languages: Mapping[str, tuple[str, float] | None] | None = None
+) -> QualityReport:
+    """Run every check; returns per-persona flags/details and a task summary. ``languages``: detections already
+    made (``detect_language`` by ``language_text``), e.g. while the images were being made."""
     people = list(personas)
     report = QualityReport({p.id: {"flags": [], "details": {}} for p in people})
 
@@ -190,19 +218,25 @@ def check_task(personas: Iterable[PersonaInput], language: str) -> QualityReport
             for pid in ids:
                 flag(pid, "duplicate_name", [i for i in ids if i != pid])
 
-    texts = {p.id: " ".join(v for v in p.bios.values() if v) for p in people}
+    texts = {p.id: bios_text(p.bios) for p in people}
     for a, b, sim in near_duplicate_texts(texts):
         flag(a, "near_duplicate_bio", {"with": b, "similarity": sim})
         flag(b, "near_duplicate_bio", {"with": a, "similarity": sim})
 
     expected = LANGUAGE_CODES.get(language)
     if expected:
+        known = languages or {}
         for p in people:
-            detected = detect_language(" ".join([texts[p.id], p.about or ""]))
+            text = language_text(p.bios, p.about)
+            detected = known[text] if text in known else detect_language(text)
             if detected and detected[0] != expected and detected[1] >= LANGUAGE_MIN_PROBABILITY:
                 flag(p.id, "language_mismatch", {"expected": expected, "detected": detected[0], "p": round(detected[1], 2)})
 
-    hashes = {(p.id, i): image_hash(data) for p in people for i, data in enumerate(p.image_bytes)}
+    hashes = {
+        (p.id, i): h
+        for p in people
+        for i, h in enumerate(p.image_hashes if p.image_hashes is not None else map(image_hash, p.image_bytes))
+    }
     for (pid, index), matches in near_duplicate_images(hashes).items():
         flag(pid, "near_duplicate_image", {"image": index, "like": [[o[0], o[1], d] for o, d in matches]})
 

@@ -39,7 +39,7 @@ from pipeline.identity_stage import enabled as identity_enabled
 from pipeline.image_stage import make_persona_images
 from pipeline.personas import name_key
 from pipeline.registry import Providers
-from pipeline.review import review_task
+from pipeline.review import ReviewPrefetch, review_task
 from pipeline.storage import Storage
 from pipeline.targets import allocate_slots
 
@@ -82,10 +82,22 @@ class TaskContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     identity_lane: IdentityLane | None = None  # analyses finished personas in the background (identity check)
+    review_prefetch: ReviewPrefetch | None = None  # the review's per-persona work, during the image stage
     log: TaskLog = field(init=False)
+    _call_slots: threading.BoundedSemaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = TaskLog(logger, {"task_id": self.task_id})
+        self._call_slots = threading.BoundedSemaphore(max(1, self.settings.persona_threads))
+
+    @contextlib.contextmanager
+    def provider_call(self) -> Iterator[None]:
+        """One of the task's ``PERSONA_THREADS`` provider calls in flight. The image stage runs more personas
+        than that, so while one persona's grid is split, styled and stored, another's call is already out:
+        the calls, not the CPU work between them, set the pace."""
+        with self._call_slots:
+            self.checkpoint()
+            yield
 
     @classmethod
     def from_task(cls, task: GenerationTask, **kwargs: Any) -> TaskContext:
@@ -176,6 +188,8 @@ def run_task(ctx: TaskContext) -> str:
             q.finish_task(session, task, status=TaskStatus.FAILED.value, error_log=_append_lines(task.error_log, [message]))
         return TaskStatus.FAILED.value
     finally:
+        if ctx.review_prefetch is not None:
+            ctx.review_prefetch.close()
         if ctx.identity_lane is not None:
             ctx.identity_lane.close()
 
@@ -306,7 +320,12 @@ def run_image_stage(ctx: TaskContext) -> None:
     ctx.log.info("image stage: %d personas", len(pending))
     if identity_enabled(ctx) and ctx.identity_lane is None:
         ctx.identity_lane = IdentityLane(ctx)
-    threads = max(1, min(ctx.settings.persona_threads, len(pending)))
+    if ctx.review_prefetch is None:
+        ctx.review_prefetch = ReviewPrefetch(ctx)
+        ctx.review_prefetch.start()
+    # Twice the calls in flight: a persona between two calls (storing its base, processing its grid) does not
+    # hold one of the task's call slots (``TaskContext.provider_call``).
+    threads = max(1, min(2 * ctx.settings.persona_threads, len(pending)))
     with ThreadPoolExecutor(threads, thread_name_prefix=f"img-{ctx.task_id}") as pool:
         futures = [pool.submit(_persona_unit, ctx, result_id) for result_id in pending]
         try:
@@ -330,6 +349,8 @@ def _persona_unit(ctx: TaskContext, result_id: int) -> None:
                 make_persona_images(ctx, result_id)  # resumes: the stored base and finished blocks are kept
                 if ctx.identity_lane is not None:
                     ctx.identity_lane.submit(result_id)  # analysed in the background; generation goes on
+                if ctx.review_prefetch is not None:
+                    ctx.review_prefetch.persona_done(result_id)
                 return
             except ProviderError as exc:
                 if not exc.retryable or attempt == PERSONA_ATTEMPTS:

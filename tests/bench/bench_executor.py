@@ -116,15 +116,16 @@ def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: 
     Call graph of one task (pipeline/runner.py, pipeline/image_stage.py):
       data stage   ceil(personas / 10) persona batches, at most 5 in flight: ceil(batches / 5) sequential rounds;
       image stage  per persona 1 base call, then per block of 4 images 1 grid-prompt call + 1 grid call, all
-                   sequential: 1 + 2 * images / 4 calls; personas run ``persona_threads`` at a time, so
-                   ceil(personas / p) sequential waves of them.
+                   sequential: c = 1 + 2 * images / 4 calls; a task has at most ``persona_threads`` calls in
+                   flight (``TaskContext.provider_call``), so its personas' calls take at least
+                   ceil(personas * c / p) latencies, and never less than one persona's chain of c.
     Limits: at most ``concurrent = min(cap, workers * slots)`` tasks run at once, so identical tasks run in
     ceil(tasks / concurrent) waves. Each provider allows ``max_in_flight`` calls per process; in the worst
     placement one process holds k = min(concurrent, slots) tasks, which then get at most max_in_flight // k calls
     each to a provider: p = min(persona_threads, personas, max_in_flight // k) and likewise the data stage's
     batches in flight. (This bench keeps k * persona_threads <= max_in_flight, so that limit never binds.)
 
-        ideal = latency * ceil(tasks / concurrent) * (ceil(batches / b) + ceil(personas / p) * (1 + 2 * blocks))
+        ideal = latency * ceil(tasks / concurrent) * (ceil(batches / b) + max(ceil(personas * c / p), c))
     """
     concurrent = min(cap, workers * slots)
     k = min(concurrent, slots)
@@ -133,7 +134,8 @@ def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: 
     batches = math.ceil(personas / PERSONA_BATCH_SIZE)
     b = min(MAX_BATCHES_IN_FLIGHT, batches, per_task_calls)
     blocks = images // IMAGES_PER_BLOCK
-    per_task = math.ceil(batches / b) + math.ceil(personas / p) * (1 + 2 * blocks)
+    chain = 1 + 2 * blocks
+    per_task = math.ceil(batches / b) + max(math.ceil(personas * chain / p), chain)
     return latency * math.ceil(tasks / concurrent) * per_task
 
 

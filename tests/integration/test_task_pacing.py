@@ -1,0 +1,123 @@
+"""How a task paces its provider calls, and the review's head start while the images are made."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import db.queries as q
+from db.models import GenerationResult, utcnow
+from db.session import Database
+from pipeline import review, runner
+from pipeline.registry import ProviderCache, Providers
+from pipeline.review import review_task
+from pipeline.runner import TaskContext
+from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
+
+CALL_SECONDS = 0.04
+
+
+class _Meter:
+    """The most calls of ``fn`` ever in flight at once (each taking at least ``latency``)."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.lock = threading.Lock()
+        self.calls = self.max_calls = 0
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+            self.max_calls = max(self.max_calls, self.calls)
+        try:
+            time.sleep(self.latency)
+            return fn(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.calls -= 1
+
+
+class _Slow:
+    def __init__(self, inner: Any, meter: _Meter):
+        self.inner, self.meter = inner, meter
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name in ("generate_base", "edit_face", "make_grid", "grid_prompt"):
+            return lambda *a, **k: self.meter.call(attr, *a, **k)
+        return attr
+
+
+class _MeteredProviders(ProviderCache):
+    def __init__(self, settings: Any, meter: _Meter):
+        super().__init__(settings)
+        self.meter = meter
+
+    def for_names(self, persona: str, image: str) -> Providers:
+        base = super().for_names(persona, image)
+        return Providers(base.persona, _Slow(base.prompt, self.meter), _Slow(base.image, self.meter))
+
+
+def test_a_task_has_persona_threads_calls_in_flight_and_more_personas_under_way(
+    database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PERSONA_THREADS`` bounds the task's provider calls in flight, not its personas: more personas are under
+    way, so while some store and process what they got, that many calls are still out."""
+    settings = make_settings(db_url, tmp_path, persona_threads=2)
+    meter = _Meter(CALL_SECONDS)  # the providers' calls
+    under_way = _Meter()  # the personas being made
+    real = runner.make_persona_images
+    monkeypatch.setattr(runner, "make_persona_images", lambda ctx, rid: under_way.call(real, ctx, rid))
+    task_id = submit(database, settings, make_user(database), count=8, images=4)
+    run_worker(database, local_storage(tmp_path), settings, providers=_MeteredProviders(settings, meter))
+    rows = results_of(database, task_id)
+    assert task_row(database, task_id).status == "completed" and all(r.image_count == 4 for r in rows)
+    assert meter.max_calls == 2  # never more than PERSONA_THREADS calls, and both slots used
+    assert under_way.max_calls == 4  # twice as many personas under way
+
+
+def test_the_review_uses_what_was_prefetched_and_equals_a_review_from_scratch(
+    database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Languages and thumbnail hashes are computed on the prefetch thread while the images are made; the
+    review itself computes none of them, and a review from scratch stores the same flags and summary."""
+    threads: dict[str, list[str]] = {"hash": [], "language": []}
+    real_hash, real_language = review.image_hash, review.detect_language
+
+    def hash_on(data: bytes) -> int:
+        threads["hash"].append(threading.current_thread().name)
+        return real_hash(data)
+
+    def language_on(text: str) -> Any:
+        threads["language"].append(threading.current_thread().name)
+        return real_language(text)
+
+    monkeypatch.setattr(review, "image_hash", hash_on)
+    monkeypatch.setattr(review, "detect_language", language_on)
+    settings = make_settings(db_url, tmp_path)
+    task_id = submit(database, settings, make_user(database), count=4, images=4, language="English")
+    run_worker(database, local_storage(tmp_path), settings)
+    assert len(threads["hash"]) == 4 * 4 and len(threads["language"]) == 4
+    assert all(name.startswith("review-") for name in threads["hash"] + threads["language"])
+    summary = task_row(database, task_id).quality_summary
+    stored = {r.id: (r.quality_flags, r.quality) for r in results_of(database, task_id)}
+
+    with database.transaction() as session:  # as if a worker had resumed the task for its review only
+        session.execute(sa.update(GenerationResult).values(quality_flags=[], quality={}))
+        task = q.get_task(session, task_id)
+        assert task is not None
+        task.worker_id, task.lease_expires_at = "reviewer", utcnow() + timedelta(minutes=5)
+    ctx = TaskContext.from_task(task_row(database, task_id), db=database, storage=local_storage(tmp_path),
+                                settings=settings, providers=ProviderCache(settings).for_names("offline", "offline"),
+                                worker_id="reviewer")
+    threads["hash"].clear()
+    review_task(ctx)
+    assert len(threads["hash"]) == 16 and "review-" not in "".join(threads["hash"])  # computed by the review
+    assert task_row(database, task_id).quality_summary == summary
+    assert {r.id: (r.quality_flags, r.quality) for r in results_of(database, task_id)} == stored
