@@ -405,16 +405,6 @@ def _write_parquet(rows: Rows, path: Path, ctx: _Context) -> None:
 # --- formats with images ------------------------------------------------------------------------------------------
 
 
-def _deflate(data: bytes) -> bytes:
-    """Raw DEFLATE at zlib's default level, as ``zipfile`` writes it, but with a window and hash table sized to
-    the data: a ``persona.json`` of a few KB compresses the same, 5× faster (zlib spends most of a small entry's
-    time setting up its full 32 KB window and 64 KB hash table). Any inflater reads it: a raw stream's window
-    size is not recorded, only the distances used, which never reach beyond the data."""
-    bits = min(15, max(9, (len(data) + 262).bit_length()))  # zlib keeps 262 bytes of lookahead out of the window
-    packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, max(1, min(8, bits - 7)))
-    return packer.compress(data) + packer.flush()
-
-
 class _ZipSink:
     """Entries written one after another into a ZIP file (never the whole archive in memory)."""
 
@@ -439,7 +429,8 @@ class _ZipSink:
         info.file_size = len(data)
         info.CRC = zlib.crc32(data)
         if compress:
-            data = _deflate(data)
+            packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)  # zipfile's DEFLATED
+            data = packer.compress(data) + packer.flush()
         info.compress_size = len(data)
         zf = self.zf
         assert zf.fp is not None

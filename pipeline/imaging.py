@@ -31,6 +31,8 @@ MIN_TILE_SIDE = 64
 THUMBNAIL_SIDE = 256
 DEFAULT_JPEG_QUALITY = 92
 Image.MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs from a misbehaving provider
+TILE_THREADS = max(1, min(IMAGES_PER_BLOCK, os.cpu_count() or 1))  # a grid's tiles are finished in parallel
+_MEMFD = hasattr(os, "memfd_create")  # JPEGs encoded into an in-memory file (see encode_jpeg)
 
 
 @dataclass(frozen=True)
@@ -435,8 +437,6 @@ def encode_jpeg(img: Image.Image, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
         return file.readall()
 
 
-_MEMFD = hasattr(os, "memfd_create")
-
 
 def make_thumbnail(img: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     factor = max(1, max(img.size) // side)
@@ -465,18 +465,11 @@ def process_grid(
         tiles.append(img.crop((x0 + left, y0 + top, x0 + right, y0 + bottom)))  # the split and trim as one crop
     if len(tiles) != IMAGES_PER_BLOCK:
         raise ImageCheckError(f"grid gave {len(tiles)} tiles")
-    jobs = [functools.partial(_finish_tile, tile, randomize, seed, persona_key, first_index + offset)
-            for offset, tile in enumerate(tiles)]
+    finish = functools.partial(_finish_tile, randomize=randomize, seed=seed, persona_key=persona_key)
+    indexes = range(first_index, first_index + len(tiles))
     if TILE_THREADS == 1:
-        return [job() for job in jobs]
-    return list(_tile_pool().map(_call, jobs))
-
-
-def _call(job: Callable[[], ProcessedImage]) -> ProcessedImage:
-    return job()
-
-
-TILE_THREADS = max(1, min(IMAGES_PER_BLOCK, os.cpu_count() or 1))
+        return list(map(finish, tiles, indexes))
+    return list(_tile_pool().map(finish, tiles, indexes))
 
 
 @functools.cache
@@ -487,7 +480,7 @@ def _tile_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(TILE_THREADS, thread_name_prefix="grid-tiles")
 
 
-def _finish_tile(tile: Image.Image, randomize: bool, seed: int, persona_key: str, index: int) -> ProcessedImage:
+def _finish_tile(tile: Image.Image, index: int, *, randomize: bool, seed: int, persona_key: str) -> ProcessedImage:
     """A trimmed tile, styled when ``randomize``, as a JPEG and its thumbnail."""
     style: dict[str, Any] | None = None
     quality = DEFAULT_JPEG_QUALITY

@@ -6,6 +6,7 @@ there; a check that could not run is reported as such in the summary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +70,8 @@ class ReviewPrefetch:
         self._pool.submit(self._guarded, self._detect_languages)
 
     def persona_done(self, result_id: int) -> None:
-        self._pool.submit(self._guarded, self._hash_persona, result_id)
+        with contextlib.suppress(RuntimeError):  # shut down already (the task is stopping): the review hashes it
+            self._pool.submit(self._guarded, self._hash_persona, result_id)
 
     def finish(self) -> None:
         """Wait for what was submitted (the review needs it, and would otherwise compute it itself)."""

@@ -367,21 +367,6 @@ def test_images_read_ahead_keep_persona_order_and_missing_files(
     assert (threading.get_ident() in storage.readers) is not remote and storage.readers
 
 
-@pytest.mark.parametrize("size", [0, 1, 300, 5_000, 40_000, 300_000])
-def test_deflated_entries_inflate_to_their_bytes(size: int) -> None:
-    """The window sized to the data never changes what comes back, and compresses as well as zlib's default."""
-    import zlib
-
-    from pipeline.exports import _deflate
-
-    data = (b'{"bio": "Cyclist and coffee lover from Lisbon", "n": %d}\n' % size) * (size // 50 + 1)
-    data = data[:size]
-    packed = _deflate(data)
-    assert zlib.decompress(packed, -15) == data
-    reference = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-    assert len(packed) <= len(reference.compress(data) + reference.flush()) * 1.02 + 2
-
-
 def test_json_columns_holding_nan_still_read(database: Database) -> None:
     """JSON columns are decoded with orjson, which refuses NaN; the standard encoder writes it, so a document
     holding one falls back to the standard decoder instead of failing the query. (PostgreSQL refuses NaN in
