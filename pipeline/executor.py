@@ -7,7 +7,8 @@ which also relays cancel requests. A task whose worker died has its lease expire
 An idle worker looks for work every ``POLL_SECONDS`` with a read (``_claim_worthwhile``: a task waiting and a
 free place under the cap); only then does it take the claim's write lock. A task finishing in this process
 wakes the loop at once, so a freed place is re-claimed without waiting for the next poll. At start a
-background thread loads what the review stage needs (``warm_up``), so the first task does not stall on it.
+background thread loads the configured providers and what the review stage needs (``warm_up``), so the first
+task does not stall on them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from db.models import utcnow
 from db.session import Database
 from pipeline.config import Settings
 from pipeline.registry import ProviderCache
-from pipeline.runner import TaskContext, run_task
+from pipeline.runner import TaskContext, fail_unstartable, run_task
 from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class Worker:
     # ------------------------------------------------------------------ main loop
     def run(self, *, until_idle: bool = False) -> None:
         log.info("worker %s started (slots=%d)", self.worker_id, self.settings.worker_task_slots)
-        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+        threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.worker_id}", daemon=True)
         heartbeat.start()
         try:
@@ -138,6 +139,15 @@ class Worker:
             self.stop()
             self._join_all()
             log.info("worker %s stopped", self.worker_id)
+
+    def _warm_up(self) -> None:
+        """The configured providers first (their client libraries load in ~0.2 s; a claim needs them), then the
+        review's checks (``warm_up``)."""
+        try:
+            self.providers.for_names(self.settings.persona_provider, self.settings.image_provider)
+        except Exception:  # only a head start: a claim builds (and reports) the same providers itself
+            log.debug("provider warm-up failed", exc_info=True)
+        warm_up()
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -161,20 +171,26 @@ class Worker:
                     lease_seconds=self.settings.lease_seconds,
                     max_attempts=MAX_TASK_ATTEMPTS,
                 )
-                if task is None:
-                    return False
-                snapshot = task.config_snapshot or {}
-                names = snapshot.get("providers", {})
-                providers = self.providers.for_names(
-                    names.get("persona", self.settings.persona_provider), names.get("image", self.settings.image_provider)
-                )
-                ctx = TaskContext.from_task(
-                    task, db=self.db, storage=self.storage, settings=self.settings,
-                    providers=providers, worker_id=self.worker_id,
-                )
         except Exception:  # a DB outage must not kill the worker: log it and try again at the next poll
             log.exception("worker %s: claim failed", self.worker_id)
             return False
+        if task is None:
+            return False
+        # After the claim's commit: a provider's first load imports its client libraries (~0.2 s), which must not
+        # hold the database's write lock.
+        names = (task.config_snapshot or {}).get("providers", {})
+        try:
+            providers = self.providers.for_names(
+                names.get("persona", self.settings.persona_provider), names.get("image", self.settings.image_provider)
+            )
+        except Exception as exc:  # e.g. a provider this version does not have: the task can never run here
+            log.error("task %s cannot start: %s", task.task_id, exc)
+            fail_unstartable(self.db, task.id, self.worker_id, f"cannot start: {exc}")
+            return True
+        ctx = TaskContext.from_task(
+            task, db=self.db, storage=self.storage, settings=self.settings, providers=providers,
+            worker_id=self.worker_id,
+        )
         ctx.log.info("claimed by %s", self.worker_id)
         thread = threading.Thread(target=self._run_one, args=(ctx,), name=f"task-{ctx.task_id}", daemon=True)
         with self._lock:

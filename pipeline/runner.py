@@ -194,6 +194,19 @@ def run_task(ctx: TaskContext) -> str:
             ctx.identity_lane.close()
 
 
+def fail_unstartable(db: Database, task_pk: int, worker_id: str, reason: str) -> None:
+    """Fail a claimed task that cannot start in this process (its providers do not load), with the reason: released,
+    it would only be claimed again, the oldest waiting task, and hold up the queue."""
+    try:
+        with db.transaction(immediate=True) as session:
+            task = q.assert_lease(session, task_pk, worker_id, utcnow())
+            if task is not None:
+                q.finish_task(session, task, status=TaskStatus.FAILED.value,
+                              error_log=_append_lines(task.error_log, [reason]))
+    except Exception:  # the lease expires and the next claim tries (and reports) again
+        logger.exception("cannot record that task %s cannot start", task_pk)
+
+
 # ---------------------------------------------------------------------------------------------- data stage
 
 

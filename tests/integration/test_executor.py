@@ -274,6 +274,28 @@ def test_cancel_pending_task_is_immediate(database: Database, db_url: str, tmp_p
     assert task_row(database, task_id).status == TaskStatus.CANCELLED.value
 
 
+def test_task_whose_providers_do_not_load_fails_with_the_reason(database: Database, db_url: str, tmp_path: Path) -> None:
+    """A snapshot naming a provider this version lacks fails that task, with the reason, and the queue moves on
+    (released instead, the oldest waiting task would be claimed again and again)."""
+    settings = make_settings(db_url, tmp_path)
+    user = make_user(database)
+    broken = submit(database, settings, user, count=2)
+    fine = submit(database, settings, user, count=2)
+    with database.transaction() as session:
+        task = q.get_task(session, broken)
+        assert task is not None
+        task.config_snapshot = {**task.config_snapshot, "providers": {"persona": "retired", "image": "offline"}}
+
+    worker = run_worker(database, local_storage(tmp_path), settings)
+
+    row = task_row(database, broken)
+    assert row.status == TaskStatus.FAILED.value
+    assert "cannot start: unknown persona provider 'retired'" in row.error_log
+    assert row.lease_expires_at is None and row.worker_id is None
+    assert task_row(database, fine).status == TaskStatus.COMPLETED.value
+    assert [task_id for task_id, _ in worker.finished] == [fine]
+
+
 def test_partial_then_retry_only_failed(database: Database, db_url: str, tmp_path: Path) -> None:
     settings = make_settings(db_url, tmp_path)
     storage = local_storage(tmp_path)
