@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ LANGUAGE_CODES: dict[str, str] = {
     "Tagalog": "tl", "Filipino": "tl", "Turkish": "tr", "Ukrainian": "uk", "Urdu": "ur", "Vietnamese": "vi",
     "Chinese": "zh", "Mandarin": "zh", "Chinese (Simplified)": "zh", "Chinese (Traditional)": "zh",
 }
-_LANG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -119,16 +117,15 @@ def detect_language(text: str) -> tuple[str, float] | None:
     """(ISO code, probability) of a text, or None when it is too short to tell."""
     if len(text.strip()) < MIN_TEXT_FOR_LANGUAGE:
         return None
-    from langdetect import DetectorFactory, detect_langs
     from langdetect.lang_detect_exception import LangDetectException
 
-    with _LANG_LOCK:  # langdetect's factory is global; seeding it makes results repeatable
-        DetectorFactory.seed = 0
-        try:
-            best = detect_langs(text)[0]
-        except LangDetectException:
-            return None
-    return best.lang.split("-")[0], float(best.prob)
+    from pipeline.language_detect import detect_langs  # langdetect's answers (seeded), computed in numpy
+
+    try:
+        lang, prob = detect_langs(text)[0]
+    except (LangDetectException, IndexError):
+        return None
+    return lang.split("-")[0], float(prob)
 
 
 def image_hash(data: bytes) -> int:
