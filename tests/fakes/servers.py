@@ -8,8 +8,9 @@ script is empty it answers normally, like the real service would::
         settings = Settings(flowise_base_url=flowise.url, ...)
 
 ``max_in_flight`` is the highest number of requests the fake was serving at the same instant. ``latency``
-(seconds, default 0) makes every reply leave at least that long after its request arrived (plus any scripted
-delay), like a remote service's fixed response time (the executor benchmark uses it).
+(seconds, default 0) makes every reply leave at least that long after its request line arrived (plus any
+scripted delay), like a remote service's fixed response time (the executor benchmark uses it): parsing the
+request and building the reply happen within it, as a remote service's own work is part of its latency.
 """
 
 from __future__ import annotations
@@ -183,6 +184,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
 
+    def parse_request(self) -> bool:
+        self.arrived = time.monotonic()  # the request line is in: the call's latency counts from here
+        return super().parse_request()
+
     def do_GET(self) -> None:
         self.server.fake.handle(self)
 
@@ -252,15 +257,14 @@ class FakeServer:
 
     # -- request handling ---------------------------------------------------------------------------------------
     def handle(self, h: _Handler) -> None:
-        arrived = time.monotonic()
+        arrived = getattr(h, "arrived", None) or time.monotonic()
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             behaviour = self._script.popleft() if self._script else Behaviour()
         counted = True
         try:
-            rec = self._record(h)
-            # ``latency`` counts from the request's arrival (reading the body is part of it).
+            reply = self._reply(self._record(h), behaviour)
             wait = behaviour.delay + max(0.0, self.latency - (time.monotonic() - arrived) if self.latency else 0.0)
             if wait:
                 time.sleep(wait)
@@ -269,7 +273,7 @@ class FakeServer:
             with self._lock:
                 self._in_flight -= 1
                 counted = False
-            self._answer(h, rec, behaviour)
+            _write(h, reply)
         finally:
             if counted:
                 with self._lock:
@@ -288,45 +292,44 @@ class FakeServer:
             self.requests.append(rec)
         return rec
 
-    def _answer(self, h: _Handler, rec: Recorded, b: Behaviour) -> None:
+    def _reply(self, rec: Recorded, b: Behaviour) -> _Reply:
         if b.kind == "status":
-            return _send(h, b.status, json.dumps(b.payload).encode(), headers=b.headers)
+            return _Reply(b.status, json.dumps(b.payload).encode(), headers=b.headers)
         if b.kind == "json":
-            return _send(h, b.status, json.dumps(b.payload).encode())
+            return _Reply(b.status, json.dumps(b.payload).encode())
         if b.kind == "malformed":
-            return _send(h, 200, str(b.payload).encode(), content_type="text/html")
+            return _Reply(200, str(b.payload).encode(), content_type="text/html")
         status, payload = self.route(rec)
         body = payload if isinstance(payload, bytes) else json.dumps(payload, ensure_ascii=False).encode()
-        content_type = "text/plain" if isinstance(payload, bytes) else "application/json"
         if b.kind == "bad_json":
-            return _send(h, status, body[: len(body) // 2])
+            return _Reply(status, body[: len(body) // 2])
         if b.kind == "truncated":
-            h.send_response(status)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(body)))
-            h.end_headers()
-            h.wfile.write(body[: len(body) // 2])
-            h.wfile.flush()
-            h.close_connection = True
-            return None
-        return _send(h, status, body, content_type=content_type)
+            return _Reply(status, body, cut=True)
+        return _Reply(status, body, content_type="text/plain" if isinstance(payload, bytes) else "application/json")
 
 
-def _send(
-    h: _Handler,
-    status: int,
-    body: bytes,
-    *,
-    content_type: str = "application/json",
-    headers: tuple[tuple[str, str], ...] = (),
-) -> None:
-    h.send_response(status)
-    h.send_header("Content-Type", content_type)
-    h.send_header("Content-Length", str(len(body)))
-    for name, value in headers:
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    cut: bool = False  # announce the whole body, send half of it and close the connection
+
+
+def _write(h: _Handler, reply: _Reply) -> None:
+    h.send_response(reply.status)
+    h.send_header("Content-Type", reply.content_type)
+    h.send_header("Content-Length", str(len(reply.body)))
+    for name, value in reply.headers:
         h.send_header(name, value)
     h.end_headers()
-    h.wfile.write(body)
+    if reply.cut:
+        h.wfile.write(reply.body[: len(reply.body) // 2])
+        h.wfile.flush()
+        h.close_connection = True
+    else:
+        h.wfile.write(reply.body)
 
 
 def _persona(n: int, language: str) -> dict[str, Any]:
