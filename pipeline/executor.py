@@ -33,7 +33,7 @@ from pipeline.storage import Storage
 log = logging.getLogger(__name__)
 
 MAX_TASK_ATTEMPTS = 10
-POLL_SECONDS = 0.1  # an idle poll is one cheap indexed read (tens of µs); the claim's write lock only when worthwhile
+POLL_SECONDS = 0.05  # an idle poll is one indexed read, ~0.25 ms of CPU (0.5% of a core); the write lock only when worthwhile
 
 _warmed = threading.Lock()
 _warm_started = False
