@@ -180,6 +180,7 @@ def _png(img: Image.Image) -> bytes:
 # -- the server ------------------------------------------------------------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    arrived: float
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
@@ -257,7 +258,7 @@ class FakeServer:
 
     # -- request handling ---------------------------------------------------------------------------------------
     def handle(self, h: _Handler) -> None:
-        arrived = getattr(h, "arrived", None) or time.monotonic()
+        arrived = h.arrived
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
