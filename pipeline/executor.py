@@ -51,7 +51,8 @@ def warm_up() -> None:
     try:
         from PIL import Image
 
-        from pipeline.quality import detect_language, image_hash, near_duplicate_texts
+        from pipeline.imaging import image_hash
+        from pipeline.quality import detect_language, near_duplicate_texts
 
         buffer = io.BytesIO()
         Image.new("RGB", (32, 32), (120, 130, 140)).save(buffer, format="JPEG")
@@ -205,6 +206,10 @@ class Worker:
             ctx.log.exception("task thread crashed")
             outcome = "crashed"
         self.finished.append((ctx.task_id, outcome))
+        # The place is free now, not when this thread has exited: the loop this wakes must see it free, or it
+        # finds the thread still alive, claims nothing and sleeps a whole poll.
+        with self._lock:
+            self._held.pop(ctx.task_pk, None)
         self._wake.set()
 
     def _reap(self) -> None:
