@@ -106,6 +106,7 @@ class ImageMeta:
     index: int
     style: dict[str, Any] | None = None
     face_reference: str | None = None
+    phash: str | None = None  # the thumbnail's 64-bit perceptual hash, 16 hex digits (older images have none)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -70,7 +70,7 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
             metas.append(
                 ImageMeta(
                     key=uri, thumb_key=thumb, width=image.width, height=image.height, format="JPEG",
-                    bytes=len(image.data), block=block, index=index, style=image.style,
+                    bytes=len(image.data), block=block, index=index, style=image.style, phash=f"{image.phash:016x}",
                 ).as_dict()
                 | {"quality": image.quality}
             )

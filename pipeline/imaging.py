@@ -43,6 +43,18 @@ class ProcessedImage:
     height: int
     quality: int
     style: dict[str, Any] | None
+    phash: int  # the thumbnail's perceptual hash (``image_hash``), for the review's near-duplicate check
+
+
+def image_hash(data: bytes) -> int:
+    """The 64-bit perceptual hash (pHash of a 32 × 32 grey image). A JPEG is decoded in grey at the smallest
+    scale of at least 64 px (libjpeg's DCT scaling): the hash reads 32 × 32 pixels, and a full decode of a 256-px
+    thumbnail was most of its cost."""
+    import imagehash
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("L", (64, 64))
+        return int(str(imagehash.phash(img)), 16)
 
 
 def decode_image(data: bytes, *, draft_side: int | None = None) -> Image.Image:
@@ -481,17 +493,20 @@ def _tile_pool() -> ThreadPoolExecutor:
 
 
 def _finish_tile(tile: Image.Image, index: int, *, randomize: bool, seed: int, persona_key: str) -> ProcessedImage:
-    """A trimmed tile, styled when ``randomize``, as a JPEG and its thumbnail."""
+    """A trimmed tile, styled when ``randomize``, as a JPEG and its thumbnail, and the thumbnail's hash (here, while
+    its bytes are in memory, instead of read back from storage by the review)."""
     style: dict[str, Any] | None = None
     quality = DEFAULT_JPEG_QUALITY
     if randomize:
         tile, style = randomize_style(tile, style_rng(seed, persona_key, index))
         quality = int(style["jpeg_quality"])
+    thumb = make_thumbnail(tile)
     return ProcessedImage(
         data=encode_jpeg(tile, quality),
-        thumb=make_thumbnail(tile),
+        thumb=thumb,
         width=tile.size[0],
         height=tile.size[1],
         quality=quality,
         style=style,
+        phash=image_hash(thumb),  # of the stored thumbnail's bytes: what a review from storage would compute
     )

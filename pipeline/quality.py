@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import functools
-import io
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.imaging import image_hash
 
 PLATFORM_LIMITS: dict[str, int] = {"bio_x": 160, "bio_instagram": 150, "bio_tiktok": 80}
 NEAR_DUPLICATE_BIO = 0.85  # Jaccard similarity of 5-character shingles
@@ -126,18 +127,6 @@ def detect_language(text: str) -> tuple[str, float] | None:
     except (LangDetectException, IndexError):
         return None
     return lang.split("-")[0], float(prob)
-
-
-def image_hash(data: bytes) -> int:
-    """The 64-bit perceptual hash (pHash of a 32 × 32 grey image). A JPEG is decoded in grey at the smallest
-    scale of at least 64 px (libjpeg's DCT scaling): the hash reads 32 × 32 pixels, and a full decode of a 256-px
-    thumbnail was most of its cost."""
-    import imagehash
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        img.draft("L", (64, 64))
-        return int(str(imagehash.phash(img)), 16)
 
 
 def near_duplicate_images(

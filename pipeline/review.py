@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
 
 import db.queries as q
 from db.models import PersonaStatus
@@ -36,42 +39,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _thumbnail_keys(meta: dict[str, Any] | None) -> list[str]:
-    return [key for image in (meta or {}).get("images", []) if (key := image.get("thumb_key") or image.get("key"))]
-
-
-def _thumbnail_hash(storage: Storage, key: str) -> int | None:
-    try:
-        return image_hash(storage.get(key))
-    except StorageError:
-        return None  # a missing object is visible elsewhere; it cannot be hashed
-
-
-def _hash_thumbnails(storage: Storage, keys: list[str], known: Mapping[str, int]) -> list[int]:
-    """The perceptual hash of each thumbnail (``known`` ones looked up, the others read and hashed)."""
-    hashes = (known[key] if key in known else _thumbnail_hash(storage, key) for key in keys)
-    return [h for h in hashes if h is not None]
+def _image_hashes(storage: Storage, meta: dict[str, Any] | None) -> list[int]:
+    """The perceptual hash of each image's thumbnail: stored with the image when it was made, or (an image from
+    before that) read back and hashed now."""
+    hashes = []
+    for image in (meta or {}).get("images", []):
+        if image.get("phash"):
+            hashes.append(int(image["phash"], 16))
+        elif key := image.get("thumb_key") or image.get("key"):
+            with contextlib.suppress(StorageError):  # a missing object is visible elsewhere; it cannot be hashed
+                hashes.append(image_hash(storage.get(key)))
+    return hashes
 
 
 class ReviewPrefetch:
-    """The review's per-persona work, done on one background thread while the image stage waits on providers:
-    the language of every persona's text (known once the data stage is done) and the perceptual hashes of each
-    persona's thumbnails as soon as it is complete. The review itself then only compares (``check_task``);
-    whatever was not prefetched (a crash, a resume) it computes as before. Results are keyed by their input
-    (the text, the thumbnail's key), so nothing stale is ever used."""
+    """The review's language detection, done on one background thread while the image stage waits on providers:
+    a persona's text when its images are complete, so the work is spread over the stage instead of landing at
+    its start, when the task's first calls go out. The review then only compares (``check_task``); what was not
+    prefetched (a failed persona, a crash, a resume) it detects itself. Results are keyed by the text, so
+    nothing stale is ever used. (Image hashes need no prefetch: they are made with the images.)"""
 
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx
         self.languages: dict[str, tuple[str, float] | None] = {}
-        self.hashes: dict[str, int] = {}
+        self._texts: dict[int, str] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"review-{ctx.task_id}")
 
     def start(self) -> None:
-        self._pool.submit(self._guarded, self._detect_languages)
+        if LANGUAGE_CODES.get(self.ctx.language):
+            self._pool.submit(self._guarded, self._read_texts)
 
     def persona_done(self, result_id: int) -> None:
-        with contextlib.suppress(RuntimeError):  # shut down already (the task is stopping): the review hashes it
-            self._pool.submit(self._guarded, self._hash_persona, result_id)
+        with contextlib.suppress(RuntimeError):  # shut down already (the task is stopping): the review detects it
+            self._pool.submit(self._guarded, self._detect_language, result_id)
 
     def finish(self) -> None:
         """Wait for what was submitted (the review needs it, and would otherwise compute it itself)."""
@@ -86,25 +86,14 @@ class ReviewPrefetch:
         except Exception:  # only a head start: the review computes whatever is missing
             log.debug("review prefetch failed", exc_info=True)
 
-    def _detect_languages(self) -> None:
-        if not LANGUAGE_CODES.get(self.ctx.language):
-            return
+    def _read_texts(self) -> None:
         with self.ctx.db.session() as session:
-            texts = [language_text(_bios(r), r.about) for r in q.list_results(session, self.ctx.task_pk)]
-        for text in texts:
-            if self.ctx.cancel.is_set() or self.ctx.stopping.is_set():
-                return
-            if text not in self.languages:
-                self.languages[text] = detect_language(text)
+            self._texts = {r.id: language_text(_bios(r), r.about) for r in q.list_results(session, self.ctx.task_pk)}
 
-    def _hash_persona(self, result_id: int) -> None:
-        with self.ctx.db.session() as session:
-            row = q.get_result(session, result_id)
-            keys = _thumbnail_keys(row.image_meta) if row is not None else []
-        for key in keys:
-            value = _thumbnail_hash(self.ctx.storage, key)
-            if value is not None:
-                self.hashes[key] = value
+    def _detect_language(self, result_id: int) -> None:
+        text = self._texts.get(result_id)
+        if text is not None and text not in self.languages and not self.ctx.cancel.is_set():
+            self.languages[text] = detect_language(text)
 
 
 def _bios(row: Any) -> dict[str, str | None]:
@@ -131,12 +120,31 @@ def _merge_identity(ctx: TaskContext, rows: list[Any], report: QualityReport) ->
     report.summary["identity"] = result.summary
 
 
+@dataclass
+class Review:
+    """A task's review, computed (``compute_review``) and not yet stored (``store``)."""
+
+    per_persona: dict[int, dict[str, Any]]
+    summary: dict[str, Any]
+    targets: dict[str, Any] | None
+
+    def store(self, session: Session, task: Any) -> None:
+        q.store_review(session, task, self.per_persona, self.summary, self.targets)
+
+
 def review_task(ctx: TaskContext) -> None:
     """Compute and store quality flags per persona, the task's quality summary and the targets report."""
+    review = compute_review(ctx)
+    with ctx.guarded() as (session, task):
+        review.store(session, task)
+
+
+def compute_review(ctx: TaskContext) -> Review:
+    """The quality flags per persona, the task's quality summary and the targets report (the worker stores them
+    with the task's final status, in one transaction)."""
     prefetch = ctx.review_prefetch
     if prefetch is not None:
         prefetch.finish()
-    hashes = prefetch.hashes if prefetch is not None else {}
     with ctx.db.session() as session:
         rows = q.list_results(session, ctx.task_pk)
     people = [
@@ -146,8 +154,8 @@ def review_task(ctx: TaskContext) -> None:
             lastname=r.lastname,
             bios=_bios(r),
             about=r.about,
-            image_hashes=(_hash_thumbnails(ctx.storage, _thumbnail_keys(r.image_meta), hashes)
-                          if r.status == PersonaStatus.COMPLETED.value else ()),
+            image_hashes=(_image_hashes(ctx.storage, r.image_meta) if r.status == PersonaStatus.COMPLETED.value
+                          else ()),
             grid_retries=sum(int(b.get("retries", 0)) for b in (r.image_meta or {}).get("blocks", [])),
         )
         for r in rows
@@ -158,6 +166,5 @@ def review_task(ctx: TaskContext) -> None:
     targets = achieved_report(
         ctx.targets, [{"gender": r.gender, "ethnicity": r.ethnicity, "age": r.age} for r in rows]
     )
-    with ctx.guarded() as (session, task):
-        q.store_review(session, task, report.per_persona, report.summary, targets or None)
     ctx.log.info("quality: %d of %d personas flagged", report.summary.get("flagged", 0), len(people))
+    return Review(report.per_persona, report.summary, targets or None)

@@ -82,11 +82,13 @@ def test_a_task_has_persona_threads_calls_in_flight_and_more_personas_under_way(
     assert under_way.max_calls == 4  # twice as many personas under way
 
 
-def test_the_review_uses_what_was_prefetched_and_equals_a_review_from_scratch(
+def test_the_review_uses_the_stored_hashes_and_prefetched_languages_and_equals_a_review_from_scratch(
     database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Languages and thumbnail hashes are computed on the prefetch thread while the images are made; the
-    review itself computes none of them, and a review from scratch stores the same flags and summary."""
+    """Each thumbnail's hash is made with the image and stored in ``image_meta``; each persona's language is
+    detected on the prefetch thread once its images are complete. The review itself computes neither, and a
+    review from scratch (no stored hashes, nothing prefetched: a task made before hashes were stored) stores
+    the same flags and summary."""
     threads: dict[str, list[str]] = {"hash": [], "language": []}
     real_hash, real_language = review.image_hash, review.detect_language
 
@@ -101,19 +103,26 @@ def test_the_review_uses_what_was_prefetched_and_equals_a_review_from_scratch(
     monkeypatch.setattr(review, "image_hash", hash_on)
     monkeypatch.setattr(review, "detect_language", language_on)
     settings = make_settings(db_url, tmp_path)
+    storage = local_storage(tmp_path)
     task_id = submit(database, settings, make_user(database), count=4, images=4, language="English")
-    run_worker(database, local_storage(tmp_path), settings)
-    assert len(threads["hash"]) == 4 * 4 and len(threads["language"]) == 4
-    assert all(name.startswith("review-") for name in threads["hash"] + threads["language"])
+    run_worker(database, storage, settings)
+    assert threads["hash"] == []  # the review read every hash from image_meta
+    assert len(threads["language"]) == 4 and all(name.startswith("review-") for name in threads["language"])
+    images = [image for r in results_of(database, task_id) for image in r.image_meta["images"]]
+    assert len(images) == 16
+    assert all(image["phash"] == f"{real_hash(storage.get(image['thumb_key'])):016x}" for image in images)
     summary = task_row(database, task_id).quality_summary
     stored = {r.id: (r.quality_flags, r.quality) for r in results_of(database, task_id)}
 
     with database.transaction() as session:  # as if a worker had resumed the task for its review only
-        session.execute(sa.update(GenerationResult).values(quality_flags=[], quality={}))
+        for row in session.scalars(sa.select(GenerationResult)):
+            meta = dict(row.image_meta)
+            meta["images"] = [{k: v for k, v in image.items() if k != "phash"} for image in meta["images"]]
+            row.image_meta, row.quality_flags, row.quality = meta, [], {}
         task = q.get_task(session, task_id)
         assert task is not None
         task.worker_id, task.lease_expires_at = "reviewer", utcnow() + timedelta(minutes=5)
-    ctx = TaskContext.from_task(task_row(database, task_id), db=database, storage=local_storage(tmp_path),
+    ctx = TaskContext.from_task(task_row(database, task_id), db=database, storage=storage,
                                 settings=settings, providers=ProviderCache(settings).for_names("offline", "offline"),
                                 worker_id="reviewer")
     threads["hash"].clear()
