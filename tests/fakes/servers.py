@@ -16,8 +16,6 @@ request and building the reply happen within it, as a remote service's own work 
 from __future__ import annotations
 
 import base64
-import email.parser
-import email.policy
 import io
 import json
 import re
@@ -32,6 +30,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from werkzeug.formparser import MultiPartParser
+from werkzeug.http import parse_options_header
 
 FLOWISE_PERSONA_FLOW = "persona-flow-0001"
 FLOWISE_PROMPT_FLOW = "prompt-flow-0002"
@@ -124,21 +124,15 @@ class Recorded:
 
 
 def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], list[Upload]]:
-    """Form fields and uploaded files of a ``multipart/form-data`` body."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body
-    )
-    fields: dict[str, str] = {}
-    files: list[Upload] = []
-    for part in message.iter_parts():
-        name = str(part.get_param("name", header="content-disposition"))
-        data = part.get_payload(decode=True)
-        assert isinstance(data, bytes)
-        if part.get_filename() is None:
-            fields[name] = data.decode()
-        else:
-            files.append(Upload(name, part.get_filename(), part.get_content_type(), data))
-    return fields, files
+    """Form fields and uploaded files of a ``multipart/form-data`` body (werkzeug's parser: the standard library's
+    ``email`` parser took 2.5 ms an image edit, 10 times as long, on the CPU the workers share)."""
+    _mimetype, options = parse_options_header(content_type)
+    boundary = options.get("boundary")
+    if not boundary:
+        raise ValueError(f"not a multipart body: {content_type!r}")
+    form, uploads = MultiPartParser().parse(io.BytesIO(body), boundary.encode(), len(body))
+    files = [Upload(name, f.filename, f.content_type or "text/plain", f.read()) for name, f in uploads.items(multi=True)]
+    return dict(form), files
 
 
 # -- images ----------------------------------------------------------------------------------------------------
