@@ -39,7 +39,7 @@ from pipeline.identity_stage import enabled as identity_enabled
 from pipeline.image_stage import make_persona_images
 from pipeline.personas import name_key
 from pipeline.registry import Providers
-from pipeline.review import ReviewPrefetch, review_task
+from pipeline.review import Review, ReviewPrefetch, compute_review
 from pipeline.storage import Storage
 from pipeline.targets import allocate_slots
 
@@ -78,6 +78,7 @@ class TaskContext:
     language: str
     snapshot: dict[str, Any]
     targets: dict[str, Any] | None = None
+    status: str = ""  # the status when claimed: a stage writes its own only when it differs
     lost: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -111,6 +112,7 @@ class TaskContext:
             language=task.bio_language,
             snapshot=dict(task.config_snapshot or {}),
             targets=task.targets or None,
+            status=task.status,
             **kwargs,
         )
 
@@ -155,8 +157,7 @@ def run_task(ctx: TaskContext) -> str:
     try:
         run_data_stage(ctx)
         run_image_stage(ctx)
-        run_review(ctx)
-        return finalize(ctx)
+        return finalize(ctx, run_review(ctx))
     except TaskCancelled:
         with ctx.guarded() as (session, task):
             q.finish_task(session, task, status=TaskStatus.CANCELLED.value, error_log=_append_lines(task.error_log, ["cancelled by a user"]))
@@ -220,8 +221,9 @@ def run_data_stage(ctx: TaskContext) -> None:
     remaining = ctx.count - stored
     if remaining <= 0:
         return
-    with ctx.guarded() as (session, task):
-        q.set_task_status(session, task, TaskStatus.GENERATING_DATA.value)
+    if ctx.status != TaskStatus.GENERATING_DATA.value:  # the claim of a waiting task has set it already
+        with ctx.guarded() as (session, task):
+            q.set_task_status(session, task, TaskStatus.GENERATING_DATA.value)
     max_requests = math.ceil(remaining / PERSONA_BATCH_SIZE) * 2 + 3
     requests_made = 0
     prompts = {key: ctx.snapshot.get("bio_prompts", {}).get(key, "") for key in BIO_PROMPT_KEYS}
@@ -286,8 +288,6 @@ def run_data_stage(ctx: TaskContext) -> None:
                 future.cancel()
     if remaining > 0:
         ctx.note(f"data stage: {remaining} of {ctx.count} personas missing after {requests_made} batch requests")
-    with ctx.guarded() as (session, task):
-        q.set_task_status(session, task, TaskStatus.DATA_GENERATED.value)
 
 
 def _slot_matches(slot: dict[str, Any], persona: dict[str, Any]) -> bool:
@@ -324,12 +324,12 @@ def _open_slots(ctx: TaskContext) -> list[dict[str, Any]]:
 
 def run_image_stage(ctx: TaskContext) -> None:
     """Make each pending persona's base and variations, several personas in parallel."""
-    with ctx.db.session() as session:
+    with ctx.guarded() as (session, task):  # the data stage's end and this stage's start: one transaction
         pending = q.pending_persona_ids(session, ctx.task_pk)
+        status = TaskStatus.GENERATING_IMAGES if pending else TaskStatus.DATA_GENERATED
+        q.set_task_status(session, task, status.value)
     if not pending:
         return
-    with ctx.guarded() as (session, task):
-        q.set_task_status(session, task, TaskStatus.GENERATING_IMAGES.value)
     ctx.log.info("image stage: %d personas", len(pending))
     if identity_enabled(ctx) and ctx.identity_lane is None:
         ctx.identity_lane = IdentityLane(ctx)
@@ -391,9 +391,9 @@ def _fail_persona(ctx: TaskContext, result_id: int, reason: str) -> None:
 # ------------------------------------------------------------------------------------------------ finalize
 
 
-def run_review(ctx: TaskContext) -> None:
-    """The identity check's catch-up, quality checks and the targets report; a failure here is reported, never
-    fatal to the dataset."""
+def run_review(ctx: TaskContext) -> Review | None:
+    """The identity check's catch-up, quality checks and the targets report (``finalize`` stores them); a failure
+    here is reported, never fatal to the dataset."""
     ctx.checkpoint()
     if identity_enabled(ctx):
         try:
@@ -404,16 +404,20 @@ def run_review(ctx: TaskContext) -> None:
             ctx.log.exception("identity check failed")
             ctx.note(f"identity check could not finish: {type(exc).__name__}: {str(exc)[:200]}")
     try:
-        review_task(ctx)
+        return compute_review(ctx)
     except (LeaseLost, TaskCancelled, WorkerStopping, DBAPIError):
         raise
     except Exception as exc:  # the dataset is complete: say the checks failed instead of failing the task
         ctx.log.exception("quality checks failed")
         ctx.note(f"quality checks could not run: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
 
 
-def finalize(ctx: TaskContext) -> str:
+def finalize(ctx: TaskContext, review: Review | None = None) -> str:
+    """The final status, in one transaction with the review's results."""
     with ctx.guarded() as (session, task):
+        if review is not None:
+            review.store(session, task)
         progress = q.task_progress(session, [ctx.task_pk]).get(ctx.task_pk, q.Progress())
         failures = [
             f"persona {r.firstname} {r.lastname[:1]}. (batch {r.batch_number}, slot {r.slot}): {r.error}"
