@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 import db.queries as q
-from db.models import utcnow
+from db.models import GenerationTask, utcnow
 from db.session import Database
 from pipeline.config import Settings
 from pipeline.registry import ProviderCache
@@ -163,20 +163,30 @@ class Worker:
             return True
 
     def _claim_and_start(self) -> bool:
+        """Claim as many waiting tasks as this worker has free places (and the cap allows) in one transaction, then
+        start them: the tasks of a burst of submits start together, not one claim transaction apart."""
+        tasks = []
         try:
             with self.db.transaction(immediate=True) as session:
-                task = q.claim_next_task(
-                    session,
-                    worker_id=self.worker_id,
-                    now=utcnow(),
-                    lease_seconds=self.settings.lease_seconds,
-                    max_attempts=MAX_TASK_ATTEMPTS,
-                )
+                for _ in range(self._free_slots()):
+                    task = q.claim_next_task(
+                        session,
+                        worker_id=self.worker_id,
+                        now=utcnow(),
+                        lease_seconds=self.settings.lease_seconds,
+                        max_attempts=MAX_TASK_ATTEMPTS,
+                    )
+                    if task is None:
+                        break
+                    tasks.append(task)
         except Exception:  # a DB outage must not kill the worker: log it and try again at the next poll
             log.exception("worker %s: claim failed", self.worker_id)
             return False
-        if task is None:
-            return False
+        for task in tasks:
+            self._start(task)
+        return bool(tasks)
+
+    def _start(self, task: GenerationTask) -> None:
         # After the claim's commit: a provider's first load imports its client libraries (~0.2 s), which must not
         # hold the database's write lock.
         names = (task.config_snapshot or {}).get("providers", {})
@@ -187,7 +197,7 @@ class Worker:
         except Exception as exc:  # e.g. a provider this version does not have: the task can never run here
             log.error("task %s cannot start: %s", task.task_id, exc)
             fail_unstartable(self.db, task.id, self.worker_id, f"cannot start: {exc}")
-            return True
+            return
         ctx = TaskContext.from_task(
             task, db=self.db, storage=self.storage, settings=self.settings, providers=providers,
             worker_id=self.worker_id,
@@ -197,7 +207,6 @@ class Worker:
         with self._lock:
             self._held[ctx.task_pk] = _Held(ctx, thread)
         thread.start()
-        return True
 
     def _run_one(self, ctx: TaskContext) -> None:
         try:

@@ -160,6 +160,25 @@ def test_cap_is_never_exceeded(database: Database, db_url: str, tmp_path: Path, 
         assert max(sampler.samples) == 2  # the cap is used, not just respected
 
 
+@pytest.mark.parametrize(("cap", "claimed"), [(4, 3), (2, 2)])
+def test_a_burst_of_submits_is_claimed_at_once_up_to_the_free_places_and_the_cap(
+    database: Database, db_url: str, tmp_path: Path, cap: int, claimed: int
+) -> None:
+    settings = make_settings(db_url, tmp_path, worker_task_slots=3)
+    user = make_user(database)
+    set_setting_value(database, "max_concurrent_tasks", str(cap), actor=None)
+    task_ids = [submit(database, settings, user, seed=i) for i in range(4)]
+    worker = Worker(database, local_storage(tmp_path), settings, worker_id="burst")
+    try:
+        assert worker._claim_and_start()  # one claim transaction
+        assert len(worker.held_task_ids) == claimed
+        rows = [task_row(database, t) for t in task_ids]
+        assert [r.worker_id for r in rows] == ["burst"] * claimed + [None] * (4 - claimed)  # the oldest first
+    finally:
+        worker.stop()
+        worker._join_all()
+
+
 def test_lowering_the_cap_stops_new_claims_only(database: Database, db_url: str, tmp_path: Path) -> None:
     settings = make_settings(db_url, tmp_path)
     user = make_user(database)
