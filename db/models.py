@@ -251,3 +251,18 @@ class SavedView(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, server_default=sa.func.now(), default=utcnow
     )
+
+
+class WorkerProcess(Base):
+    """A running executor (the app's or a ``python -m pipeline work`` process), seen at each heartbeat: how many
+    workers share the waiting tasks, and how many places each has (``db.queries.workers.fair_share``)."""
+
+    __tablename__ = "workers"
+    __table_args__ = (sa.Index("ix_workers_seen_at", "seen_at"),)
+
+    worker_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    slots: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -4,7 +4,9 @@ A worker claims tasks atomically (``db.queries.claim_next_task``: the global ``m
 across every process and host), runs each in its own thread, and renews its leases from a heartbeat thread,
 which also relays cancel requests. A task whose worker died has its lease expire and is resumed elsewhere.
 
-An idle worker looks for work every ``POLL_SECONDS`` with a read (``_claim_worthwhile``: a task waiting and a
+Each worker keeps a row in the registry (``workers``) fresh at every heartbeat, so that waiting tasks are shared
+among the live workers in proportion to their free places (``q.fair_share``) instead of all taken by the first
+to poll. An idle worker looks for work every ``POLL_SECONDS`` with a read (``_claim_worthwhile``: a task waiting and a
 free place under the cap); only then does it take the claim's write lock. A task finishing in this process
 wakes the loop at once, so a freed place is re-claimed without waiting for the next poll. At start a
 background thread loads the configured providers and what the review stage needs (``warm_up``), so the first
@@ -21,6 +23,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import db.queries as q
 from db.models import GenerationTask, utcnow
@@ -33,6 +36,7 @@ from pipeline.storage import Storage
 log = logging.getLogger(__name__)
 
 MAX_TASK_ATTEMPTS = 10
+WORKER_LIVE_BEATS = 3  # a registered worker not seen for this many heartbeats no longer counts (killed, hung)
 POLL_SECONDS = 0.05  # an idle poll is one indexed read, ~0.25 ms of CPU (0.5% of a core); the write lock only when worthwhile
 
 _warmed = threading.Lock()
@@ -121,6 +125,7 @@ class Worker:
     # ------------------------------------------------------------------ main loop
     def run(self, *, until_idle: bool = False) -> None:
         log.info("worker %s started (slots=%d)", self.worker_id, self.settings.worker_task_slots)
+        self._register()
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.worker_id}", daemon=True)
         heartbeat.start()
@@ -139,6 +144,7 @@ class Worker:
         finally:
             self.stop()
             self._join_all()
+            self._forget()
             log.info("worker %s stopped", self.worker_id)
 
     def _warm_up(self) -> None:
@@ -163,12 +169,16 @@ class Worker:
             return True
 
     def _claim_and_start(self) -> bool:
-        """Claim as many waiting tasks as this worker has free places (and the cap allows) in one transaction, then
-        start them: the tasks of a burst of submits start together, not one claim transaction apart."""
+        """Claim this worker's share of the waiting tasks (``q.fair_share``: all of them, up to its free places and the
+        cap, when it is the only live worker) in one transaction, then start them: the tasks of a burst of submits
+        start together, not one claim transaction apart."""
         tasks = []
         try:
             with self.db.transaction(immediate=True) as session:
-                for _ in range(self._free_slots()):
+                now = utcnow()
+                live = now - timedelta(seconds=WORKER_LIVE_BEATS * self.settings.heartbeat_seconds)
+                share = q.fair_share(session, worker_id=self.worker_id, free=self._free_slots(), now=now, seen_after=live)
+                for _ in range(share):
                     task = q.claim_next_task(
                         session,
                         worker_id=self.worker_id,
@@ -246,7 +256,24 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_seconds):
             self.beat()
+            self._register()
         self.beat()
+
+    def _register(self) -> None:
+        """This worker's row in the registry (``q.register_worker``), refreshed at every heartbeat."""
+        try:
+            with self.db.transaction() as session:
+                q.register_worker(session, worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                                  slots=self.settings.worker_task_slots, now=utcnow())
+        except Exception:  # the registry only shares work out: a worker that cannot write it still works
+            log.warning("worker %s: cannot update the worker registry", self.worker_id, exc_info=True)
+
+    def _forget(self) -> None:
+        try:
+            with self.db.transaction() as session:
+                q.forget_worker(session, self.worker_id)
+        except Exception:  # its row goes stale and stops counting after a few heartbeats
+            log.debug("worker %s: cannot leave the worker registry", self.worker_id, exc_info=True)
 
     def beat(self) -> None:
         """Renew the leases of every held task; flag lost leases and relayed cancels."""

@@ -6,3 +6,4 @@ from db.queries.results import *  # noqa: F403
 from db.queries.settings import *  # noqa: F403
 from db.queries.tasks import *  # noqa: F403
 from db.queries.users import *  # noqa: F403
+from db.queries.workers import *  # noqa: F403

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,39 @@ def test_a_burst_of_submits_is_claimed_at_once_up_to_the_free_places_and_the_cap
     finally:
         worker.stop()
         worker._join_all()
+
+
+def test_a_burst_is_shared_among_the_live_workers_and_a_stale_one_does_not_count(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    """Three idle workers of four places, four tasks under a cap of four: the first to poll takes two and leaves
+    one to each of the others (not all four in one process beside two idle ones). A worker gone quiet for a few
+    heartbeats (killed) no longer counts."""
+    settings = make_settings(db_url, tmp_path, worker_task_slots=4)
+    set_setting_value(database, "max_concurrent_tasks", "4", actor=None)
+    user = make_user(database)
+    for i in range(4):
+        submit(database, settings, user, seed=i)
+    storage = local_storage(tmp_path)
+    workers = [Worker(database, storage, settings, worker_id=f"w{i}") for i in range(3)]
+    with database.transaction() as session:  # a worker killed a minute ago: its row is still there
+        q.register_worker(session, worker_id="killed", hostname="h", pid=1, slots=4, now=utcnow() - timedelta(minutes=1))
+    try:
+        for worker in workers:
+            worker._register()
+        claimed = []
+        for worker in workers:
+            assert worker._claim_and_start()
+            claimed.append(len(worker.held_task_ids))
+        assert claimed == [2, 1, 1]
+    finally:
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker._join_all()
+            worker._forget()
+    with database.session() as session:  # the stopped workers left the registry; the killed one is left to expire
+        assert [w.worker_id for w in q.live_workers(session, seen_after=utcnow() - timedelta(hours=1))] == ["killed"]
 
 
 def test_lowering_the_cap_stops_new_claims_only(database: Database, db_url: str, tmp_path: Path) -> None:
