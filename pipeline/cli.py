@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -154,7 +155,9 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
 
     def _graceful(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: finishing the current unit, then stopping", signum)
-        worker.stop()
+        # Not worker.stop() here: the handler runs in the main thread, which may be inside its poll's
+        # Event.wait holding that event's lock, and stop() sets the event: it would wait for itself forever.
+        threading.Thread(target=worker.stop, name="stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
