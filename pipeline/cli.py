@@ -151,7 +151,7 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.executor import Worker
 
     db = _open(settings)
-    worker = Worker(db, _storage(settings), settings, worker_id=args.worker_id)
+    worker = Worker(db, _storage(settings), settings, worker_id=args.worker_id, task_processes=settings.task_processes)
 
     def _graceful(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: finishing the current unit, then stopping", signum)

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     worker_task_slots: int = 4
+    task_processes: bool = True  # ``work`` runs each task in a process of its own (the app's worker: threads)
     persona_threads: int = 4
     provider_max_in_flight: int = 8
     http_timeout_seconds: float = 60.0

@@ -1,7 +1,8 @@
 """The executor: a small DB-backed worker, the same in the Streamlit process and in ``python -m pipeline work``.
 
 A worker claims tasks atomically (``db.queries.claim_next_task``: the global ``max_concurrent_tasks`` cap holds
-across every process and host), runs each in its own thread, and renews its leases from a heartbeat thread,
+across every process and host), runs each in its own thread (the app's worker) or in a task process of its own
+(``python -m pipeline work``, see ``pipeline.task_process``), and renews its leases from a heartbeat thread,
 which also relays cancel requests. A task whose worker died has its lease expire and is resumed elsewhere.
 
 Each worker keeps a row in the registry (``workers``) fresh at every heartbeat, so that waiting tasks are shared
@@ -30,8 +31,9 @@ from db.models import GenerationTask, utcnow
 from db.session import Database
 from pipeline.config import Settings
 from pipeline.registry import ProviderCache
-from pipeline.runner import TaskContext, fail_unstartable, run_task
+from pipeline.runner import TaskContext, fail_unstartable, release_task, run_task
 from pipeline.storage import Storage
+from pipeline.task_process import TaskProcessDied, TaskProcesses
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Worker:
         worker_id: str | None = None,
         providers: ProviderCache | None = None,
         poll_seconds: float = POLL_SECONDS,
+        task_processes: bool = False,
     ):
         self.db = db
         self.storage = storage
@@ -98,6 +101,8 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.providers = providers or ProviderCache(settings)
         self.poll_seconds = poll_seconds
+        # Each task in a child process of its own (``pipeline.task_process``), or in a thread of this one.
+        self._processes = TaskProcesses(settings, settings.worker_task_slots) if task_processes else None
         self._held: dict[int, _Held] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -144,17 +149,25 @@ class Worker:
         finally:
             self.stop()
             self._join_all()
+            if self._processes is not None:
+                self._processes.close()
             self._forget()
             log.info("worker %s stopped", self.worker_id)
 
     def _warm_up(self) -> None:
         """The configured providers first (their client libraries load in ~0.2 s; a claim needs them), then the
-        review's checks (``warm_up``)."""
+        review's checks (``warm_up``), or the task processes, which load both themselves."""
         try:
             self.providers.for_names(self.settings.persona_provider, self.settings.image_provider)
         except Exception:  # only a head start: a claim builds (and reports) the same providers itself
             log.debug("provider warm-up failed", exc_info=True)
-        warm_up()
+        if self._processes is None:
+            warm_up()
+            log.info("worker %s is ready (tasks run in threads)", self.worker_id)
+        elif self._processes.start():
+            log.info("worker %s is ready (%d task processes)", self.worker_id, self._processes.size)
+        else:
+            log.warning("worker %s: not every task process started; a task waits for its process", self.worker_id)
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -177,7 +190,8 @@ class Worker:
             with self.db.transaction(immediate=True) as session:
                 now = utcnow()
                 live = now - timedelta(seconds=WORKER_LIVE_BEATS * self.settings.heartbeat_seconds)
-                share = q.fair_share(session, worker_id=self.worker_id, free=self._free_slots(), now=now, seen_after=live)
+                share = q.fair_share(session, worker_id=self.worker_id, free=self._free_slots(), now=now, seen_after=live,
+                                     other_hosts_only=self._processes is not None)
                 for _ in range(share):
                     task = q.claim_next_task(
                         session,
@@ -220,7 +234,11 @@ class Worker:
 
     def _run_one(self, ctx: TaskContext) -> None:
         try:
-            outcome = run_task(ctx)
+            outcome = run_task(ctx) if self._processes is None else self._processes.run(ctx)
+        except TaskProcessDied as exc:  # killed, out of memory: another claim resumes the task from what it committed
+            ctx.log.error("%s; the task is handed back", exc)
+            release_task(self.db, ctx.task_pk, self.worker_id)
+            outcome = "crashed"
         except Exception:  # run_task records failures itself; this only guards the worker thread
             ctx.log.exception("task thread crashed")
             outcome = "crashed"

@@ -20,7 +20,6 @@ import atexit
 import contextlib
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ImageCheckError, PipelineError
+from pipeline.frames import read_frame, write_frame
 
 MODEL = "dlib_face_recognition_resnet_model_v1 (5-point alignment, HOG detector)"
 VERSION = 1
@@ -175,8 +175,8 @@ class _Child:
 
     def call(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        _write_frame(self.proc.stdin, list(images))
-        reply = _read_frame(self.proc.stdout)
+        write_frame(self.proc.stdin, list(images))
+        reply = read_frame(self.proc.stdout)
         if isinstance(reply, BaseException):
             raise IdentityError(f"face analysis failed: {reply}")
         return list(reply)
@@ -191,37 +191,20 @@ class _Child:
             self.proc.kill()
 
 
-def _write_frame(stream: Any, obj: object) -> None:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(struct.pack("!Q", len(payload)) + payload)
-    stream.flush()
-
-
-def _read_frame(stream: Any) -> Any:
-    header = stream.read(8)
-    if len(header) < 8:
-        raise EOFError("the face analysis process closed its output")
-    (size,) = struct.unpack("!Q", header)
-    payload = stream.read(size)
-    if len(payload) < size:
-        raise EOFError("the face analysis process stopped mid-reply")
-    return pickle.loads(payload)
-
-
 def serve() -> None:
     """The child's loop: read a list of images, answer their analyses, until stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything printed by a library must not corrupt the frames
     while True:
         try:
-            images = _read_frame(stdin)
+            images = read_frame(stdin)
         except EOFError:
             return
         try:
             reply: object = analyze_local(images)
         except Exception as exc:  # report it to the parent, keep serving
             reply = IdentityError(f"{type(exc).__name__}: {exc}")
-        _write_frame(stdout, reply)
+        write_frame(stdout, reply)
 
 
 class _ChildPool:

@@ -208,6 +208,18 @@ def fail_unstartable(db: Database, task_pk: int, worker_id: str, reason: str) ->
         logger.exception("cannot record that task %s cannot start", task_pk)
 
 
+def release_task(db: Database, task_pk: int, worker_id: str) -> None:
+    """Hand a task's lease back at once (its process died): the next claim resumes it from what was committed."""
+    try:
+        with db.transaction(immediate=True) as session:
+            task = q.assert_lease(session, task_pk, worker_id, utcnow())
+            if task is not None:
+                task.lease_expires_at = utcnow()
+                task.worker_id = None
+    except Exception:  # the lease then expires on its own
+        logger.exception("cannot hand task %s back", task_pk)
+
+
 # ---------------------------------------------------------------------------------------------- data stage
 
 

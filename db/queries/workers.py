@@ -37,7 +37,9 @@ def live_workers(session: Session, *, seen_after: datetime) -> list[WorkerProces
     ))
 
 
-def fair_share(session: Session, *, worker_id: str, free: int, now: datetime, seen_after: datetime) -> int:
+def fair_share(
+    session: Session, *, worker_id: str, free: int, now: datetime, seen_after: datetime, other_hosts_only: bool = False
+) -> int:
     """How many waiting tasks this worker should claim now, with ``free`` places of its own.
 
     What can start (the waiting tasks, at most the cap's free places) is shared in proportion to the live
@@ -45,7 +47,9 @@ def fair_share(session: Session, *, worker_id: str, free: int, now: datetime, se
     of four places and four tasks under a cap of four, the first to poll takes two and leaves one to each of
     the others, which claim it at their next poll, instead of running all four in one process beside two idle
     ones. Never less than one while anything can start (a live worker that does not claim its share delays
-    nothing for long), and all of it for a worker alone."""
+    nothing for long), and all of it for a worker alone. ``other_hosts_only``: only workers on other hosts count
+    (a worker whose tasks run in processes of their own gains nothing by leaving a task to another process on the
+    same machine, whose cores they share, and the task would start a poll later)."""
     if free <= 0:
         return 0
     waiting = session.execute(sa.select(sa.func.count()).select_from(GenerationTask).where(*_WAITING),
@@ -59,6 +63,8 @@ def fair_share(session: Session, *, worker_id: str, free: int, now: datetime, se
     startable = min(waiting, _parse_cap(cap) - sum(held.values())) if cap is not None else waiting
     if startable <= 0:
         return 0
+    me = session.get(WorkerProcess, worker_id)
     others = sum(max(0, w.slots - held.get(w.worker_id, 0))
-                 for w in live_workers(session, seen_after=seen_after) if w.worker_id != worker_id)
+                 for w in live_workers(session, seen_after=seen_after)
+                 if w.worker_id != worker_id and not (other_hosts_only and me is not None and w.hostname == me.hostname))
     return min(free, max(1, math.ceil(startable * free / (free + others))))

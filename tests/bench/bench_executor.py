@@ -179,10 +179,11 @@ def _env(url: str, folder: Path, flowise: FakeFlowise, openai: FakeOpenAI) -> di
 
 
 def _wait_started(logs: list[Path], workers: list[subprocess.Popen[bytes]], limit: float = 60) -> None:
-    """Until every worker polls for work with its review checks loaded (a long-running worker's steady state)."""
+    """Until every worker is ready: its task processes (or, in threads, its review checks) loaded, as a long-running
+    worker's are."""
     deadline = time.time() + limit
     while time.time() < deadline:
-        if all("review checks loaded" in log.read_text(errors="replace") for log in logs):
+        if all("is ready (" in log.read_text(errors="replace") for log in logs):
             return
         if any(w.poll() is not None for w in workers):
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -211,6 +212,28 @@ def test_a_burst_is_shared_among_the_live_workers_and_a_stale_one_does_not_count
             worker._forget()
     with database.session() as session:  # the stopped workers left the registry; the killed one is left to expire
         assert [w.worker_id for w in q.live_workers(session, seen_after=utcnow() - timedelta(hours=1))] == ["killed"]
+
+
+def test_task_processes_share_a_burst_only_with_workers_on_other_hosts(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    """Tasks in processes of their own gain nothing from another worker process on the same machine, and would
+    start a poll later there: only other hosts' free places count then."""
+    settings = make_settings(db_url, tmp_path)
+    set_setting_value(database, "max_concurrent_tasks", "6", actor=None)
+    user = make_user(database)
+    for i in range(6):
+        submit(database, settings, user, seed=i)
+    now = utcnow()
+    with database.transaction() as session:
+        for worker_id, host in (("a1", "host-a"), ("a2", "host-a"), ("b1", "host-b")):
+            q.register_worker(session, worker_id=worker_id, hostname=host, pid=1, slots=4, now=now)
+    with database.session() as session:
+        share = functools.partial(q.fair_share, session, worker_id="a1", free=4, now=now,
+                                  seen_after=now - timedelta(minutes=1))
+        assert share() == 2  # 6 tasks x 4 of the 12 free places
+        assert share(other_hosts_only=True) == 3  # 6 x 4 of the 8 on this host's a1 and on host-b
+        assert share(free=0) == 0
 
 
 def test_lowering_the_cap_stops_new_claims_only(database: Database, db_url: str, tmp_path: Path) -> None:
