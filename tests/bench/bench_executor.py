@@ -288,7 +288,7 @@ def _fresh_url(tmp: Path, name: str) -> str:
     return url
 
 
-def bench_executor_efficiency(repeat: int = 3) -> list[BenchRow]:
+def bench_executor_efficiency(repeat: int = 5) -> list[BenchRow]:
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory() as tmp, \
             _KeepAliveFlowise(latency=LATENCY_S) as flowise, _CachedFakeOpenAI(latency=LATENCY_S) as openai:
@@ -326,6 +326,6 @@ def bench_executor_efficiency(repeat: int = 3) -> list[BenchRow]:
 if __name__ == "__main__":
     from tests.bench.harness import machine, render
 
-    result = bench_executor_efficiency(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    result = bench_executor_efficiency(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
     print(f"Machine: {machine()}\n")
     print(render(result))
