@@ -7,8 +7,8 @@ which also relays cancel requests. A task whose worker died has its lease expire
 
 Each worker keeps a row in the registry (``workers``) fresh at every heartbeat, so that waiting tasks are shared
 among the live workers in proportion to their free places (``q.fair_share``) instead of all taken by the first
-to poll. An idle worker looks for work every ``POLL_SECONDS`` with a read (``_claim_worthwhile``: a task waiting and a
-free place under the cap); only then does it take the claim's write lock. A task finishing in this process
+to poll. An idle worker looks for work every ``POLL_SECONDS`` with a read (``_claim_worthwhile``: a task waiting
+and a free place under the cap); only then does it take the claim's write lock. A task finishing in this process
 wakes the loop at once, so a freed place is re-claimed without waiting for the next poll. At start a
 background thread loads the configured providers and what the review stage needs (``warm_up``), so the first
 task does not stall on them.
@@ -164,10 +164,16 @@ class Worker:
         if self._processes is None:
             warm_up()
             log.info("worker %s is ready (tasks run in threads)", self.worker_id)
-        elif self._processes.start():
+            return
+        try:
+            warm = self._processes.start()
+        except Exception:  # a task starts (and reports) its own process when none is idle
+            log.warning("worker %s: cannot start the task processes", self.worker_id, exc_info=True)
+            return
+        if warm:
             log.info("worker %s is ready (%d task processes)", self.worker_id, self._processes.size)
         else:
-            log.warning("worker %s: not every task process started; a task waits for its process", self.worker_id)
+            log.warning("worker %s: not every task process warmed up in time; a task waits for its own", self.worker_id)
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -190,8 +196,8 @@ class Worker:
             with self.db.transaction(immediate=True) as session:
                 now = utcnow()
                 live = now - timedelta(seconds=WORKER_LIVE_BEATS * self.settings.heartbeat_seconds)
-                share = q.fair_share(session, worker_id=self.worker_id, free=self._free_slots(), now=now, seen_after=live,
-                                     other_hosts_only=self._processes is not None)
+                share = q.fair_share(session, worker_id=self.worker_id, free=self._free_slots(), now=now,
+                                     seen_after=live, other_hosts_only=self._processes is not None)
                 for _ in range(share):
                     task = q.claim_next_task(
                         session,
