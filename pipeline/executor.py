@@ -131,7 +131,8 @@ class Worker:
     def run(self, *, until_idle: bool = False) -> None:
         log.info("worker %s started (slots=%d)", self.worker_id, self.settings.worker_task_slots)
         self._register()
-        threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+        # A long-running worker starts its task processes at once; ``until_idle`` (a batch) starts them as claimed.
+        threading.Thread(target=self._warm_up, args=(not until_idle,), name="warm-up", daemon=True).start()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.worker_id}", daemon=True)
         heartbeat.start()
         try:
@@ -154,7 +155,7 @@ class Worker:
             self._forget()
             log.info("worker %s stopped", self.worker_id)
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, start_processes: bool = True) -> None:
         """The configured providers first (their client libraries load in ~0.2 s; a claim needs them), then the
         review's checks (``warm_up``), or the task processes, which load both themselves."""
         try:
@@ -164,6 +165,8 @@ class Worker:
         if self._processes is None:
             warm_up()
             log.info("worker %s is ready (tasks run in threads)", self.worker_id)
+            return
+        if not start_processes:
             return
         try:
             warm = self._processes.start()

@@ -13,6 +13,7 @@ from pathlib import Path
 import db.queries as q
 from db.models import PersonaStatus, TaskStatus
 from db.session import Database
+from pipeline.app_settings import set_setting_value
 from pipeline.executor import Worker
 from pipeline.tasks import cancel_task
 from tests.factories import local_storage, make_settings, make_user, results_of, submit, task_row
@@ -45,15 +46,16 @@ def _wait(condition: Callable[[], bool], limit: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_tasks_run_in_task_processes_started_with_the_worker(database: Database, db_url: str, tmp_path: Path) -> None:
+def test_tasks_run_in_task_processes_one_per_slot(database: Database, db_url: str, tmp_path: Path) -> None:
     settings = make_settings(db_url, tmp_path, worker_task_slots=2)
+    set_setting_value(database, "max_concurrent_tasks", "2", actor=None)
     user = make_user(database)
     task_ids = [submit(database, settings, user, count=3, images=4, seed=i) for i in range(3)]
     worker = Worker(database, local_storage(tmp_path), settings, poll_seconds=0.05, task_processes=True)
     runner = threading.Thread(target=worker.run, kwargs={"until_idle": True})
     runner.start()
     try:
-        _wait(lambda: len(_children()) == 2)  # one per slot, started at once
+        _wait(lambda: len(_children()) == 2)  # one per slot (a batch run starts them as it claims)
         runner.join(timeout=180)
         assert not runner.is_alive()
     finally:
