@@ -199,8 +199,10 @@ class Worker:
             with self.db.transaction(immediate=True) as session:
                 now = utcnow()
                 live = now - timedelta(seconds=WORKER_LIVE_BEATS * self.settings.heartbeat_seconds)
+                # Tasks in processes of their own gain nothing from another worker on this machine's cores.
+                same_host = socket.gethostname() if self._processes is not None else None
                 share = q.fair_share(session, worker_id=self.worker_id, free=self._free_slots(), now=now,
-                                     seen_after=live, other_hosts_only=self._processes is not None)
+                                     seen_after=live, exclude_host=same_host)
                 for _ in range(share):
                     task = q.claim_next_task(
                         session,
@@ -222,11 +224,8 @@ class Worker:
     def _start(self, task: GenerationTask) -> None:
         # After the claim's commit: a provider's first load imports its client libraries (~0.2 s), which must not
         # hold the database's write lock.
-        names = (task.config_snapshot or {}).get("providers", {})
         try:
-            providers = self.providers.for_names(
-                names.get("persona", self.settings.persona_provider), names.get("image", self.settings.image_provider)
-            )
+            providers = self.providers.for_snapshot(task.config_snapshot)
         except Exception as exc:  # e.g. a provider this version does not have: the task can never run here
             log.error("task %s cannot start: %s", task.task_id, exc)
             fail_unstartable(self.db, task.id, self.worker_id, f"cannot start: {exc}")

@@ -3,8 +3,13 @@ analysis, ``pipeline.task_process``'s tasks). Both ends are this program; nothin
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import struct
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 _HEADER = struct.Struct("!Q")
@@ -32,3 +37,23 @@ def _read_exactly(stream: Any, size: int) -> bytes:
         parts.append(chunk)
         left -= len(chunk)
     return b"".join(parts)
+
+
+def start_child(module: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """``python -m MODULE`` from the project's root, its stdin and stdout the pipes of the frames."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root,
+                            env=env, **popen)
+
+
+def stop_child(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Close its stdin (a child's signal to finish and exit), then wait; kill it after ``timeout``."""
+    with contextlib.suppress(OSError):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -17,19 +17,15 @@ This module is pure (no database); ``pipeline.identity_stage`` runs it for a tas
 from __future__ import annotations
 
 import atexit
-import contextlib
-import os
 import pickle
-import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ImageCheckError, PipelineError
-from pipeline.frames import read_frame, write_frame
+from pipeline.frames import read_frame, start_child, stop_child, write_frame
 
 MODEL = "dlib_face_recognition_resnet_model_v1 (5-point alignment, HOG detector)"
 VERSION = 1
@@ -166,12 +162,7 @@ class _Child:
     """
 
     def __init__(self) -> None:
-        root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.identity"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root,
-            env=env,
-        )
+        self.proc = start_child("pipeline.identity")
 
     def call(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -182,13 +173,7 @@ class _Child:
         return list(reply)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_child(self.proc, timeout=5)
 
 
 def serve() -> None:

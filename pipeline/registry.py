@@ -73,3 +73,9 @@ class ProviderCache:
 
     def for_names(self, persona: str, image: str) -> Providers:
         return Providers(self.get("persona", persona), self.get("prompt", persona), self.get("image", image))
+
+    def for_snapshot(self, snapshot: dict[str, Any] | None) -> Providers:
+        """The providers a task's config snapshot names (the configured ones where it names none)."""
+        names = (snapshot or {}).get("providers", {})
+        return self.for_names(names.get("persona", self.settings.persona_provider),
+                              names.get("image", self.settings.image_provider))

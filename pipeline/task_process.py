@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import select
 import signal
-import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
-from pipeline.frames import read_frame, write_frame
+from pipeline.frames import read_frame, start_child, stop_child, write_frame
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +41,8 @@ class TaskProcess:
     """The parent's handle on one child."""
 
     def __init__(self, settings: Any) -> None:
-        root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         # Unbuffered pipes: select() on the reply pipe must see every byte the child wrote.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.task_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            cwd=root, env=env, bufsize=0,
-        )
+        self.proc = start_child("pipeline.task_process", bufsize=0)
         self.ready = threading.Event()
         self._reading = threading.Lock()  # one reader of the replies at a time (the warm-up wait, or a task)
         self._send(("init", settings.model_dump()))  # the worker's own settings, not a re-read of the environment
@@ -84,14 +76,7 @@ class TaskProcess:
         return self.proc.poll() is None
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, timeout=10)
 
     def _poll(self, timeout: float) -> bool:
         assert self.proc.stdout is not None
@@ -240,10 +225,8 @@ def _run(db: Any, storage: Any, settings: Any, providers: Any, task_pk: int, wor
             task = q.get_task_by_pk(session, task_pk)
         if task is None:
             return "missing"
-        names = (task.config_snapshot or {}).get("providers", {})
         try:
-            chosen = providers.for_names(names.get("persona", settings.persona_provider),
-                                         names.get("image", settings.image_provider))
+            chosen = providers.for_snapshot(task.config_snapshot)
         except Exception as exc:  # e.g. a provider this version does not have
             fail_unstartable(db, task_pk, worker_id, f"cannot start: {exc}")
             return "failed"

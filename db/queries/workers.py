@@ -38,7 +38,7 @@ def live_workers(session: Session, *, seen_after: datetime) -> list[WorkerProces
 
 
 def fair_share(
-    session: Session, *, worker_id: str, free: int, now: datetime, seen_after: datetime, other_hosts_only: bool = False
+    session: Session, *, worker_id: str, free: int, now: datetime, seen_after: datetime, exclude_host: str | None = None
 ) -> int:
     """How many waiting tasks this worker should claim now, with ``free`` places of its own.
 
@@ -47,7 +47,7 @@ def fair_share(
     of four places and four tasks under a cap of four, the first to poll takes two and leaves one to each of
     the others, which claim it at their next poll, instead of running all four in one process beside two idle
     ones. Never less than one while anything can start (a live worker that does not claim its share delays
-    nothing for long), and all of it for a worker alone. ``other_hosts_only``: only workers on other hosts count
+    nothing for long), and all of it for a worker alone. ``exclude_host``: workers on this host do not count
     (a worker whose tasks run in processes of their own gains nothing by leaving a task to another process on the
     same machine, whose cores they share, and the task would start a poll later)."""
     if free <= 0:
@@ -63,8 +63,7 @@ def fair_share(
     startable = min(waiting, _parse_cap(cap) - sum(held.values())) if cap is not None else waiting
     if startable <= 0:
         return 0
-    me = session.get(WorkerProcess, worker_id)
     others = sum(max(0, w.slots - held.get(w.worker_id, 0))
                  for w in live_workers(session, seen_after=seen_after)
-                 if w.worker_id != worker_id and not (other_hosts_only and me is not None and w.hostname == me.hostname))
+                 if w.worker_id != worker_id and w.hostname != exclude_host)
     return min(free, max(1, math.ceil(startable * free / (free + others))))

@@ -232,7 +232,7 @@ def test_task_processes_share_a_burst_only_with_workers_on_other_hosts(
         share = functools.partial(q.fair_share, session, worker_id="a1", free=4, now=now,
                                   seen_after=now - timedelta(minutes=1))
         assert share() == 2  # 6 tasks x 4 of the 12 free places
-        assert share(other_hosts_only=True) == 3  # 6 x 4 of the 8 on this host's a1 and on host-b
+        assert share(exclude_host="host-a") == 3  # 6 x 4 of the 8 on this host's a1 and on host-b
         assert share(free=0) == 0
 
 
