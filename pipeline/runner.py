@@ -433,8 +433,7 @@ def finalize(ctx: TaskContext, review: Review | None = None) -> str:
         progress = q.task_progress(session, [ctx.task_pk]).get(ctx.task_pk, q.Progress())
         failures = [
             f"persona {r.firstname} {r.lastname[:1]}. (batch {r.batch_number}, slot {r.slot}): {r.error}"
-            for r in q.list_results(session, ctx.task_pk)
-            if r.status == PersonaStatus.FAILED.value
+            for r in q.failed_personas(session, ctx.task_pk)
         ]
         if progress.personas_done >= ctx.count:
             status = TaskStatus.COMPLETED.value

@@ -18,6 +18,7 @@ __all__ = [
     "batch_exists",
     "count_personas",
     "existing_names",
+    "failed_personas",
     "get_result",
     "insert_persona_batches",
     "insert_personas",
@@ -195,6 +196,16 @@ def list_results(session: Session, task_pk: int) -> list[GenerationResult]:
     )
 
 
+def failed_personas(session: Session, task_pk: int) -> list[sa.Row[Any]]:
+    """The failed personas of a task, in order: (firstname, lastname, batch_number, slot, error)."""
+    r = GenerationResult
+    return list(session.execute(
+        sa.select(r.firstname, r.lastname, r.batch_number, r.slot, r.error)
+        .where(r.task_id == task_pk, r.status == PersonaStatus.FAILED.value)
+        .order_by(r.batch_number, r.slot, r.id)
+    ))
+
+
 def set_base_image(session: Session, result: GenerationResult, uri: str, meta: dict[str, Any]) -> None:
     image_meta = dict(result.image_meta or {})
     image_meta["base"] = meta
@@ -226,6 +237,14 @@ def mark_persona(
     result.updated_at = now or utcnow()
 
 
+_STORE_QUALITY = (
+    sa.update(_RESULTS)
+    .where(_RESULTS.c.id == sa.bindparam("pk"), _RESULTS.c.task_id == sa.bindparam("task"))
+    .values(quality=sa.bindparam("new_quality", type_=_RESULTS.c.quality.type),
+            quality_flags=sa.bindparam("new_flags", type_=_RESULTS.c.quality_flags.type))
+)
+
+
 def store_review(
     session: Session,
     task: Any,
@@ -233,13 +252,13 @@ def store_review(
     summary: dict[str, Any],
     targets_report: dict[str, Any] | None,
 ) -> None:
-    """Store quality flags per persona (one UPDATE per flagged/cleared row) and the task's summaries."""
-    for result_id, entry in per_persona.items():
-        session.execute(
-            sa.update(GenerationResult)
-            .where(GenerationResult.id == result_id, GenerationResult.task_id == task.id)
-            .values(quality=entry, quality_flags=sorted(entry.get("flags", [])) or None)
-            .execution_options(synchronize_session=False)
-        )
+    """Store quality flags per persona (one UPDATE statement, executed for every row of the task it names) and the
+    task's summaries."""
+    if per_persona:
+        session.connection().execute(_STORE_QUALITY, [
+            {"pk": result_id, "task": task.id, "new_quality": entry,
+             "new_flags": sorted(entry.get("flags", [])) or None}
+            for result_id, entry in per_persona.items()
+        ])
     task.quality_summary = summary
     task.targets_report = targets_report

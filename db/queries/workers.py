@@ -49,9 +49,16 @@ def fair_share(
     ones. Never less than one while anything can start (a live worker that does not claim its share delays
     nothing for long), and all of it for a worker alone. ``exclude_host``: workers on this host do not count
     (a worker whose tasks run in processes of their own gains nothing by leaving a task to another process on the
-    same machine, whose cores they share, and the task would start a poll later)."""
-    if free <= 0:
-        return 0
+    same machine, whose cores they share, and the task would start a poll later).
+
+    The answer is an upper bound for the claim, which checks the cap and what waits itself (``claim_next_task``),
+    so what cannot change it is not read: one free place, or no other live worker, is the whole answer."""
+    if free <= 1:
+        return max(0, free)
+    others = [w for w in live_workers(session, seen_after=seen_after)
+              if w.worker_id != worker_id and w.hostname != exclude_host]
+    if not others:
+        return free
     waiting = session.execute(sa.select(sa.func.count()).select_from(GenerationTask).where(*_WAITING),
                               {"now": now}).scalar() or 0
     held = dict(session.execute(
@@ -63,7 +70,5 @@ def fair_share(
     startable = min(waiting, _parse_cap(cap) - sum(held.values())) if cap is not None else waiting
     if startable <= 0:
         return 0
-    others = sum(max(0, w.slots - held.get(w.worker_id, 0))
-                 for w in live_workers(session, seen_after=seen_after)
-                 if w.worker_id != worker_id and w.hostname != exclude_host)
-    return min(free, max(1, math.ceil(startable * free / (free + others))))
+    free_elsewhere = sum(max(0, w.slots - held.get(w.worker_id, 0)) for w in others)
+    return min(free, max(1, math.ceil(startable * free / (free + free_elsewhere))))
