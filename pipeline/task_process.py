@@ -162,7 +162,7 @@ def serve() -> None:
     sys.stdout = sys.stderr  # anything printed by a library must not corrupt the frames
     from db.session import Database
     from pipeline.config import Settings
-    from pipeline.executor import warm_up
+    from pipeline.executor import warm_database, warm_up
     from pipeline.registry import ProviderCache
     from pipeline.storage import open_storage
 
@@ -176,6 +176,7 @@ def serve() -> None:
     with contextlib.suppress(Exception):  # only a head start: a task builds (and reports) its providers itself
         providers.for_names(settings.persona_provider, settings.image_provider)
     warm_up()
+    warm_database(db)
     write_frame(stdout, ("ready",))
 
     runs: queue.Queue[tuple[int, str] | None] = queue.Queue()

@@ -12,6 +12,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from db.models import GenerationResult, GenerationTask, PersonaStatus, Setting, TaskStatus, User, UTCDateTime, utcnow
+from db.queries.results import (
+    batch_exists,
+    count_personas,
+    existing_names,
+    failed_personas,
+    get_result,
+    list_results,
+    max_batch_number,
+    pending_persona_ids,
+)
 
 __all__ = [
     "MAX_CONCURRENT_TASKS_KEY",
@@ -34,6 +44,7 @@ __all__ = [
     "set_task_status",
     "task_id_exists",
     "task_progress",
+    "warm_task_reads",
 ]
 
 MAX_CONCURRENT_TASKS_KEY = "max_concurrent_tasks"
@@ -361,3 +372,20 @@ def runnable_task_exists(session: Session, now: datetime) -> bool:
     t = GenerationTask
     query = sa.select(t.id).where(t.status.in_(TaskStatus.runnable()), t.cancel_requested.is_(False))
     return session.scalar(query.limit(1)) is not None
+
+
+def warm_task_reads(session: Session) -> None:
+    """The reads a task runs as it starts and ends, against a task that cannot exist (pk 0): a fresh process
+    compiles them (and configures the ORM) before its first task instead of during it. Reads nothing."""
+    none, now = 0, utcnow()
+    get_task_by_pk(session, none)
+    assert_lease(session, none, "", now)
+    count_personas(session, none)
+    max_batch_number(session, none)
+    batch_exists(session, none, none)
+    existing_names(session, none)
+    pending_persona_ids(session, none)
+    get_result(session, none)
+    list_results(session, none)
+    failed_personas(session, none)
+    task_progress(session, [none])
