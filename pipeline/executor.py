@@ -74,7 +74,7 @@ def warm_up() -> None:
     except Exception:  # only a head start: the review stage loads (and reports) the same things itself
         log.debug("warm-up failed", exc_info=True)
         return
-    log.info("review checks loaded in %.1f s", time.perf_counter() - start)
+    log.info("review checks and imaging loaded in %.1f s", time.perf_counter() - start)
 
 
 def _synthetic_grid(side: int = 256) -> bytes:
