@@ -3,17 +3,19 @@ stops are relayed to it, and a child that dies hands its task back to be resumed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import db.queries as q
 from db.models import PersonaStatus, TaskStatus
 from db.session import Database
 from pipeline.app_settings import set_setting_value
+from pipeline.config import Settings
 from pipeline.executor import Worker
 from pipeline.tasks import cancel_task
 from tests.factories import local_storage, make_settings, make_user, results_of, submit, task_row
@@ -46,21 +48,28 @@ def _wait(condition: Callable[[], bool], limit: float = 120) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _batch_worker(database: Database, tmp_path: Path, settings: Settings) -> Iterator[tuple[Worker, threading.Thread]]:
+    """A worker running its tasks in task processes until idle, on a thread; stopped and joined on the way out."""
+    worker = Worker(database, local_storage(tmp_path), settings, poll_seconds=0.05, task_processes=True)
+    runner = threading.Thread(target=worker.run, kwargs={"until_idle": True})
+    runner.start()
+    try:
+        yield worker, runner
+    finally:
+        worker.stop()
+        runner.join(timeout=60)
+
+
 def test_tasks_run_in_task_processes_one_per_slot(database: Database, db_url: str, tmp_path: Path) -> None:
     settings = make_settings(db_url, tmp_path, worker_task_slots=2)
     set_setting_value(database, "max_concurrent_tasks", "2", actor=None)
     user = make_user(database)
     task_ids = [submit(database, settings, user, count=3, images=4, seed=i) for i in range(3)]
-    worker = Worker(database, local_storage(tmp_path), settings, poll_seconds=0.05, task_processes=True)
-    runner = threading.Thread(target=worker.run, kwargs={"until_idle": True})
-    runner.start()
-    try:
+    with _batch_worker(database, tmp_path, settings) as (worker, runner):
         _wait(lambda: len(_children()) == 2)  # one per slot (a batch run starts them as it claims)
         runner.join(timeout=180)
         assert not runner.is_alive()
-    finally:
-        worker.stop()
-        runner.join(timeout=60)
     assert [task_row(database, t).status for t in task_ids] == [TaskStatus.COMPLETED.value] * 3
     assert all(_images(database, t) == 12 for t in task_ids)
     assert sorted(outcome for _, outcome in worker.finished) == ["completed"] * 3
@@ -71,19 +80,13 @@ def test_a_cancel_reaches_the_task_process(database: Database, db_url: str, tmp_
     settings = make_settings(db_url, tmp_path, worker_task_slots=1)
     user = make_user(database)
     task_id = submit(database, settings, user, count=20, images=20)
-    worker = Worker(database, local_storage(tmp_path), settings, poll_seconds=0.05, task_processes=True)
-    runner = threading.Thread(target=worker.run, kwargs={"until_idle": True})
-    runner.start()
-    try:
+    with _batch_worker(database, tmp_path, settings) as (worker, runner):
         _wait(lambda: _images(database, task_id) >= 8)
         assert cancel_task(database, task_id) == "cancel-requested"
         asked = time.time()
         runner.join(timeout=60)
         assert not runner.is_alive()
         assert time.time() - asked < 10  # relayed within a heartbeat and a unit
-    finally:
-        worker.stop()
-        runner.join(timeout=60)
     assert task_row(database, task_id).status == TaskStatus.CANCELLED.value
     assert worker.finished == [(task_id, TaskStatus.CANCELLED.value)]
 
@@ -94,18 +97,12 @@ def test_a_killed_task_process_hands_its_task_back_and_a_new_one_finishes_it(
     settings = make_settings(db_url, tmp_path, worker_task_slots=1)
     user = make_user(database)
     task_id = submit(database, settings, user, count=12, images=8)
-    worker = Worker(database, local_storage(tmp_path), settings, poll_seconds=0.05, task_processes=True)
-    runner = threading.Thread(target=worker.run, kwargs={"until_idle": True})
-    runner.start()
-    try:
+    with _batch_worker(database, tmp_path, settings) as (worker, runner):
         _wait(lambda: _images(database, task_id) >= 16)
         [child] = _children()
         os.kill(child, signal.SIGKILL)
         runner.join(timeout=180)
         assert not runner.is_alive()
-    finally:
-        worker.stop()
-        runner.join(timeout=60)
     task = task_row(database, task_id)
     assert task.status == TaskStatus.COMPLETED.value and task.attempts == 2  # handed back, claimed again
     assert [outcome for _, outcome in worker.finished] == ["crashed", "completed"]
