@@ -172,9 +172,8 @@ def run_task(ctx: TaskContext) -> str:
         ctx.log.warning("database unavailable (%s); the task resumes when its lease expires", type(exc).__name__)
         return "database-unavailable"
     except WorkerStopping:
-        with contextlib.suppress(LeaseLost), ctx.guarded() as (_session, task):
-            task.lease_expires_at = utcnow()  # hand it back at once: another worker resumes it
-            task.worker_id = None
+        with contextlib.suppress(LeaseLost), ctx.guarded() as (session, task):
+            q.hand_back_task(session, task)  # at once: another worker resumes it
         ctx.log.info("released on shutdown")
         return "released"
     except PipelineError as exc:
@@ -214,8 +213,7 @@ def release_task(db: Database, task_pk: int, worker_id: str) -> None:
         with db.transaction(immediate=True) as session:
             task = q.assert_lease(session, task_pk, worker_id, utcnow())
             if task is not None:
-                task.lease_expires_at = utcnow()
-                task.worker_id = None
+                q.hand_back_task(session, task)
     except Exception:  # the lease then expires on its own
         logger.exception("cannot hand task %s back", task_pk)
 

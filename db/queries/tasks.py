@@ -35,6 +35,7 @@ __all__ = [
     "finish_task",
     "get_task",
     "get_task_by_pk",
+    "hand_back_task",
     "insert_task",
     "list_task_rows",
     "renew_leases",
@@ -324,6 +325,11 @@ def finish_task(
         "worker_id": None,
         "cancel_requested": False,
     })
+
+
+def hand_back_task(session: Session, task: GenerationTask, now: datetime | None = None) -> None:
+    """Give up a held task's lease at once, its status kept: the next claim resumes it from what was committed."""
+    _write_task(session, task, {"lease_expires_at": now or utcnow(), "worker_id": None})
 
 
 def request_cancel(session: Session, task: GenerationTask, now: datetime | None = None) -> str:
