@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # Executor tuning (documented in the README; defaults suit the embedded setup).
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
+    task_max_attempts: int = 10  # claims of one task before it is failed (its workers keep dying)
     worker_task_slots: int = 4
     task_processes: bool = True  # ``work`` runs each task in a process of its own (the app's worker: threads)
     persona_threads: int = 4

@@ -39,7 +39,6 @@ from pipeline.task_process import TaskProcessDied, TaskProcesses
 
 log = logging.getLogger(__name__)
 
-MAX_TASK_ATTEMPTS = 10
 WORKER_LIVE_BEATS = 3  # a registered worker not seen for this many heartbeats no longer counts (killed, hung)
 POLL_SECONDS = 0.05  # an idle poll is one indexed read, ~0.25 ms of CPU (0.5% of a core); the write lock only when worthwhile
 
@@ -242,7 +241,7 @@ class Worker:
                         worker_id=self.worker_id,
                         now=utcnow(),
                         lease_seconds=self.settings.lease_seconds,
-                        max_attempts=MAX_TASK_ATTEMPTS,
+                        max_attempts=self.settings.task_max_attempts,
                     )
                     if task is None:
                         break

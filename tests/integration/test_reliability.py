@@ -196,8 +196,10 @@ def test_ten_random_kills_lose_nothing_and_duplicate_nothing(
     import hashlib
     import random
 
+    # Each victim that lives long enough claims the task once, and the rescuer's is then the eleventh claim: above
+    # the default TASK_MAX_ATTEMPTS of 10, which would (rightly) fail a task that keeps killing its workers.
     env = {**env, "LEASE_SECONDS": "1.5", "HEARTBEAT_SECONDS": "0.3", "PERSONA_THREADS": "1",
-           "OFFLINE_IMAGE_SIDE": "320"}
+           "OFFLINE_IMAGE_SIDE": "320", "TASK_MAX_ATTEMPTS": "12"}
     (task_id,) = submit_many(env, 1, count=24, images=12)
     rng = random.Random(20261125)
     media = tmp_path / "media"
