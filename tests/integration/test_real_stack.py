@@ -122,10 +122,10 @@ def test_one_call_in_five_fails_and_the_task_still_ends_well(
         persona_provider="flowise", flowise_base_url=flowise.url, flowise_api_key=KEY,
         flowise_persona_flow_id=FLOWISE_PERSONA_FLOW, flowise_prompt_flow_id=FLOWISE_PROMPT_FLOW,
         image_provider="openai", openai_base_url=f"{openai.url}/v1", openai_api_key=KEY,
-        http_timeout_seconds=0.5, http_max_attempts=5,
+        http_timeout_seconds=1.5, http_max_attempts=5,
     )
     rng = random.Random(5)
-    faults = [lambda: slow(1.0), lambda: rate_limited(retry_after=0.1), lambda: rate_limited(retry_after=None),
+    faults = [lambda: slow(2.5), lambda: rate_limited(retry_after=0.1), lambda: rate_limited(retry_after=None),
               lambda: server_error(500), lambda: server_error(503), truncated, bad_json, malformed]
 
     def plan(n: int, refusals: int = 0) -> list[Behaviour]:
