@@ -71,6 +71,20 @@ def decode_image(data: bytes, *, draft_side: int | None = None) -> Image.Image:
         raise ImageCheckError(f"not a readable image ({type(exc).__name__})") from exc
 
 
+def pixel_view(img: Image.Image) -> np.ndarray:
+    """The pixels of an RGB image as an (h, w, 4) uint8 array that shares Pillow's memory (R, G, B and a padding
+    byte: Pillow stores a pixel in 4 bytes), through its Arrow export; a copy, (h, w, 3), where the rows are not
+    in one block (images over 16 MB). Read only. A 2048² grid's copy took 5.5 ms, before anything else could
+    start."""
+    import pyarrow as pa
+
+    try:
+        flat = pa.array(img).flatten().to_numpy(zero_copy_only=True)
+    except (ValueError, pa.ArrowException):  # "Image rows are not contiguous in memory."
+        return np.asarray(img)
+    return flat.reshape(img.size[1], img.size[0], 4)
+
+
 def image_size(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -86,11 +100,11 @@ class _ChannelMin:
     __slots__ = ("rgb",)
 
     def __init__(self, rgb: np.ndarray):
-        self.rgb = rgb  # (height, width, 3) uint8
+        self.rgb = rgb  # (height, width, 3 or 4) uint8: R, G, B (and the padding byte of Pillow's storage)
 
     @classmethod
     def of(cls, img: Image.Image) -> _ChannelMin:
-        return cls(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
+        return cls(pixel_view(img if img.mode == "RGB" else img.convert("RGB")))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -103,12 +117,13 @@ class _ChannelMin:
         h, w = self.shape
         if h == 0 or w == 0:
             return np.zeros((h, w), np.uint8)
-        rows = self.rgb.reshape(h, w * 3)  # a row's pixels are contiguous bytes R G B R G B ...
-        # the minimum of every 3 consecutive bytes, then every third of those: ~3x faster than a per-channel
+        step = self.rgb.shape[2]
+        rows = self.rgb.reshape(h, w * step)  # a row's pixels are contiguous bytes R G B (X) R G B (X) ...
+        # the minimum of every 3 consecutive bytes, then every pixel's first: ~3x faster than a per-channel
         # minimum on the interleaved array (contiguous, vectorised)
         m = np.minimum(rows[:, :-2], rows[:, 1:-1])
         np.minimum(m, rows[:, 2:], out=m)
-        return m[:, ::3]
+        return m[:, ::step]
 
 
 def _fraction(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -471,17 +486,20 @@ def process_grid(
     """One 2x2 grid from a provider into four stored-ready JPEGs with thumbnails and their style parameters."""
     img = decode_image(grid)
     minimum = _ChannelMin.of(img)  # one array for the split, the trims and the border crops
-    tiles = []
-    for x0, y0, x1, y1 in _grid_boxes(img, minimum):
+    boxes = _grid_boxes(img, minimum)
+    if len(boxes) != IMAGES_PER_BLOCK:
+        raise ImageCheckError(f"grid gave {len(boxes)} tiles")
+
+    def finish(box: tuple[int, int, int, int], index: int) -> ProcessedImage:
+        x0, y0, x1, y1 = box
         left, top, right, bottom = _kept_box(minimum[y0:y1, x0:x1], crop_borders)
-        tiles.append(img.crop((x0 + left, y0 + top, x0 + right, y0 + bottom)))  # the split and trim as one crop
-    if len(tiles) != IMAGES_PER_BLOCK:
-        raise ImageCheckError(f"grid gave {len(tiles)} tiles")
-    finish = functools.partial(_finish_tile, randomize=randomize, seed=seed, persona_key=persona_key)
-    indexes = range(first_index, first_index + len(tiles))
+        tile = img.crop((x0 + left, y0 + top, x0 + right, y0 + bottom))  # the split and trim as one crop
+        return _finish_tile(tile, index, randomize=randomize, seed=seed, persona_key=persona_key)
+
+    indexes = range(first_index, first_index + len(boxes))
     if TILE_THREADS == 1:
-        return list(map(finish, tiles, indexes))
-    return list(_tile_pool().map(finish, tiles, indexes))
+        return list(map(finish, boxes, indexes))
+    return list(_tile_pool().map(finish, boxes, indexes))
 
 
 @functools.cache

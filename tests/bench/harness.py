@@ -33,14 +33,17 @@ class BenchRow:
         return self.ratio <= self.target and not self.extra.get("violations")
 
 
-def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
-    """The fastest of several runs (the least disturbed by the other tenant of the machine)."""
-    times = []
+def best_of(*fns: Callable[[], Any], repeat: int = 5) -> tuple[float, ...]:
+    """The fastest of several runs of each function (the least disturbed by the other tenant of the machine).
+    The functions take turns, one run of each per round, so that a busy spell of the machine falls on all of
+    them instead of on whichever was being timed during it."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, samples in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return tuple(min(samples) for samples in times)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:

@@ -17,6 +17,7 @@ from pipeline.imaging import (
     _unsharp_array,
     _vignette,
     encode_jpeg,
+    pixel_view,
     process_grid,
     split_grid,
     trim_and_crop,
@@ -70,6 +71,21 @@ def test_grain_is_gaussian_with_the_drawn_sigma_and_seeded() -> None:
     assert abs(float(noise.std()) - 5.0) < 0.05 and abs(float(noise.mean())) < 0.05
     assert abs(float(np.mean(np.abs(noise) < 5.0)) - 0.6827) < 0.005  # one sigma holds 68%
     assert np.array_equal(noise, _grain(7, (400, 500), 5.0)) and not np.array_equal(noise, _grain(8, (400, 500), 5.0))
+
+
+def test_pixel_view_shares_pillow_memory_and_copies_only_images_in_several_blocks() -> None:
+    img = Image.fromarray(_photo(4, 96))
+    view = pixel_view(img)
+    assert view.shape == (96, 96, 4) and np.array_equal(view[..., :3], np.asarray(img))
+    img.putpixel((95, 95), (1, 2, 3))  # the view is Pillow's own memory, not a copy
+    assert tuple(view[95, 95, :3]) == (1, 2, 3)
+    big = Image.new("RGB", (4096, 4096), (9, 8, 7))  # 64 MB: rows in several blocks, so a copy
+    copied = pixel_view(big)
+    assert copied.shape == (4096, 4096, 3) and tuple(copied[-1, -1]) == (9, 8, 7)
+    rgb = _photo(5, 64)
+    rgbx = np.concatenate([rgb, np.zeros((64, 64, 1), np.uint8)], axis=2)  # the padding byte is never read
+    assert np.array_equal(_ChannelMin(rgbx).values(), _ChannelMin(rgb).values())
+    assert np.array_equal(_ChannelMin(rgbx)[5:40, 3:50].values(), rgb.min(axis=2)[5:40, 3:50])
 
 
 def test_edge_scan_finds_the_box_a_full_scan_finds() -> None:
