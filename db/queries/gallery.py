@@ -8,7 +8,7 @@ handled in ``_tag_values`` and ``_search_text``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
@@ -188,56 +188,70 @@ def _gender_bucket(column: Col) -> sa.ColumnElement[Any]:
     return sa.case((column.in_(KNOWN_GENDERS), column), else_=sa.literal_column("'other'"))
 
 
-def _conditions(session: Session, c: PersonaCriteria, skip: str | None = None) -> list[sa.ColumnElement[bool]]:
-    """WHERE clauses of ``c`` on ``generation_results`` alone (no join needed: the task-level conditions are one
-    ``task_id IN (SELECT id FROM generation_tasks WHERE ...)``, which uses the task_id index), so they also fit
-    a query over ``generation_results JOIN generation_tasks``.
-
-    ``skip`` names one facet whose own filter is left out (standard faceting).
-    """
-    conds: list[sa.ColumnElement[bool]] = []
-    task_conds: list[sa.ColumnElement[bool]] = []
-    if c.viewer_id is not None:
-        task_conds.append(T.user_id == c.viewer_id)
-    if c.task_ids:
-        task_conds.append(T.task_id.in_(c.task_ids))
-    if c.languages and skip != "languages":
-        task_conds.append(T.bio_language.in_(c.languages))
-    if task_conds:
-        conds.append(R.task_id.in_(sa.select(T.id).where(*task_conds)))
-    if c.genders and skip != "genders":
+def _facet_filters(session: Session, c: PersonaCriteria) -> dict[str, sa.ColumnElement[bool]]:
+    """The condition of each active facet filter, by the criteria field it comes from. The language's is on
+    ``generation_tasks`` (the facet counts join it); ``_conditions`` puts it in its task subquery instead."""
+    filters: dict[str, sa.ColumnElement[bool]] = {}
+    if c.genders:
         known = [g for g in c.genders if g in KNOWN_GENDERS]
         options: list[sa.ColumnElement[bool]] = []
         if known:
             options.append(R.gender.in_(known))
         if "other" in c.genders:
             options.append(R.gender.not_in(KNOWN_GENDERS))
-        conds.append(sa.or_(*options) if options else sa.false())
+        filters["genders"] = sa.or_(*options) if options else sa.false()
+    if c.ethnicities:
+        filters["ethnicities"] = R.ethnicity.in_(c.ethnicities)
+    if c.cities:
+        filters["cities"] = R.current_city.in_(c.cities)
+    if c.states:
+        filters["states"] = R.current_state.in_(c.states)
+    if c.statuses:
+        filters["statuses"] = R.status.in_(c.statuses)
+    if c.languages:
+        filters["languages"] = T.bio_language.in_(c.languages)
+    if c.tags:
+        tv = _tag_values(session, R.tags)
+        filters["tags"] = sa.exists(sa.select(sa.literal(1)).select_from(tv).where(tv.c.value.in_(c.tags)))
+    if c.flags:
+        fv = _tag_values(session, R.quality_flags)
+        filters["flags"] = sa.exists(sa.select(sa.literal(1)).select_from(fv).where(fv.c.value.in_(c.flags)))
+    return filters
+
+
+def _conditions(
+    session: Session, c: PersonaCriteria, skip: Collection[str] = (), *, facets: bool = True
+) -> list[sa.ColumnElement[bool]]:
+    """WHERE clauses of ``c`` on ``generation_results`` alone (no join needed: the task-level conditions are one
+    ``task_id IN (SELECT id FROM generation_tasks WHERE ...)``, which uses the task_id index), so they also fit
+    a query over ``generation_results JOIN generation_tasks``.
+
+    ``skip`` names facets whose own filters are left out (standard faceting); ``facets=False`` leaves out
+    every facet filter.
+    """
+    filters = _facet_filters(session, c) if facets else {}
+    conds: list[sa.ColumnElement[bool]] = []
+    task_conds: list[sa.ColumnElement[bool]] = []
+    if c.viewer_id is not None:
+        task_conds.append(T.user_id == c.viewer_id)
+    if c.task_ids:
+        task_conds.append(T.task_id.in_(c.task_ids))
+    if "languages" in filters and "languages" not in skip:
+        task_conds.append(filters["languages"])
+    if task_conds:
+        conds.append(R.task_id.in_(sa.select(T.id).where(*task_conds)))
+    conds.extend(cond for name, cond in filters.items() if name not in ("languages", *skip))
     if c.age_min is not None:
         conds.append(R.age >= c.age_min)
     if c.age_max is not None:
         conds.append(R.age <= c.age_max)
-    if c.ethnicities and skip != "ethnicities":
-        conds.append(R.ethnicity.in_(c.ethnicities))
-    if c.cities and skip != "cities":
-        conds.append(R.current_city.in_(c.cities))
-    if c.states and skip != "states":
-        conds.append(R.current_state.in_(c.states))
     terms = c.text.lower().split()
     if terms:
         conds.extend(_text_matches(session, terms))
     if c.favorite is not None:
         conds.append(R.favorite.is_(sa.true()) if c.favorite else R.favorite.is_(sa.false()))
-    if c.tags and skip != "tags":
-        tv = _tag_values(session, R.tags)
-        conds.append(sa.exists(sa.select(sa.literal(1)).select_from(tv).where(tv.c.value.in_(c.tags))))
-    if c.statuses and skip != "statuses":
-        conds.append(R.status.in_(c.statuses))
     if c.min_rating is not None:
         conds.append(R.rating >= c.min_rating)
-    if c.flags and skip != "flags":
-        fv = _tag_values(session, R.quality_flags)
-        conds.append(sa.exists(sa.select(sa.literal(1)).select_from(fv).where(fv.c.value.in_(c.flags))))
     if c.unflagged:
         fv = _tag_values(session, R.quality_flags)
         conds.append(~sa.exists(sa.select(sa.literal(1)).select_from(fv)))
@@ -480,12 +494,67 @@ def _tag_counts(
 
 
 def gallery_facets(session: Session, c: PersonaCriteria, *, limit: int = 50) -> dict[str, list[tuple[str, int]]]:
-    """Value counts per facet under every *other* active filter; one query per facet, top ``limit`` each."""
+    """Value counts per facet under every *other* active filter (standard faceting), top ``limit`` each.
+
+    Under a text search, in one statement (``_facets_in_one_pass``): the search is the costly filter, and
+    eight queries each applying it again took 2-7x as long (1M personas on PostgreSQL, one task of 20,000:
+    about 330 ms against 80; all of them: 11 s against 2 s, and 6 s against 3.5 s when every row matches).
+    Otherwise one plain query per facet: the filters left are cheap, and materialising a large selection
+    costs more than scanning it again (all 1M personas: 4-6 s against about 2 s)."""
+    if c.text.split():
+        return _facets_in_one_pass(session, c, limit)
     out: dict[str, list[tuple[str, int]]] = {}
     for key, (own, expression) in FACET_EXPRESSIONS.items():
-        out[key] = _value_counts(session, expression(), _conditions(session, c, skip=own), limit)
-    out["tags"] = _tag_counts(session, _conditions(session, c, skip="tags"), limit)
-    out["flags"] = _tag_counts(session, _conditions(session, c, skip="flags"), limit, R.quality_flags)
+        out[key] = _value_counts(session, expression(), _conditions(session, c, skip=(own,)), limit)
+    out["tags"] = _tag_counts(session, _conditions(session, c, skip=("tags",)), limit)
+    out["flags"] = _tag_counts(session, _conditions(session, c, skip=("flags",)), limit, R.quality_flags)
+    return out
+
+
+def _facets_in_one_pass(session: Session, c: PersonaCriteria, limit: int) -> dict[str, list[tuple[str, int]]]:
+    """``gallery_facets`` in one statement: the rows matching every filter that is not a facet's are read once
+    into a materialised CTE, with each facet's value and whether each active facet filter holds, and every
+    facet counts its values there."""
+    filters = _facet_filters(session, c)
+    pg = _dialect(session) == "postgresql"
+    array_only = "jsonb_typeof" if pg else "json_type"
+    columns: list[sa.ColumnElement[Any]] = [
+        expression().label(f"v_{key}") for key, (_, expression) in FACET_EXPRESSIONS.items()
+    ]
+    for key, column in (("tags", R.tags), ("flags", R.quality_flags)):
+        # JSON arrays only (NULL otherwise, which unnests to no row): PostgreSQL refuses to unnest a non-array
+        columns.append(sa.case((getattr(sa.func, array_only)(column) == "array", column)).label(f"v_{key}"))
+    columns += [cond.label(f"ok_{name}") for name, cond in filters.items()]
+    rows = (
+        _joined(sa.select(*columns))
+        .where(*_conditions(session, c, facets=False))
+        .cte("facet_rows")
+        .prefix_with("MATERIALIZED")  # read by every facet: evaluated once
+    )
+
+    def ranked(key: str, own: str, value: Any, source: Any) -> Any:
+        n = sa.func.count()
+        query = (
+            sa.select(
+                sa.literal(key, sa.String).label("k"),
+                value.label("v"),
+                n.label("n"),
+                sa.func.row_number().over(order_by=(n.desc(), value)).label("rk"),
+            )
+            .select_from(source)
+            .where(*(rows.c[f"ok_{name}"] for name in filters if name != own), value.is_not(None), value != "")
+            .group_by(value)
+            .subquery()
+        )
+        return sa.select(query).where(query.c.rk <= limit)
+
+    parts = [ranked(key, own, rows.c[f"v_{key}"], rows) for key, (own, _) in FACET_EXPRESSIONS.items()]
+    for key in ("tags", "flags"):
+        tv = _array_elements(session, rows.c[f"v_{key}"])
+        parts.append(ranked(key, key, tv.c.value, rows.join(tv, sa.true())))
+    out: dict[str, list[tuple[str, int]]] = {key: [] for key in (*FACET_EXPRESSIONS, "tags", "flags")}
+    for key, value, count, _rank in sorted(session.execute(sa.union_all(*parts)), key=lambda r: (r.k, r.rk)):
+        out[key].append((str(value), int(count)))
     return out
 
 
