@@ -50,7 +50,7 @@ def warm_up() -> None:
     """Load once per process what the review stage needs on first use (langdetect's language profiles, scipy
     through imagehash, datasketch: ~1.5-3 s of imports), before the first task gets there; and run the grid
     processing once on a small synthetic grid (its first run costs ~25 ms more than the next: the tile pool's
-    threads, the codecs, numpy's first calls)."""
+    threads, the codecs, numpy's first calls) and compute the style randomiser's tables (~30 ms)."""
     global _warm_started
     with _warmed:
         if _warm_started:
@@ -60,7 +60,7 @@ def warm_up() -> None:
     try:
         from PIL import Image
 
-        from pipeline.imaging import image_hash, process_grid
+        from pipeline.imaging import image_hash, load_tables, process_grid
         from pipeline.quality import detect_language, near_duplicate_texts
 
         buffer = io.BytesIO()
@@ -70,6 +70,7 @@ def warm_up() -> None:
         detect_language("A sentence long enough for the language detector to load its profiles.")
         process_grid(_synthetic_grid(), crop_borders=True, randomize=True, seed=0, persona_key="warm-up",
                      first_index=0)
+        load_tables()
     except Exception:  # only a head start: the review stage loads (and reports) the same things itself
         log.debug("warm-up failed", exc_info=True)
         return
