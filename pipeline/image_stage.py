@@ -42,6 +42,8 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
         history = [b.get("prompt", "") for b in (row.image_meta or {}).get("blocks", [])]
     persona_key = f"b{batch}-s{slot}"
     append = str(ctx.snapshot.get("base_prompt_append") or "")
+    n_blocks = ctx.images_per_persona // IMAGES_PER_BLOCK
+    ctx.expect_calls((0 if base_uri else 1) + 2 * max(0, n_blocks - done_blocks))  # base, then prompt + grid
 
     if base_uri:
         base = read_image(ctx.storage, base_uri)  # resume: reuse the stored base, never regenerate it
@@ -56,7 +58,6 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
             if row is not None:
                 q.set_base_image(session, row, uri, meta)
 
-    n_blocks = ctx.images_per_persona // IMAGES_PER_BLOCK
     for block in range(done_blocks, n_blocks):
         ctx.checkpoint()
         prompt, processed, retries = _make_block(ctx, persona, persona_key, base, block, history, append)

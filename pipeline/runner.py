@@ -8,6 +8,8 @@ Between units of work ``checkpoint()`` honours cancel, lease loss and worker shu
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import threading
@@ -60,6 +62,42 @@ class TaskLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[task {self.extra['task_id'] if self.extra else '?'}] {msg}", kwargs
 
 
+class CallSlots:
+    """``n`` slots for provider calls, handed out by priority: the waiter with the most calls left goes first
+    (ties: first come). Personas are chains of calls (base, prompt, grid, ...); first come, first served let a
+    task end on one persona's last calls with the other slots idle (one slot idle for ~200 ms at the end of a
+    1.6 s task in a traced bench run). Serving the longest remaining chain first keeps every slot busy to the
+    end."""
+
+    def __init__(self, n: int):
+        self._free = n
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[int, int]] = []  # a heap of (-priority, arrival)
+        self._arrivals = itertools.count()
+
+    def acquire(self, priority: int = 0) -> None:
+        with self._cond:
+            entry = (-priority, next(self._arrivals))
+            heapq.heappush(self._waiting, entry)
+            try:
+                while not self._free or self._waiting[0] != entry:
+                    self._cond.wait()
+            except BaseException:
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+                self._cond.notify_all()
+                raise
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            if self._free and self._waiting:
+                self._cond.notify_all()  # another slot is free: the next waiter may take it too
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
 @dataclass
 class TaskContext:
     """Everything a running task needs; built by the worker for each claim."""
@@ -85,20 +123,31 @@ class TaskContext:
     identity_lane: IdentityLane | None = None  # analyses finished personas in the background (identity check)
     review_prefetch: ReviewPrefetch | None = None  # the review's per-persona work, during the image stage
     log: TaskLog = field(init=False)
-    _call_slots: threading.BoundedSemaphore = field(init=False)
+    _call_slots: CallSlots = field(init=False)
+    _calls_left: threading.local = field(init=False, default_factory=threading.local)
 
     def __post_init__(self) -> None:
         self.log = TaskLog(logger, {"task_id": self.task_id})
-        self._call_slots = threading.BoundedSemaphore(max(1, self.settings.persona_threads))
+        self._call_slots = CallSlots(max(1, self.settings.persona_threads))
+
+    def expect_calls(self, n: int) -> None:
+        """How many provider calls this thread's persona still has to make (its calls' priority)."""
+        self._calls_left.n = n
 
     @contextlib.contextmanager
     def provider_call(self) -> Iterator[None]:
         """One of the task's ``PERSONA_THREADS`` provider calls in flight. The image stage runs more personas
         than that, so while one persona's grid is split, styled and stored, another's call is already out:
-        the calls, not the CPU work between them, set the pace."""
-        with self._call_slots:
+        the calls, not the CPU work between them, set the pace. A free slot goes to the waiting persona with
+        the most calls left (``expect_calls``)."""
+        left = getattr(self._calls_left, "n", 0)
+        self._call_slots.acquire(left)
+        try:
+            self._calls_left.n = max(0, left - 1)
             self.checkpoint()
             yield
+        finally:
+            self._call_slots.release()
 
     @classmethod
     def from_task(cls, task: GenerationTask, **kwargs: Any) -> TaskContext:

@@ -82,6 +82,35 @@ def test_a_task_has_persona_threads_calls_in_flight_and_more_personas_under_way(
     assert under_way.max_calls == 4  # twice as many personas under way
 
 
+def test_a_free_call_slot_goes_to_the_waiter_with_the_most_calls_left() -> None:
+    """Personas are chains of calls: the longest remaining chain goes first (ties: first come), so a task does
+    not end on one persona's last calls with the other slots idle."""
+    slots = runner.CallSlots(2)
+    slots.acquire(0)
+    slots.acquire(5)  # both slots held: every later call waits
+    order: list[str] = []
+
+    def call(name: str, calls_left: int) -> None:
+        slots.acquire(calls_left)
+        order.append(name)
+        slots.release()
+
+    threads = []
+    for name, calls_left in (("a", 1), ("b", 3), ("c", 2), ("d", 3)):
+        threads.append(threading.Thread(target=call, args=(name, calls_left)))
+        threads[-1].start()
+        deadline = time.monotonic() + 5
+        while len(slots._waiting) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.001)  # queued in this order
+    slots.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["b", "d", "c", "a"]
+    slots.release()
+    slots.acquire(0)
+    slots.acquire(0)  # both slots free again: neither waits
+
+
 def test_the_review_uses_the_stored_hashes_and_prefetched_languages_and_equals_a_review_from_scratch(
     database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
