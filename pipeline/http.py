@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -137,6 +138,11 @@ class HttpClient:
         self._secrets = [v.split(" ", 1)[-1] for k, v in (headers or {}).items() if v and _is_secret_header(k)]
         self._session = requests.Session()
         self._session.headers.update(headers or {})
+        # The environment's proxies (NO_PROXY too) and CA bundle are read once per host (``_environment``), not
+        # on every call: requests' own per-call lookup walks os.environ twice, ~0.3 ms of CPU a call. (This also
+        # leaves ~/.netrc alone, whose credentials would replace the provider's key header.)
+        self._session.trust_env = False
+        self._environments: dict[tuple[str, str], dict[str, Any]] = {}
         pool = max(1, int(max_in_flight))
         adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
         self._session.mount("http://", adapter)
@@ -209,7 +215,9 @@ class HttpClient:
         host = urlsplit(url).netloc or url
         with self._semaphore:
             try:
-                response = self._session.request(method, url, json=json, data=data, files=files, timeout=limits)
+                response = self._session.request(
+                    method, url, json=json, data=data, files=files, timeout=limits, **self._environment(url)
+                )
                 try:
                     body = response.content  # reads the whole body: a cut-off reply fails here
                 finally:
@@ -231,6 +239,17 @@ class HttpClient:
             except requests.RequestException as exc:
                 raise TransientError(f"request to {host} failed ({type(exc).__name__})") from None
         return _Reply(response.status_code, response.headers, body)
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """The proxies and CA bundle requests would take from the environment for ``url``'s host."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        found = self._environments.get(key)
+        if found is None:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            found = {"proxies": requests.utils.get_environ_proxies(url), "verify": verify}
+            self._environments[key] = found
+        return found
 
     def _decode(self, reply: _Reply) -> dict[str, Any]:
         status = reply.status

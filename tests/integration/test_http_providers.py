@@ -291,6 +291,26 @@ def test_in_flight_limit_per_provider(openai: FakeOpenAI, tmp_path: Path) -> Non
     assert openai.max_in_flight == 2
 
 
+def test_proxies_and_no_proxy_come_from_the_environment(flowise: FakeFlowise, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy in the environment is used (here the fake, which sees the absolute URL), and NO_PROXY is honoured.
+    The client reads them once per host (not on every call)."""
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", flowise.url)
+    url = f"http://provider.invalid/api/v1/prediction/{FLOWISE_PROMPT_FLOW}"
+    body = {"question": "A prompt", "overrideConfig": {"startState": {"startAgentflow_0": [
+        {"key": "person_data", "value": "Ana"}, {"key": "prompts_history", "value": ""}]}}}
+    client = HttpClient("proxied", timeout=5, max_attempts=1, max_in_flight=1)
+    for _ in range(2):
+        assert "final_prompt" in client.request("POST", url, json=body)["text"]
+    hosts = [{k.lower(): v for k, v in r.headers.items()}.get("host") for r in flowise.requests]
+    assert hosts == ["provider.invalid", "provider.invalid"]  # came through the fake as a proxy
+    monkeypatch.setenv("no_proxy", "provider.invalid")
+    with pytest.raises(ProviderError, match=r"could not connect to provider\.invalid"):
+        HttpClient("direct", timeout=5, max_attempts=1, max_in_flight=1).request("POST", url, json=body)
+    assert len(flowise.requests) == 2
+
+
 def test_in_flight_limit_is_shared_by_the_clients_of_a_provider(openai: FakeOpenAI) -> None:
     clients = [HttpClient("shared-test", timeout=5, max_attempts=1, max_in_flight=1, headers={}) for _ in range(3)]
     openai.script(*[slow(0.2)] * 3)
