@@ -143,8 +143,39 @@ class Database:
                 session.rollback()
                 raise
 
+    def watch_commits(self) -> CommitWatch | None:
+        """A cheap test of whether another connection committed (SQLite files); None where there is none."""
+        if self.dialect != "sqlite":
+            return None
+        path = make_url(self.url).database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        return CommitWatch(path)
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class CommitWatch:
+    """``PRAGMA data_version`` on a SQLite connection of its own: it changes when any other connection, in any
+    process, commits. A look takes microseconds and no lock, so an idle worker can look often and run its real
+    poll (an indexed read) only when something was written, e.g. a task submitted."""
+
+    def __init__(self, path: str):
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._seen = self._version()
+
+    def _version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed(self) -> bool:
+        """Whether another connection committed since the last look (or since the watch was opened)."""
+        version = self._version()
+        changed, self._seen = version != self._seen, version
+        return changed
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def migrate(url: str, revision: str = "head") -> None:

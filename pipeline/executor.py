@@ -8,7 +8,8 @@ which also relays cancel requests. A task whose worker died has its lease expire
 Each worker keeps a row in the registry (``workers``) fresh at every heartbeat, so that waiting tasks are shared
 among the live workers in proportion to their free places (``q.fair_share``) instead of all taken by the first
 to poll. An idle worker looks for work every ``POLL_SECONDS`` with a read (``_claim_worthwhile``: a task waiting
-and a free place under the cap); only then does it take the claim's write lock. A task finishing in this process
+and a free place under the cap), on SQLite also as soon as another connection commits (``CommitWatch``); only
+then does it take the claim's write lock. A task finishing in this process
 wakes the loop at once, so a freed place is re-claimed without waiting for the next poll. At start a
 background thread loads the configured providers and what the review stage needs (``warm_up``), so the first
 task does not stall on them.
@@ -30,7 +31,7 @@ from sqlalchemy.orm import configure_mappers
 
 import db.queries as q
 from db.models import GenerationTask, utcnow
-from db.session import Database
+from db.session import CommitWatch, Database
 from pipeline.config import Settings
 from pipeline.registry import ProviderCache
 from pipeline.runner import TaskContext, fail_unstartable, release_task, run_task
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 WORKER_LIVE_BEATS = 3  # a registered worker not seen for this many heartbeats no longer counts (killed, hung)
 POLL_SECONDS = 0.05  # an idle poll is one indexed read, ~0.25 ms of CPU (0.5% of a core); the write lock only when worthwhile
+COMMIT_LOOK_SECONDS = 0.01  # on SQLite, between two polls: a look at whether anything was committed (microseconds)
 
 _warmed = threading.Lock()
 _warm_started = False
@@ -167,6 +169,7 @@ class Worker:
         threading.Thread(target=self._warm_up, args=(not until_idle,), name="warm-up", daemon=True).start()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.worker_id}", daemon=True)
         heartbeat.start()
+        commits = self._watch_commits()
         try:
             while not self._stop.is_set():
                 self._reap()
@@ -177,15 +180,41 @@ class Worker:
                     continue  # there may be more runnable work: claim again at once
                 if until_idle and not self._held and not self._runnable_exists():
                     break
-                self._wake.wait(self.poll_seconds)
+                self._idle(commits)
                 self._wake.clear()
         finally:
+            if commits is not None:
+                commits.close()
             self.stop()
             self._join_all()
             if self._processes is not None:
                 self._processes.close()
             self._forget()
             log.info("worker %s stopped", self.worker_id)
+
+    def _watch_commits(self) -> CommitWatch | None:
+        try:
+            return self.db.watch_commits()
+        except Exception:  # only a shortcut: the polls find the work anyway
+            log.debug("cannot watch the database's commits", exc_info=True)
+            return None
+
+    def _idle(self, commits: CommitWatch | None) -> None:
+        """Until the next poll, a wake-up or, on SQLite, another connection's commit: a task submitted by the app
+        or the command line is claimed within ~10 ms instead of half a poll (25 ms) on average."""
+        if commits is None:
+            self._wake.wait(self.poll_seconds)
+            return
+        deadline = time.monotonic() + self.poll_seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._wake.wait(min(COMMIT_LOOK_SECONDS, left)):
+                return
+            try:
+                if commits.changed():
+                    return
+            except Exception:  # e.g. the file replaced under us: fall back to the plain poll
+                self._wake.wait(max(0.0, deadline - time.monotonic()))
+                return
 
     def _warm_up(self, start_processes: bool = True) -> None:
         """The configured providers first (their client libraries load in ~0.2 s; a claim needs them), then the

@@ -474,3 +474,27 @@ def test_sqlite_busy_database_is_waited_for_not_surfaced(tmp_path: Path) -> None
         assert task.status == TaskStatus.COMPLETED.value and not task.error_log
     finally:
         database.dispose()
+
+
+def test_an_idle_worker_on_sqlite_looks_again_as_soon_as_something_is_committed(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    """A submit is seen within ~10 ms, not at the next poll: on SQLite the idle worker watches the file's commit
+    counter (``PRAGMA data_version``), which any other connection's commit changes. PostgreSQL has no such
+    counter: there the worker polls."""
+    commits = database.watch_commits()
+    if database.dialect != "sqlite":
+        assert commits is None
+        return
+    assert commits is not None
+    try:
+        assert not commits.changed()
+        make_user(database, "first@example.org")  # a commit on another connection
+        assert commits.changed() and not commits.changed()
+        worker = Worker(database, local_storage(tmp_path), make_settings(db_url, tmp_path), poll_seconds=10.0)
+        threading.Timer(0.2, lambda: make_user(database, "second@example.org")).start()
+        started = time.monotonic()
+        worker._idle(commits)
+        assert 0.15 < time.monotonic() - started < 5.0  # woken by the commit, long before the 10 s poll
+    finally:
+        commits.close()
