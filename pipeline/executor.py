@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 WORKER_LIVE_BEATS = 3  # a registered worker not seen for this many heartbeats no longer counts (killed, hung)
 POLL_SECONDS = 0.05  # an idle poll is one indexed read, ~0.25 ms of CPU (0.5% of a core); the write lock only when worthwhile
 COMMIT_LOOK_SECONDS = 0.01  # on SQLite, between two polls: a look at whether anything was committed (microseconds)
+WATCHED_POLL_SECONDS = 0.5  # on SQLite, the poll without a commit: for what no commit announces (an expired lease)
 
 _warmed = threading.Lock()
 _warm_started = False
@@ -172,6 +173,7 @@ class Worker:
         commits = self._watch_commits()
         try:
             while not self._stop.is_set():
+                polled = time.monotonic()
                 self._reap()
                 claimed = False
                 if self._free_slots() > 0 and self._claim_worthwhile():
@@ -180,7 +182,7 @@ class Worker:
                     continue  # there may be more runnable work: claim again at once
                 if until_idle and not self._held and not self._runnable_exists():
                     break
-                self._idle(commits)
+                self._idle(commits, polled)
                 self._wake.clear()
         finally:
             if commits is not None:
@@ -199,22 +201,27 @@ class Worker:
             log.debug("cannot watch the database's commits", exc_info=True)
             return None
 
-    def _idle(self, commits: CommitWatch | None) -> None:
-        """Until the next poll, a wake-up or, on SQLite, another connection's commit: a task submitted by the app
-        or the command line is claimed within ~10 ms instead of half a poll (25 ms) on average."""
+    def _idle(self, commits: CommitWatch | None, polled: float) -> None:
+        """Until the next poll or a wake-up. On SQLite the next poll comes when another connection has committed
+        (a look every ``COMMIT_LOOK_SECONDS``), but never sooner than ``poll_seconds`` after the last one, and
+        ``WATCHED_POLL_SECONDS`` after it at the latest: a task submitted to an idle worker is claimed within
+        ~10 ms instead of half a poll (25 ms) on average, and while tasks commit all the time, idle workers poll
+        no more often than without the watch."""
         if commits is None:
             self._wake.wait(self.poll_seconds)
             return
-        deadline = time.monotonic() + self.poll_seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self._wake.wait(min(COMMIT_LOOK_SECONDS, left)):
+        soonest, latest = polled + self.poll_seconds, polled + max(self.poll_seconds, WATCHED_POLL_SECONDS)
+        committed = False
+        while (now := time.monotonic()) < latest:
+            if committed and now >= soonest:
                 return
-            try:
-                if commits.changed():
-                    return
-            except Exception:  # e.g. the file replaced under us: fall back to the plain poll
-                self._wake.wait(max(0.0, deadline - time.monotonic()))
+            if self._wake.wait(min(COMMIT_LOOK_SECONDS if not committed else soonest - now, latest - now)):
                 return
+            if not committed:
+                try:
+                    committed = commits.changed()
+                except Exception:  # e.g. the file replaced under us: poll as without the watch
+                    committed = True
 
     def _warm_up(self, start_processes: bool = True) -> None:
         """The configured providers first (their client libraries load in ~0.2 s; a claim needs them), then the

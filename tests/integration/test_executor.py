@@ -480,8 +480,8 @@ def test_an_idle_worker_on_sqlite_looks_again_as_soon_as_something_is_committed(
     database: Database, db_url: str, tmp_path: Path
 ) -> None:
     """A submit is seen within ~10 ms, not at the next poll: on SQLite the idle worker watches the file's commit
-    counter (``PRAGMA data_version``), which any other connection's commit changes. PostgreSQL has no such
-    counter: there the worker polls."""
+    counter (``PRAGMA data_version``), which any other connection's commit changes, and polls when it moved,
+    though never more often than every ``poll_seconds``. PostgreSQL has no such counter: there the worker polls."""
     commits = database.watch_commits()
     if database.dialect != "sqlite":
         assert commits is None
@@ -489,12 +489,18 @@ def test_an_idle_worker_on_sqlite_looks_again_as_soon_as_something_is_committed(
     assert commits is not None
     try:
         assert not commits.changed()
-        make_user(database, "first@example.org")  # a commit on another connection
+        set_setting_value(database, "max_concurrent_tasks", "3", actor=None)  # a commit on another connection
         assert commits.changed() and not commits.changed()
-        worker = Worker(database, local_storage(tmp_path), make_settings(db_url, tmp_path), poll_seconds=10.0)
-        threading.Timer(0.2, lambda: make_user(database, "second@example.org")).start()
+        worker = Worker(database, local_storage(tmp_path), make_settings(db_url, tmp_path), poll_seconds=0.05)
+        threading.Timer(0.2, lambda: set_setting_value(database, "max_concurrent_tasks", "4", actor=None)).start()
         started = time.monotonic()
-        worker._idle(commits)
-        assert 0.15 < time.monotonic() - started < 5.0  # woken by the commit, long before the 10 s poll
+        worker._idle(commits, started - 0.06)  # the last poll 60 ms ago
+        assert 0.15 < time.monotonic() - started < 0.4  # woken by the commit, before the watched poll (0.44 s)
+        started = time.monotonic()  # nothing committed: the watched poll comes after 0.5 s
+        worker._idle(commits, started)
+        assert time.monotonic() - started >= 0.45
+        set_setting_value(database, "max_concurrent_tasks", "5", actor=None)  # just after a poll: none within 0.05 s
+        worker._idle(commits, started := time.monotonic())
+        assert 0.045 <= time.monotonic() - started < 0.4
     finally:
         commits.close()
