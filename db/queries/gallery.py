@@ -516,14 +516,12 @@ def _facets_in_one_pass(session: Session, c: PersonaCriteria, limit: int) -> dic
     into a materialised CTE, with each facet's value and whether each active facet filter holds, and every
     facet counts its values there."""
     filters = _facet_filters(session, c)
-    pg = _dialect(session) == "postgresql"
-    array_only = "jsonb_typeof" if pg else "json_type"
     columns: list[sa.ColumnElement[Any]] = [
         expression().label(f"v_{key}") for key, (_, expression) in FACET_EXPRESSIONS.items()
     ]
     for key, column in (("tags", R.tags), ("flags", R.quality_flags)):
         # JSON arrays only (NULL otherwise, which unnests to no row): PostgreSQL refuses to unnest a non-array
-        columns.append(sa.case((getattr(sa.func, array_only)(column) == "array", column)).label(f"v_{key}"))
+        columns.append(sa.case((_is_json_array(session, column), column)).label(f"v_{key}"))
     columns += [cond.label(f"ok_{name}") for name, cond in filters.items()]
     rows = (
         _joined(sa.select(*columns))

@@ -327,9 +327,9 @@ def finish_task(
     })
 
 
-def hand_back_task(session: Session, task: GenerationTask, now: datetime | None = None) -> None:
+def hand_back_task(session: Session, task: GenerationTask) -> None:
     """Give up a held task's lease at once, its status kept: the next claim resumes it from what was committed."""
-    _write_task(session, task, {"lease_expires_at": now or utcnow(), "worker_id": None})
+    _write_task(session, task, {"lease_expires_at": utcnow(), "worker_id": None})
 
 
 def request_cancel(session: Session, task: GenerationTask, now: datetime | None = None) -> str:
