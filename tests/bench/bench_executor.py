@@ -36,7 +36,7 @@ from db.session import Database, migrate
 from pipeline.app_settings import set_setting_value
 from pipeline.domain import IMAGES_PER_BLOCK, MAX_BATCHES_IN_FLIGHT, PERSONA_BATCH_SIZE, TaskSpec
 from pipeline.tasks import build_snapshot, new_task_id, validate_spec
-from tests.bench.harness import BenchRow
+from tests.bench.harness import BenchRow, cpu_mark, stolen_since
 from tests.factories import make_settings, make_user
 from tests.fakes.servers import (
     FLOWISE_PERSONA_FLOW,
@@ -155,6 +155,7 @@ class _Run:
     max_running: int
     samples: int
     statuses: dict[str, int]
+    steal: float | None  # the share of CPU time the hypervisor took away while the tasks ran (``stolen_since``)
 
 
 def _env(url: str, folder: Path, flowise: FakeFlowise, openai: FakeOpenAI) -> dict[str, str]:
@@ -232,13 +233,14 @@ def _run_config(url: str, folder: Path, cap: int, n_workers: int, flowise: FakeF
                         done.set()
                     time.sleep(0.02)
 
-        start_wall = time.time()
+        start_wall, cpu = time.time(), cpu_mark()
         ids = _queue(database, specs, snapshot)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         if not done.wait(300):
             raise RuntimeError("the tasks did not finish in 300 s: " + logs[0].read_text(errors="replace")[-2000:])
         sampler.join()
+        steal = stolen_since(cpu)
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -258,7 +260,7 @@ def _run_config(url: str, folder: Path, cap: int, n_workers: int, flowise: FakeF
         assert t is not None
         statuses[t.status] = statuses.get(t.status, 0) + 1
     return _Run(end - start_wall, sum(1 for n in samples if n > cap), start_violations, max(samples, default=0),
-                len(samples), statuses)
+                len(samples), statuses, steal)
 
 
 def _queue(database: Database, specs: list[TaskSpec], snapshot: dict[str, Any]) -> list[str]:
@@ -295,7 +297,7 @@ def _fresh_url(tmp: Path, name: str) -> str:
 FAKES_SWITCH_INTERVAL_S = 0.0005
 
 
-def bench_executor_efficiency(repeat: int = 5) -> list[BenchRow]:
+def bench_executor_efficiency(repeat: int = 7) -> list[BenchRow]:
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(FAKES_SWITCH_INTERVAL_S)
     try:
@@ -305,43 +307,66 @@ def bench_executor_efficiency(repeat: int = 5) -> list[BenchRow]:
 
 
 def _bench_executor_efficiency(repeat: int) -> list[BenchRow]:
-    rows: list[BenchRow] = []
+    configs = [(n_workers, cap) for n_workers in WORKERS for cap in CAPS]
+    runs: dict[tuple[int, int], list[_Run]] = {config: [] for config in configs}
+    set_aside: dict[tuple[int, int], list[_Run]] = {config: [] for config in configs}
     with tempfile.TemporaryDirectory() as tmp, \
             _KeepAliveFlowise(latency=LATENCY_S) as flowise, _CachedFakeOpenAI(latency=LATENCY_S) as openai:
-        for n_workers in WORKERS:
-            for cap in CAPS:
-                runs = []
-                for r in range(repeat):
-                    folder = Path(tmp) / f"w{n_workers}-c{cap}-{r}"
+        # The configurations take turns, one run of each per round: a busy spell of the machine falls on several
+        # of them instead of on every run of one.
+        for r in range(repeat):
+            for n_workers, cap in configs:
+                while True:
+                    folder = Path(tmp) / f"w{n_workers}-c{cap}-{r}-{len(set_aside[n_workers, cap])}"
                     folder.mkdir()
-                    runs.append(_run_config(_fresh_url(folder, "bench.db"), folder, cap, n_workers, flowise, openai))
-                ideal = ideal_seconds(tasks=TASKS, personas=PERSONAS, images=IMAGES, cap=cap, workers=n_workers,
-                                      persona_threads=PERSONA_THREADS, max_in_flight=PROVIDER_MAX_IN_FLIGHT,
-                                      slots=WORKER_TASK_SLOTS, latency=LATENCY_S)
-                measured = statistics.median(run.seconds for run in runs)
-                violations = sum(run.sample_violations + run.start_violations for run in runs)
-                bad = [run.statuses for run in runs if set(run.statuses) != {"completed"}]
-                if bad:
-                    raise RuntimeError(f"cap {cap}, {n_workers} worker(s): tasks did not all complete: {bad}")
-                rows.append(BenchRow(
-                    f"executor: {TASKS} tasks × {PERSONAS} personas × {IMAGES} images, cap {cap}, "
-                    f"{n_workers} worker process{'es' if n_workers > 1 else ''}",
-                    measured, ideal, TARGET,
-                    notes=f"{LATENCY_S * 1000:g} ms a call; vs the latency-bound ideal; max running "
-                          f"{max(run.max_running for run in runs)} (cap {cap}), {violations} cap violations in "
-                          f"{sum(run.samples for run in runs)} samples",
-                    extra={"violations": violations, "runs_s": [round(run.seconds, 3) for run in runs],
-                           "samples": sum(run.samples for run in runs),
-                           "max_running": max(run.max_running for run in runs)},
-                ))
-                print(f"  cap {cap}, {n_workers} worker(s): {[round(run.seconds, 2) for run in runs]} s, "
-                      f"ideal {ideal:.2f} s", file=sys.stderr, flush=True)
-    return rows
+                    run = _run_config(_fresh_url(folder, "bench.db"), folder, cap, n_workers, flowise, openai)
+                    if set(run.statuses) != {"completed"}:
+                        raise RuntimeError(f"cap {cap}, {n_workers} worker(s): tasks did not all complete: "
+                                           f"{run.statuses}")
+                    if (run.steal or 0) <= STEAL_LIMIT or len(set_aside[n_workers, cap]) >= MAX_SET_ASIDE:
+                        runs[n_workers, cap].append(run)
+                        break
+                    set_aside[n_workers, cap].append(run)  # the cores were not there: measured again
+    return [_row(n_workers, cap, runs[n_workers, cap], set_aside[n_workers, cap]) for n_workers, cap in configs]
+
+
+# A run during which the hypervisor gave more than this share of the machine's CPU time to another guest is run
+# again (at most MAX_SET_ASIDE times per configuration; the row's notes say how many): on this 2-core machine a
+# run with a third of its CPU stolen took 1.48x the ideal against 1.10-1.17x for runs with under 3% stolen.
+STEAL_LIMIT = 0.10
+MAX_SET_ASIDE = 2
+
+
+def _row(n_workers: int, cap: int, runs: list[_Run], set_aside: list[_Run]) -> BenchRow:
+    ideal = ideal_seconds(tasks=TASKS, personas=PERSONAS, images=IMAGES, cap=cap, workers=n_workers,
+                          persona_threads=PERSONA_THREADS, max_in_flight=PROVIDER_MAX_IN_FLIGHT,
+                          slots=WORKER_TASK_SLOTS, latency=LATENCY_S)
+    measured = statistics.median(run.seconds for run in runs)
+    violations = sum(run.sample_violations + run.start_violations for run in runs + set_aside)
+    steals = [run.steal for run in runs if run.steal is not None]
+    stolen = f"; {100 * statistics.median(steals):.1f}% of CPU time stolen (median)" if steals else ""
+    again = (f"; {len(set_aside)} run(s) over {STEAL_LIMIT:.0%} stolen measured again "
+             f"({', '.join(f'{run.seconds:.2f} s' for run in set_aside)})" if set_aside else "")
+    print(f"  cap {cap}, {n_workers} worker(s): {[round(run.seconds, 2) for run in runs]} s, ideal {ideal:.2f} s"
+          f"{again}", file=sys.stderr, flush=True)
+    return BenchRow(
+        f"executor: {TASKS} tasks × {PERSONAS} personas × {IMAGES} images, cap {cap}, "
+        f"{n_workers} worker process{'es' if n_workers > 1 else ''}",
+        measured, ideal, TARGET,
+        notes=f"{LATENCY_S * 1000:g} ms a call; vs the latency-bound ideal; median of {len(runs)}{stolen}{again}; "
+              f"max running {max(run.max_running for run in runs)} (cap {cap}), {violations} cap violations in "
+              f"{sum(run.samples for run in runs + set_aside)} samples",
+        extra={"violations": violations, "runs_s": [round(run.seconds, 3) for run in runs],
+               "steal": [None if run.steal is None else round(run.steal, 4) for run in runs],
+               "set_aside_s": [round(run.seconds, 3) for run in set_aside],
+               "samples": sum(run.samples for run in runs + set_aside),
+               "max_running": max(run.max_running for run in runs)},
+    )
 
 
 if __name__ == "__main__":
     from tests.bench.harness import machine, render
 
-    result = bench_executor_efficiency(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    result = bench_executor_efficiency(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
     print(f"Machine: {machine()}\n")
     print(render(result))

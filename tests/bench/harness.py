@@ -46,6 +46,28 @@ def best_of(*fns: Callable[[], Any], repeat: int = 5) -> tuple[float, ...]:
     return tuple(min(samples) for samples in times)
 
 
+def cpu_mark() -> tuple[int, int] | None:
+    """The machine's stolen and total CPU time so far (``/proc/stat``, in clock ticks); None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if fields[:1] != ["cpu"] or len(fields) < 9:
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def stolen_since(mark: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time since ``mark`` that the hypervisor gave to another guest (steal): the
+    cores this run was measured on were not there for it."""
+    now = cpu_mark()
+    if mark is None or now is None or now[1] <= mark[1]:
+        return None
+    return (now[0] - mark[0]) / (now[1] - mark[1])
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
@@ -64,8 +86,10 @@ def render(rows: list[BenchRow]) -> str:
     head = "| benchmark | measured | baseline | ratio | target | result | notes |\n|---|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
+        # Two decimals, or three where two would print the target itself for a ratio just over or under it.
+        ratio = f"{r.ratio:.2f}" if f"{r.ratio:.2f}" != f"{r.target:.2f}" else f"{r.ratio:.3f}"
         lines.append(
-            f"| {r.name} | {r.measured_s:.3f} s | {r.baseline_s:.3f} s | {r.ratio:.2f}× | ≤ {r.target:g}× | "
+            f"| {r.name} | {r.measured_s:.3f} s | {r.baseline_s:.3f} s | {ratio}× | ≤ {r.target:g}× | "
             f"{'pass' if r.passed else 'FAIL'} | {r.notes} |"
         )
     return "\n".join(lines)
