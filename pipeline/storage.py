@@ -69,7 +69,10 @@ class LocalStorage:
 
     def _file(self, key: str) -> str:
         # normpath, not resolve(): no system call per key (exports read thousands). Keys are ours, and the
-        # folder holds no symlinks we did not make; ".." and absolute keys cannot leave the root.
+        # folder holds no symlinks we did not make; ".." and absolute keys cannot leave the root. A key with
+        # neither is joined as it is (a fifth of the cost: an export joins one per image).
+        if key and ".." not in key and not key.startswith("/"):
+            return self._prefix + key
         path = os.path.normpath(os.path.join(self._prefix, key))
         if not path.startswith(self._prefix):
             raise StorageError(f"key escapes the storage root: {key!r}")

@@ -10,7 +10,7 @@ from pipeline.errors import StorageError
 from pipeline.storage import LocalStorage
 
 
-@pytest.mark.parametrize("key", ["../outside.jpg", "/etc/passwd", "a/../../outside.jpg", "..", "a/../.."])
+@pytest.mark.parametrize("key", ["../outside.jpg", "/etc/passwd", "a/../../outside.jpg", "..", "a/../..", ""])
 def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
     storage = LocalStorage(tmp_path / "media")
     with pytest.raises(StorageError, match="escapes the storage root"):
@@ -24,6 +24,9 @@ def test_a_key_below_the_root_round_trips(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "media")
     assert storage.put("task/b1-s0/img01.jpg", b"data") == "task/b1-s0/img01.jpg"
     assert storage.get("task/./b1-s0/img01.jpg") == b"data"
+    assert storage.get("task/b1-s0/../b1-s0/img01.jpg") == b"data"  # ".." that stays below the root
+    assert storage.put("task/b1-s0/img..02.jpg", b"dots") == "task/b1-s0/img..02.jpg"
+    assert (tmp_path / "media" / "task" / "b1-s0" / "img..02.jpg").read_bytes() == b"dots"
     assert (tmp_path / "media" / "task" / "b1-s0" / "img01.jpg").read_bytes() == b"data"
 
 
