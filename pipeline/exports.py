@@ -538,9 +538,9 @@ def _wanted(record: dict[str, Any]) -> Wanted:
     return wanted
 
 
-def _fetch_all(get: Callable[[str], bytes], uris: Iterable[str]) -> Fetched:
+def _fetch_all(get: Callable[[str], bytes], wanted: Wanted) -> Fetched:
     out: Fetched = []
-    for uri in uris:
+    for _role, _index, uri in wanted:
         try:
             out.append(get(uri))
         except PipelineError as exc:
@@ -574,7 +574,7 @@ class _ReadAhead:
             return None
         if self._pool is None:
             self._pool = ThreadPoolExecutor(IMAGE_READERS, thread_name_prefix="export-read")
-        return self._pool.submit(_fetch_all, partial(read_image, self.storage), [uri for _r, _i, uri in wanted])
+        return self._pool.submit(_fetch_all, partial(read_image, self.storage), wanted)
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         window: deque[Pending] = deque()
@@ -594,8 +594,7 @@ class _ReadAhead:
     def _next(self, window: deque[Pending]) -> tuple[dict[str, Any], dict[str, Any]]:
         record, row, self.wanted, pending = window.popleft()
         # Local files: no legacy URL among them (``_read``), so straight from the storage.
-        self._current = pending if pending is not None else _fetch_all(
-            self.storage.get, [uri for _r, _i, uri in self.wanted])
+        self._current = pending if pending is not None else _fetch_all(self.storage.get, self.wanted)
         return record, row
 
     def fetched(self) -> Fetched:
