@@ -22,7 +22,7 @@ def database_url() -> str:
     url = config.attributes.get("database_url")
     if url:
         return str(url)
-    from pipeline.config import get_settings
+    from pipeline.core.config import get_settings
 
     return get_settings().database_url
 

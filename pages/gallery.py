@@ -1,7 +1,7 @@
 """Gallery: browse one or several tasks with server-side filters, sort and paging; curate; charts; downloads.
 
 The filter lives in ``st.query_params``, so a view is a shareable URL. Nothing here loads a whole task:
-``pipeline.gallery`` filters, counts and pages in SQL.
+``pipeline.outputs.browse`` filters, counts and pages in SQL.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pandas as pd
 import streamlit as st
 
 from pages import ui
-from pipeline import gallery
-from pipeline.errors import PipelineError
-from pipeline.exports import FORMATS, export_view
-from pipeline.identity import IDENTITY_FLAGS, Thresholds
-from pipeline.tasks import task_status
+from pipeline.core.errors import PipelineError
+from pipeline.core.identity import IDENTITY_FLAGS, Thresholds
+from pipeline.outputs import browse as gallery
+from pipeline.outputs.exports import FORMATS, export_view
+from pipeline.submit.submission import task_status
 
 DEFAULT_THRESHOLD = Thresholds().same_person
 FACETS_TTL_SECONDS = 20  # a running task's new personas show in the facet counts within this

@@ -7,12 +7,12 @@ import json
 import streamlit as st
 
 from pages import ui
-from pipeline.app_settings import read_settings
-from pipeline.domain import ALLOWED_IMAGES_PER_PERSONA, MAX_DESCRIPTION_CHARS, MAX_PERSONAS, MIN_PERSONAS
-from pipeline.errors import PipelineError
-from pipeline.identity import resolve_mode
-from pipeline.languages import LANGUAGES
-from pipeline.tasks import build_snapshot, estimate_task, preview_personas, submit_task, validate_spec
+from pipeline.core.domain import ALLOWED_IMAGES_PER_PERSONA, MAX_DESCRIPTION_CHARS, MAX_PERSONAS, MIN_PERSONAS
+from pipeline.core.errors import PipelineError
+from pipeline.core.identity import resolve_mode
+from pipeline.core.languages import LANGUAGES
+from pipeline.submit.settings import read_settings
+from pipeline.submit.submission import build_snapshot, estimate_task, preview_personas, submit_task, validate_spec
 
 rt = ui.runtime()
 user = ui.current_user(rt)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import ui
-from pipeline.app_settings import read_settings, set_setting_value, setting_history
-from pipeline.checks import check_providers
-from pipeline.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
-from pipeline.errors import PipelineError
-from pipeline.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
+from pipeline.core.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
+from pipeline.core.errors import PipelineError
+from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
+from pipeline.submit.connectivity import check_providers
+from pipeline.submit.settings import read_settings, set_setting_value, setting_history
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -98,7 +98,7 @@ with providers:
         for check in results:
             (st.success if check.ok else st.error)(f"{check.kind} · {check.name}: {check.detail}")
     if rt.settings.faces_url:
-        from pipeline.faces import FaceLibrary
+        from pipeline.storage.faces import FaceLibrary
 
         try:
             library = FaceLibrary.from_settings(rt.settings)

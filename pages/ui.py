@@ -16,11 +16,11 @@ import streamlit as st
 import streamlit_authenticator as stauth
 
 from db.models import User
-from pipeline import accounts
-from pipeline.config import get_settings
-from pipeline.errors import PipelineError
-from pipeline.runtime import Runtime, open_runtime
+from pipeline.core.config import get_settings
+from pipeline.core.errors import PipelineError
 from pipeline.storage import is_legacy_url
+from pipeline.submit import accounts
+from pipeline.worker.runtime import Runtime, open_runtime
 
 USER_KEY = "adg_user_email"
 ADMIN_KEY = "adg_user_is_admin"

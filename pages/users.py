@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import ui
-from pipeline import accounts
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.submit import accounts
 
 rt = ui.runtime()
 user = ui.current_user(rt)

@@ -17,8 +17,8 @@ from types import FrameType
 from typing import NoReturn
 
 from db.session import Database, migrate
-from pipeline.config import Settings, get_settings
-from pipeline.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
+from pipeline.core.config import Settings, get_settings
+from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError, AccessDenied)
 EXPORT_FORMATS = ("csv", "json", "jsonl", "parquet", "parquet-images", "zip", "hf")
@@ -114,7 +114,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.accounts import create_user, validate_email, validate_password
+    from pipeline.submit.accounts import create_user, validate_email, validate_password
 
     email = validate_email(args.email)
     password = args.password if args.password is not None else sys.stdin.readline().rstrip("\r\n")
@@ -126,7 +126,7 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     import db.queries as q
-    from pipeline.tasks import build_snapshot, submit_task, validate_spec
+    from pipeline.submit.submission import build_snapshot, submit_task, validate_spec
 
     db = _open(settings)
     with db.session() as session:
@@ -148,7 +148,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.executor import Worker
+    from pipeline.worker.executor import Worker
 
     db = _open(settings)
     worker = Worker(db, _storage(settings), settings, worker_id=args.worker_id, task_processes=settings.task_processes)
@@ -166,7 +166,7 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.tasks import task_status
+    from pipeline.submit.submission import task_status
 
     report = task_status(_open(settings), args.task_id)
     if args.json:
@@ -181,21 +181,21 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.tasks import cancel_task
+    from pipeline.submit.submission import cancel_task
 
     print(cancel_task(_open(settings), args.task_id))
     return 0
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.tasks import retry_task
+    from pipeline.submit.submission import retry_task
 
     print(f"{retry_task(_open(settings), args.task_id)} persona(s) queued again")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.tasks import delete_task
+    from pipeline.submit.submission import delete_task
 
     removed = delete_task(_open(settings), _storage(settings), args.task_id)
     print(f"deleted {args.task_id} and {removed} stored object(s)")
@@ -204,7 +204,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
     import db.queries as q
-    from pipeline.tasks import rerun_task
+    from pipeline.submit.submission import rerun_task
 
     db = _open(settings)
     with db.session() as session:
@@ -217,7 +217,7 @@ def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.exports import export_task
+    from pipeline.outputs.exports import export_task
 
     out = Path(args.out)
     if out.exists() and out.is_dir() and args.format != "hf":
@@ -227,7 +227,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.app_settings import get_setting_value, set_setting_value
+    from pipeline.submit.settings import get_setting_value, set_setting_value
 
     db = _open(settings)
     if args.action == "get":
@@ -238,7 +238,7 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_providers(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.checks import check_providers
+    from pipeline.submit.connectivity import check_providers
 
     results = check_providers(settings)
     for check in results:

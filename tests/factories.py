@@ -9,13 +9,13 @@ from typing import Any
 import db.queries as q
 from db.models import User
 from db.session import Database
-from pipeline.accounts import create_user
-from pipeline.app_settings import set_setting_value
-from pipeline.config import Settings
-from pipeline.executor import Worker
-from pipeline.registry import ProviderCache
+from pipeline.core.config import Settings
+from pipeline.providers.registry import ProviderCache
 from pipeline.storage import LocalStorage, Storage
-from pipeline.tasks import build_snapshot, submit_task, validate_spec
+from pipeline.submit.accounts import create_user
+from pipeline.submit.settings import set_setting_value
+from pipeline.submit.submission import build_snapshot, submit_task, validate_spec
+from pipeline.worker.executor import Worker
 
 PASSWORD = "correct horse battery"
 

@@ -701,7 +701,7 @@ def delete_saved_view(session: Session, user_id: int, name: str) -> bool:
 
 
 def _export_columns() -> list[sa.ColumnElement[Any]]:
-    """The export's columns under their export names (``pipeline.exports.EXPORT_COLUMNS``), nothing else."""
+    """The export's columns under their export names (``pipeline.outputs.exports.EXPORT_COLUMNS``), nothing else."""
     return [
         T.task_id.label("task_id"),
         R.id.label("persona_id"),

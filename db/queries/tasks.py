@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -24,14 +25,17 @@ from db.queries.results import (
 )
 
 __all__ = [
+    "ERROR_LOG_MAX_LINES",
     "MAX_CONCURRENT_TASKS_KEY",
     "Progress",
     "TaskRow",
+    "add_errors",
     "assert_lease",
     "claim_next_task",
     "claim_worthwhile",
     "count_held_tasks",
     "delete_task_row",
+    "error_log_with",
     "finish_task",
     "get_task",
     "get_task_by_pk",
@@ -49,6 +53,7 @@ __all__ = [
 ]
 
 MAX_CONCURRENT_TASKS_KEY = "max_concurrent_tasks"
+ERROR_LOG_MAX_LINES = 50
 IN_PROGRESS = (TaskStatus.GENERATING_DATA.value, TaskStatus.DATA_GENERATED.value, TaskStatus.GENERATING_IMAGES.value)
 
 
@@ -256,7 +261,7 @@ def claim_next_task(
     if task.attempts >= max_attempts:
         _write_task(session, task, {
             "status": TaskStatus.FAILED.value,
-            "error_log": _append(task.error_log, f"gave up after {task.attempts} attempts: the worker kept stopping"),
+            "error_log": error_log_with(task.error_log, [f"gave up after {task.attempts} attempts: the worker kept stopping"]),
             "completed_at": now,
             "lease_expires_at": None,
             "worker_id": None,
@@ -312,13 +317,14 @@ def set_task_status(session: Session, task: GenerationTask, status: str, now: da
 
 
 def finish_task(
-    session: Session, task: GenerationTask, *, status: str, error_log: str | None, now: datetime | None = None
+    session: Session, task: GenerationTask, *, status: str, errors: Sequence[str] = (), now: datetime | None = None
 ) -> None:
-    """Record a final status and release the lease (written at once, see ``_write_task``)."""
+    """Record a final status with ``errors`` added to the error log, and release the lease (written at once, see
+    ``_write_task``)."""
     now = now or utcnow()
     _write_task(session, task, {
         "status": status,
-        "error_log": error_log,
+        "error_log": error_log_with(task.error_log, errors),
         "completed_at": now,
         "updated_at": now,
         "lease_expires_at": None,
@@ -340,7 +346,7 @@ def request_cancel(session: Session, task: GenerationTask, now: datetime | None 
         task.cancel_requested = True
         task.updated_at = now
         return "cancel-requested"
-    finish_task(session, task, status=TaskStatus.CANCELLED.value, error_log=_append(task.error_log, "cancelled"), now=now)
+    finish_task(session, task, status=TaskStatus.CANCELLED.value, errors=["cancelled"], now=now)
     return TaskStatus.CANCELLED.value
 
 
@@ -368,8 +374,18 @@ def delete_task_row(session: Session, task: GenerationTask) -> None:
     session.delete(task)
 
 
-def _append(log: str | None, line: str) -> str:
-    return f"{log}\n{line}" if log else line
+def error_log_with(log: str | None, lines: Sequence[str]) -> str | None:
+    """A task's error log with ``lines`` added, bounded to ``ERROR_LOG_MAX_LINES`` (the one way it grows)."""
+    all_lines = (log.splitlines() if log else []) + list(lines)
+    if len(all_lines) > ERROR_LOG_MAX_LINES:
+        all_lines = [*all_lines[:ERROR_LOG_MAX_LINES], f"... and {len(all_lines) - ERROR_LOG_MAX_LINES} more"]
+    return "\n".join(all_lines) or None
+
+
+def add_errors(session: Session, task: GenerationTask, lines: Sequence[str]) -> None:
+    """Add problems to a running task's error log, visible at once on the tasks page."""
+    task.error_log = error_log_with(task.error_log, lines)
+    task.updated_at = utcnow()
 
 
 def runnable_task_exists(session: Session, now: datetime) -> bool:

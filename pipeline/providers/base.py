@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from pipeline.domain import PersonaBatch, PersonaDraft, PersonaRequest
+from pipeline.core.domain import PersonaBatch, PersonaDraft, PersonaRequest
 
 
 class PersonaProvider(Protocol):

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.config import Settings
-from pipeline.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
-from pipeline.errors import PipelineError, ProviderError
-from pipeline.http import HttpClient, HttpProvider, bearer_headers, join_url
-from pipeline.parsing import final_prompt, personas_from_text
-from pipeline.prompts import person_data_json
+from pipeline.core.config import Settings
+from pipeline.core.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
+from pipeline.core.errors import PipelineError, ProviderError
+from pipeline.providers.http import HttpClient, HttpProvider, bearer_headers, join_url
+from pipeline.providers.parsing import final_prompt, personas_from_text
+from pipeline.providers.prompts import person_data_json
 
 PROVIDER = "flowise"
 START_NODE = "startAgentflow_0"

@@ -14,9 +14,9 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from pipeline.config import Settings
-from pipeline.domain import PersonaDraft
-from pipeline.imaging import decode_image
+from pipeline.core.config import Settings
+from pipeline.core.domain import PersonaDraft
+from pipeline.core.images import decode_image
 
 SIDE = 512
 GUTTER = 16

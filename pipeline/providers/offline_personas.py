@@ -16,10 +16,10 @@ from typing import Any
 
 from faker import Faker
 
-from pipeline.config import Settings
-from pipeline.domain import PersonaBatch, PersonaDraft, PersonaRequest
-from pipeline.languages import locales_for
-from pipeline.personas import name_key, normalise_persona
+from pipeline.core.config import Settings
+from pipeline.core.domain import PersonaBatch, PersonaDraft, PersonaRequest
+from pipeline.core.languages import locales_for
+from pipeline.core.personas import name_key, normalise_persona
 
 # Real cities (city|region) per Faker locale: Faker invents towns such as "Lake Franciston" in many locales.
 _CITIES: dict[str, tuple[str, ...]] = {

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.config import DEFAULT_OPENAI_BASE_URL, Settings
-from pipeline.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
-from pipeline.errors import PipelineError, ProviderError, RefusalError
-from pipeline.http import HttpClient, HttpProvider, bearer_headers, join_url
-from pipeline.parsing import final_prompt, personas_from_text
-from pipeline.prompts import person_data_json
+from pipeline.core.config import DEFAULT_OPENAI_BASE_URL, Settings
+from pipeline.core.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
+from pipeline.core.errors import PipelineError, ProviderError, RefusalError
 from pipeline.providers.flowise import request_constraints
+from pipeline.providers.http import HttpClient, HttpProvider, bearer_headers, join_url
+from pipeline.providers.parsing import final_prompt, personas_from_text
+from pipeline.providers.prompts import person_data_json
 
 PROVIDER = "openai-chat"
 CHECK_TIMEOUT_SECONDS = 10.0

@@ -10,12 +10,12 @@ import base64
 import binascii
 from typing import Any
 
-from pipeline.domain import PersonaDraft
-from pipeline.errors import PipelineError, ProviderError
-from pipeline.http import join_url
-from pipeline.keys import content_type_for, extension_for
-from pipeline.prompts import grid_prompt_wrapper
+from pipeline.core.domain import PersonaDraft
+from pipeline.core.errors import PipelineError, ProviderError
+from pipeline.core.keys import content_type_for, extension_for
+from pipeline.providers.http import join_url
 from pipeline.providers.openai_chat import OpenAIHttpProvider, check_models
+from pipeline.providers.prompts import grid_prompt_wrapper
 
 PROVIDER = "openai-images"
 BASE_SIZE = "auto"

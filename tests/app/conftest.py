@@ -18,7 +18,7 @@ import streamlit as st
 import db.queries as q
 from db.models import User
 from db.session import Database, migrate
-from pipeline.config import Settings, get_settings, reset_settings_cache
+from pipeline.core.config import Settings, get_settings, reset_settings_cache
 from tests.factories import make_user, offline_env
 
 

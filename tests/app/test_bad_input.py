@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.app_settings import read_settings
+from pipeline.submit.settings import read_settings
 from tests.app.conftest import AppEnv
 from tests.app.test_pages import ADMIN, by_label, joined, page, run
 

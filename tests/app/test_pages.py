@@ -17,10 +17,10 @@ from streamlit.testing.v1 import AppTest
 
 import db.queries as q
 from db.models import GenerationTask, TaskStatus
-from pipeline.accounts import MAX_FAILED_LOGINS, set_active
-from pipeline.app_settings import read_settings, setting_history
-from pipeline.domain import CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
-from pipeline.exports import FORMATS as EXPORT_FORMATS
+from pipeline.core.domain import CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
+from pipeline.outputs.exports import FORMATS as EXPORT_FORMATS
+from pipeline.submit.accounts import MAX_FAILED_LOGINS, set_active
+from pipeline.submit.settings import read_settings, setting_history
 from tests.app.conftest import AppEnv
 from tests.factories import PASSWORD, local_storage, results_of, run_worker, submit, task_row
 

@@ -11,10 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 import db.queries as q
 from db.models import GenerationResult
-from pipeline import accounts
-from pipeline.config import Settings, reset_settings_cache
-from pipeline.errors import ConfigError
-from pipeline.runtime import open_runtime
+from pipeline.core.config import Settings, reset_settings_cache
+from pipeline.core.errors import ConfigError
+from pipeline.submit import accounts
+from pipeline.worker.runtime import open_runtime
 from tests.app.conftest import AppEnv
 from tests.factories import local_storage, make_settings, run_worker, submit
 
@@ -69,7 +69,7 @@ def test_llm_text_is_rendered_as_text(app_env: AppEnv) -> None:
 
 
 def test_compare_two_tasks_shows_config_differences(app_env: AppEnv) -> None:
-    from pipeline.app_settings import set_setting_value
+    from pipeline.submit.settings import set_setting_value
 
     admin = app_env.admin()
     settings = make_settings(app_env.db_url, app_env.tmp)

@@ -38,9 +38,9 @@ import db.queries as q
 from db.models import GenerationTask, utcnow
 from db.queries.tasks import _HELD_COUNT  # the statement the claim's cap check counts with
 from db.session import Database, migrate
-from pipeline.app_settings import set_setting_value
-from pipeline.domain import IMAGES_PER_BLOCK, MAX_BATCHES_IN_FLIGHT, PERSONA_BATCH_SIZE, TaskSpec
-from pipeline.tasks import build_snapshot, new_task_id, validate_spec
+from pipeline.core.domain import IMAGES_PER_BLOCK, MAX_BATCHES_IN_FLIGHT, PERSONA_BATCH_SIZE, TaskSpec
+from pipeline.submit.settings import set_setting_value
+from pipeline.submit.submission import build_snapshot, new_task_id, validate_spec
 from tests.bench.harness import BenchRow, cpu_mark, stolen_since
 from tests.factories import make_settings, make_user
 from tests.fakes.servers import (

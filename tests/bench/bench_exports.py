@@ -139,7 +139,7 @@ def _child(kind: str, url: str, task_id: str, out: str, media: str) -> None:
     import pyarrow.parquet  # noqa: F401
 
     from db.session import Database
-    from pipeline.exports import export_task
+    from pipeline.outputs.exports import export_task
     from pipeline.storage import LocalStorage
 
     database = Database(url)

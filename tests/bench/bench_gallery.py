@@ -28,7 +28,7 @@ import sqlalchemy as sa
 import db.queries as q
 from db.models import GenerationTask, User
 from db.session import Database, migrate
-from pipeline.gallery import GalleryFilter, facet_counts, query_page
+from pipeline.outputs.browse import GalleryFilter, facet_counts, query_page
 from tests.bench.harness import BenchRow, machine, render
 
 TARGET = 1.3
@@ -141,7 +141,7 @@ class Shape:
 
     name: str
     flt: GalleryFilter
-    sort: str  # a pipeline.gallery.SORTS label
+    sort: str  # a pipeline.outputs.browse.SORTS label
     descending: bool
     page: int
     where: list[tuple[str | None, str]]  # (facet the condition belongs to or None, SQL on r / t)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.identity import IDENTITY_SETTING_KEY
 from tests.bench.harness import BenchRow
 
 CPU_BUDGET_S = 0.5
@@ -23,7 +24,7 @@ LATENCY_S = 0.25
 
 
 def _cpu_per_image(n: int = 12) -> float:
-    from pipeline import identity
+    from pipeline.stages.review import identity
     from tests.fakes.faces import SAME_PERSON, astronaut, jpeg
 
     face = astronaut().resize((1024, 1024))
@@ -38,9 +39,8 @@ def _cpu_per_image(n: int = 12) -> float:
 def _task_wall(identity_mode: str, root: Path) -> tuple[float, float]:
     """(seconds until the last grid was returned, seconds until the task finished)."""
     from db.session import Database, migrate
-    from pipeline import identity
-    from pipeline.app_settings import set_setting_value
-    from pipeline.registry import ProviderCache, Providers
+    from pipeline.providers.registry import ProviderCache, Providers
+    from pipeline.submit.settings import set_setting_value
     from tests.factories import local_storage, make_settings, make_user, run_worker, submit
     from tests.fakes.faces import FacesImageProvider
 
@@ -67,7 +67,7 @@ def _task_wall(identity_mode: str, root: Path) -> tuple[float, float]:
     db = Database(url)
     settings = make_settings(url, root, persona_threads=4)
     user = make_user(db)
-    set_setting_value(db, identity.IDENTITY_SETTING_KEY, identity_mode, actor=None)
+    set_setting_value(db, IDENTITY_SETTING_KEY, identity_mode, actor=None)
     submit(db, settings, user, count=6, images=8)
     start = time.perf_counter()
     run_worker(db, local_storage(root), settings, providers=Cache(settings))
@@ -77,7 +77,7 @@ def _task_wall(identity_mode: str, root: Path) -> tuple[float, float]:
 
 
 def bench_identity() -> list[BenchRow]:
-    from pipeline import identity
+    from pipeline.stages.review import identity
 
     cpu = _cpu_per_image()
     rows = [BenchRow("identity check: CPU per 1024² image (detect + align + embed)", cpu, CPU_BUDGET_S, 1.0,

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline import imaging
-from pipeline.domain import PersonaRequest
-from pipeline.imaging import decode_image, encode_jpeg, process_grid
+from pipeline.core.domain import PersonaRequest
+from pipeline.core.images import decode_image
 from pipeline.providers.offline_images import OfflineImageProvider, draw_portrait
 from pipeline.providers.offline_personas import OfflinePersonaProvider
+from pipeline.stages.images import imaging
+from pipeline.stages.images.imaging import encode_jpeg, process_grid
 from tests.bench.harness import BenchRow, best_of
 
 

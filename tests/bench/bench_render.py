@@ -25,7 +25,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from db.session import Database, migrate
-from pipeline.config import reset_settings_cache
+from pipeline.core.config import reset_settings_cache
 from tests.bench.bench_gallery import seed
 from tests.bench.harness import BenchRow, machine, render
 from tests.factories import offline_env

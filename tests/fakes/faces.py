@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from PIL import Image, ImageEnhance
 
-from pipeline.domain import PersonaDraft
+from pipeline.core.domain import PersonaDraft
 
 
 def astronaut() -> Image.Image:

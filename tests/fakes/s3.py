@@ -45,7 +45,7 @@ def start_server() -> tuple[Any, str]:
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
     """The endpoint URL of a session-wide moto S3 server, with dummy AWS credentials in the environment."""
-    from pipeline.storage_s3 import clear_client_cache
+    from pipeline.storage.s3 import clear_client_cache
 
     with pytest.MonkeyPatch.context() as mp:
         for name, value in DUMMY_ENV.items():

@@ -9,8 +9,8 @@ import pytest
 import db.queries as q
 from db.models import utcnow
 from db.session import Database
-from pipeline import accounts
-from pipeline.errors import AccessDenied, ConflictError, ValidationError
+from pipeline.core.errors import AccessDenied, ConflictError, ValidationError
+from pipeline.submit import accounts
 from tests.factories import PASSWORD, make_user
 
 

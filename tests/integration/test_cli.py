@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.cli import main
-from pipeline.config import reset_settings_cache
+from pipeline.core.config import reset_settings_cache
 from tests.factories import offline_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,12 +15,12 @@ import pytest
 import db.queries as q
 from db.models import GenerationTask, PersonaStatus, TaskStatus, utcnow
 from db.session import Database
-from pipeline.app_settings import set_setting_value
-from pipeline.domain import PersonaDraft
-from pipeline.errors import ProviderError
-from pipeline.executor import Worker
-from pipeline.registry import ProviderCache, Providers
-from pipeline.tasks import cancel_task, delete_task, rerun_task, retry_task, task_status
+from pipeline.core.domain import PersonaDraft
+from pipeline.core.errors import ProviderError
+from pipeline.providers.registry import ProviderCache, Providers
+from pipeline.submit.settings import set_setting_value
+from pipeline.submit.submission import cancel_task, delete_task, rerun_task, retry_task, task_status
+from pipeline.worker.executor import Worker
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 
 
@@ -413,7 +413,7 @@ def test_delete_removes_rows_and_objects(database: Database, db_url: str, tmp_pa
 
 
 def test_users_cannot_touch_other_users_tasks(database: Database, db_url: str, tmp_path: Path) -> None:
-    from pipeline.errors import NotFoundError
+    from pipeline.core.errors import NotFoundError
 
     settings = make_settings(db_url, tmp_path)
     owner = make_user(database, "owner@example.org", admin=False)

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 import db.queries as q
 from db.models import GenerationResult, User
 from db.session import Database
-from pipeline.errors import NotFoundError, ValidationError
-from pipeline.exports import EXPORT_COLUMNS, FORMATS, export_task, export_view
-from pipeline.gallery import GalleryFilter, query_page, set_favorite, set_tags
+from pipeline.core.errors import NotFoundError, ValidationError
+from pipeline.outputs.browse import GalleryFilter, query_page, set_favorite, set_tags
+from pipeline.outputs.exports import EXPORT_COLUMNS, FORMATS, export_task, export_view
 from pipeline.storage import LocalStorage
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
 
@@ -337,7 +337,7 @@ def test_images_read_ahead_keep_persona_order_and_missing_files(
     """More personas than reader threads: the read-ahead window slides, yet every folder gets its own images in
     order, a missing object is listed against the right persona, and the bytes match a serial read. A remote
     storage is read on the reader threads, a local one in the exporting thread."""
-    import pipeline.exports as exports
+    import pipeline.outputs.exports as exports
 
     monkeypatch.setattr(exports, "IMAGE_READERS", 2)
     owner = make_user(database, "owner@example.org", admin=False)

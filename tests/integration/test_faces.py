@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings
-from pipeline.errors import ConfigError, StorageError
-from pipeline.faces import FaceLibrary, FaceLibraryExhausted, clear_library_cache, folder_for_gender
+from pipeline.core.config import Settings
+from pipeline.core.errors import ConfigError, StorageError
 from pipeline.storage import LocalStorage
-from pipeline.storage_s3 import S3Storage
+from pipeline.storage.faces import FaceLibrary, FaceLibraryExhausted, clear_library_cache, folder_for_gender
+from pipeline.storage.s3 import S3Storage
 from tests.fakes.s3 import moto_s3, seed_objects, unique_bucket  # noqa: F401
 
 MALE = [f"male/m{i}.jpg" for i in range(4)]

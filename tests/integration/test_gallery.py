@@ -15,8 +15,8 @@ import sqlalchemy as sa
 import db.queries as q
 from db.models import GenerationResult, User
 from db.session import Database
-from pipeline.errors import NotFoundError, ValidationError
-from pipeline.gallery import (
+from pipeline.core.errors import NotFoundError, ValidationError
+from pipeline.outputs.browse import (
     SORTS,
     GalleryFilter,
     distributions,
@@ -508,7 +508,7 @@ def test_query_params_round_trip_and_tolerance() -> None:
 
 
 def test_quality_flag_filters_and_exports_exclude_flagged(database: Database, db_url: str, tmp_path: Any) -> None:
-    from pipeline.exports import export_view
+    from pipeline.outputs.exports import export_view
     from tests.factories import local_storage, make_settings, results_of, run_worker, submit
 
     settings = make_settings(db_url, tmp_path)
@@ -533,8 +533,8 @@ def test_quality_flag_filters_and_exports_exclude_flagged(database: Database, db
 
 
 def test_bulk_curation_saved_views_and_curation_filter(database: Database, db_url: str, tmp_path: Any) -> None:
-    from pipeline.exports import export_view
-    from pipeline.gallery import bulk_curate, delete_view, save_view, saved_views
+    from pipeline.outputs.browse import bulk_curate, delete_view, save_view, saved_views
+    from pipeline.outputs.exports import export_view
     from tests.factories import local_storage, make_settings, run_worker, submit
 
     settings = make_settings(db_url, tmp_path)

@@ -1,6 +1,6 @@
 """The HTTP providers against loopback fakes of Flowise and OpenAI: wire formats, retries, limits, safe errors.
 
-No patching: every call goes through ``pipeline.http.HttpClient`` and a real socket to ``tests.fakes.servers``.
+No patching: every call goes through ``pipeline.providers.http.HttpClient`` and a real socket to ``tests.fakes.servers``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline.config import Settings
-from pipeline.domain import BIO_PROMPT_KEYS, PersonaDraft, PersonaRequest
-from pipeline.errors import ConfigError, ProviderError, RefusalError
-from pipeline.http import HttpClient, parse_retry_after
+from pipeline.core.config import Settings
+from pipeline.core.domain import BIO_PROMPT_KEYS, PersonaDraft, PersonaRequest
+from pipeline.core.errors import ConfigError, ProviderError, RefusalError
 from pipeline.providers.flowise import FlowisePersonaProvider, FlowisePromptProvider
+from pipeline.providers.http import HttpClient, parse_retry_after
 from pipeline.providers.openai_chat import OpenAIChatPersonaProvider, OpenAIChatPromptProvider
 from pipeline.providers.openai_images import OpenAIImageProvider
-from pipeline.registry import ProviderCache
+from pipeline.providers.registry import ProviderCache
 from tests.fakes.servers import (
     CHAT_MODEL,
     FLOWISE_PERSONA_FLOW,

@@ -16,12 +16,13 @@ import sqlalchemy as sa
 import db.queries as q
 from db.models import GenerationResult, PersonaStatus, utcnow
 from db.session import Database
-from pipeline import gallery, identity
-from pipeline.app_settings import set_setting_value
-from pipeline.exports import export_task
-from pipeline.identity_stage import catch_up, is_current
-from pipeline.registry import ProviderCache, Providers
-from pipeline.runner import TaskContext
+from pipeline.core import identity as core_identity
+from pipeline.outputs import browse as gallery
+from pipeline.outputs.exports import export_task
+from pipeline.providers.registry import ProviderCache, Providers
+from pipeline.stages.context import TaskContext
+from pipeline.stages.review.identity_lane import catch_up, is_current
+from pipeline.submit.settings import set_setting_value
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 from tests.fakes.faces import FacesImageProvider, astronaut, jpeg
 
@@ -42,7 +43,7 @@ def _run(database: Database, db_url: str, tmp_path: Path, *, count: int = 3, fac
          toggles: dict[str, bool] | None = None, **settings_overrides: Any) -> tuple[str, Any]:
     settings = make_settings(db_url, tmp_path, **settings_overrides)
     user = make_user(database)
-    set_setting_value(database, identity.IDENTITY_SETTING_KEY, "on", actor=None)
+    set_setting_value(database, core_identity.IDENTITY_SETTING_KEY, "on", actor=None)
     task_id = submit(database, settings, user, count=count, images=4, toggles=toggles)
     run_worker(database, local_storage(tmp_path), settings, providers=_FaceProviders(settings, faceless))
     return task_id, user
@@ -62,7 +63,7 @@ def test_a_task_measures_identity_on_every_image(database: Database, db_url: str
         assert len(record["images"]) == 4
         summary = row.quality["identity"]
         assert summary["base_faces"] == 1
-    faceless = [r for r in rows if identity.FLAG_GRID_FACES in (r.quality_flags or [])]
+    faceless = [r for r in rows if core_identity.FLAG_GRID_FACES in (r.quality_flags or [])]
     assert len(faceless) == 1  # exactly the persona whose grid had a quadrant without a face
     assert faceless[0].quality["identity"]["faces"] == [1, 1, 1, 0]
     assert faceless[0].quality["identity"]["score"] == 0.75
@@ -71,13 +72,13 @@ def test_a_task_measures_identity_on_every_image(database: Database, db_url: str
             summary = row.quality["identity"]
             assert summary["score"] == 1.0 and summary["worst"] < 0.6, summary
     # Every persona got the same real face: the task's "different people" share it.
-    assert all(identity.FLAG_DUPLICATE in (r.quality_flags or []) for r in rows)
+    assert all(core_identity.FLAG_DUPLICATE in (r.quality_flags or []) for r in rows)
     task_summary = task.quality_summary["identity"]
     assert task_summary["personas_analysed"] == 3 and task_summary["personas_not_analysed"] == 0
     assert task_summary["duplicate_pairs"] == 3
     assert sum(task_summary["histogram"]["counts"]) == task_summary["variations_measured"] == 11
     # The gallery filters by the identity flags like any other quality flag.
-    flt = gallery.GalleryFilter(task_ids=[task_id], flags=[identity.FLAG_GRID_FACES])
+    flt = gallery.GalleryFilter(task_ids=[task_id], flags=[core_identity.FLAG_GRID_FACES])
     page = gallery.query_page(database, user, flt)
     assert [r["id"] for r in page.rows] == [faceless[0].id]
 
@@ -100,7 +101,7 @@ def test_exports_carry_the_scores_and_the_thresholds(database: Database, db_url:
     out = export_task(database, storage, task_id, "zip", tmp_path / "out-zip.zip", user)
     with zipfile.ZipFile(out) as z:
         manifest = json.loads(z.read("manifest.json"))
-    assert manifest["tasks"][0]["identity_check"]["thresholds"] == identity.Thresholds().as_dict()
+    assert manifest["tasks"][0]["identity_check"]["thresholds"] == core_identity.Thresholds().as_dict()
 
 
 def test_library_face_leakage_is_flagged(database: Database, db_url: str, tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_library_face_leakage_is_flagged(database: Database, db_url: str, tmp_pa
                       toggles={"randomize_face_base": True})
     for row in results_of(database, task_id):
         assert row.image_meta["identity"]["face_reference"].endswith("face.jpg")
-        assert identity.FLAG_LEAKAGE in row.quality_flags
+        assert core_identity.FLAG_LEAKAGE in row.quality_flags
         assert row.quality["identity"]["leakage_distance"] < 0.2
 
 
@@ -138,7 +139,7 @@ def test_auto_mode_leaves_the_offline_renderer_alone(database: Database, db_url:
     settings = make_settings(db_url, tmp_path)
     user = make_user(database)
     task_id = submit(database, settings, user, count=2, images=4)
-    assert task_row(database, task_id).config_snapshot["identity"] == identity.snapshot("auto", "offline")
+    assert task_row(database, task_id).config_snapshot["identity"] == core_identity.snapshot("auto", "offline")
     run_worker(database, local_storage(tmp_path), settings)
     rows = results_of(database, task_id)
     assert all("identity" not in (r.image_meta or {}) for r in rows)
@@ -146,11 +147,11 @@ def test_auto_mode_leaves_the_offline_renderer_alone(database: Database, db_url:
 
 
 def test_the_setting_rejects_unknown_modes(database: Database) -> None:
-    from pipeline.app_settings import get_setting_value
-    from pipeline.errors import ValidationError
+    from pipeline.core.errors import ValidationError
+    from pipeline.submit.settings import get_setting_value
 
     with pytest.raises(ValidationError, match="identity_check must be one of auto, on, off"):
-        set_setting_value(database, identity.IDENTITY_SETTING_KEY, "sometimes", actor=None)
-    assert get_setting_value(database, identity.IDENTITY_SETTING_KEY) == "auto"
-    set_setting_value(database, identity.IDENTITY_SETTING_KEY, "OFF", actor=None)
-    assert get_setting_value(database, identity.IDENTITY_SETTING_KEY) == "off"
+        set_setting_value(database, core_identity.IDENTITY_SETTING_KEY, "sometimes", actor=None)
+    assert get_setting_value(database, core_identity.IDENTITY_SETTING_KEY) == "auto"
+    set_setting_value(database, core_identity.IDENTITY_SETTING_KEY, "OFF", actor=None)
+    assert get_setting_value(database, core_identity.IDENTITY_SETTING_KEY) == "off"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 import db.queries as q
-import pipeline.runner as runner
+import pipeline.stages.run as runner
 from db.models import PersonaStatus, TaskStatus
 from db.session import Database
-from pipeline.errors import ProviderError
-from pipeline.tasks import task_status
+from pipeline.core.errors import ProviderError
+from pipeline.submit.submission import task_status
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
 from tests.integration.test_executor import referenced_keys, stored_files
 

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from pipeline.errors import PipelineError, StorageError
+from pipeline.core.errors import PipelineError, StorageError
 from pipeline.storage import open_storage
-from pipeline.storage_s3 import S3Storage, get_client, parse_s3_url
+from pipeline.storage.s3 import S3Storage, get_client, parse_s3_url
 from tests.fakes.s3 import client, moto_s3, seed_objects, unique_bucket  # noqa: F401
 
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg-bytes" * 50

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from db.session import Database, migrate
-from pipeline.app_settings import set_setting_value
-from pipeline.tasks import build_snapshot, submit_task, validate_spec
+from pipeline.submit.settings import set_setting_value
+from pipeline.submit.submission import build_snapshot, submit_task, validate_spec
 from tests.factories import make_settings, make_user
 
 

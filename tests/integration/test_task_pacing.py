@@ -14,10 +14,11 @@ import sqlalchemy as sa
 import db.queries as q
 from db.models import GenerationResult, utcnow
 from db.session import Database
-from pipeline import review, runner
-from pipeline.registry import ProviderCache, Providers
-from pipeline.review import review_task
-from pipeline.runner import TaskContext
+from pipeline.providers.registry import ProviderCache, Providers
+from pipeline.stages import run as runner
+from pipeline.stages.context import TaskContext
+from pipeline.stages.review import task_review as review
+from pipeline.stages.review.task_review import review_task
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 
 CALL_SECONDS = 0.04

@@ -1,4 +1,4 @@
-"""Task processes (``pipeline.task_process``): each claimed task runs in a child process of the worker; cancels and
+"""Task processes (``pipeline.worker.task_process``): each claimed task runs in a child process of the worker; cancels and
 stops are relayed to it, and a child that dies hands its task back to be resumed, by a new child."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import db.queries as q
 from db.models import PersonaStatus, TaskStatus
 from db.session import Database
-from pipeline.app_settings import set_setting_value
-from pipeline.config import Settings
-from pipeline.executor import Worker
-from pipeline.tasks import cancel_task
+from pipeline.core.config import Settings
+from pipeline.submit.settings import set_setting_value
+from pipeline.submit.submission import cancel_task
+from pipeline.worker.executor import Worker
 from tests.factories import local_storage, make_settings, make_user, results_of, submit, task_row
 
 
@@ -32,7 +32,7 @@ def _children() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"pipeline.task_process" in cmdline:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"pipeline.worker.task_process" in cmdline:
             pids.append(int(entry.name))
     return pids
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import identity
-from pipeline.identity import Thresholds, persona_record, review_identity, score_persona
+from pipeline.core import identity as core_identity
+from pipeline.core.identity import Thresholds
+from pipeline.stages.review import identity
+from pipeline.stages.review.identity import persona_record, review_identity, score_persona
 from tests.fakes.faces import SAME_PERSON, astronaut, grid, jpeg, no_face_region
 
 pytest.importorskip("dlib")
@@ -39,8 +41,8 @@ def test_a_region_without_a_face_fails(found: dict[str, dict]) -> None:
     assert found["region"]["faces"] == 0
     record = persona_record(found["base"], [found["flip"], found["region"]])
     flags, details, summary = score_persona(record, Thresholds())
-    assert flags == [identity.FLAG_GRID_FACES]
-    assert details[identity.FLAG_GRID_FACES] == [{"image": 1, "faces": 0}]
+    assert flags == [core_identity.FLAG_GRID_FACES]
+    assert details[core_identity.FLAG_GRID_FACES] == [{"image": 1, "faces": 0}]
     assert summary["score"] == 0.5  # a variation without a face is not consistent
 
 
@@ -48,13 +50,13 @@ def test_a_far_face_is_inconsistent_and_the_worst_distance_is_reported(found: di
     record = persona_record(found["base"], [found["flip"], found["crop"]])
     record["images"][1]["distance"] = 0.78  # as measured between different people
     flags, details, summary = score_persona(record, Thresholds())
-    assert flags == [identity.FLAG_INCONSISTENT]
-    assert details[identity.FLAG_INCONSISTENT] == [{"image": 1, "distance": 0.78}]
+    assert flags == [core_identity.FLAG_INCONSISTENT]
+    assert details[core_identity.FLAG_INCONSISTENT] == [{"image": 1, "distance": 0.78}]
     assert summary["score"] == 0.5 and summary["worst"] == 0.78
 
 
 def test_each_quadrant_of_a_grid_holds_one_face() -> None:
-    from pipeline.imaging import process_grid
+    from pipeline.stages.images.imaging import process_grid
 
     face = astronaut()
     quadrants = [SAME_PERSON["flip"](face), face, SAME_PERSON["bright"](face), no_face_region(face)]
@@ -67,7 +69,7 @@ def test_each_quadrant_of_a_grid_holds_one_face() -> None:
 def test_no_face_in_the_base_is_said_not_scored() -> None:
     record = persona_record({"faces": 0}, [{"faces": 0}, {"faces": 0}])
     flags, _details, summary = score_persona(record, Thresholds())
-    assert identity.FLAG_NO_FACE in flags
+    assert core_identity.FLAG_NO_FACE in flags
     assert summary["score"] is None and summary["worst"] is None
 
 
@@ -75,7 +77,7 @@ def test_several_faces_in_the_base_are_flagged() -> None:
     four = identity.analyze_local([grid([astronaut()] * 4)])[0]
     assert four["faces"] == 4
     flags, details, _ = score_persona(persona_record(four, []), Thresholds())
-    assert flags == [identity.FLAG_SEVERAL_FACES] and details[identity.FLAG_SEVERAL_FACES] == 4
+    assert flags == [core_identity.FLAG_SEVERAL_FACES] and details[core_identity.FLAG_SEVERAL_FACES] == 4
 
 
 def test_unreadable_bytes_have_no_face_and_say_why() -> None:
@@ -96,16 +98,16 @@ def test_duplicates_and_leakage_across_a_task() -> None:
         4: None,  # completed but not analysed
     }
     result = review_identity(records, Thresholds(), expected=4)
-    assert identity.FLAG_DUPLICATE in result.per_persona[1]["flags"]
-    assert result.per_persona[1]["details"][identity.FLAG_DUPLICATE] == [{"with": 2, "distance": 0.3}]
-    assert identity.FLAG_DUPLICATE not in result.per_persona[3]["flags"]
+    assert core_identity.FLAG_DUPLICATE in result.per_persona[1]["flags"]
+    assert result.per_persona[1]["details"][core_identity.FLAG_DUPLICATE] == [{"with": 2, "distance": 0.3}]
+    assert core_identity.FLAG_DUPLICATE not in result.per_persona[3]["flags"]
     assert result.per_persona[2]["identity"]["leakage_distance"] == 0.0
-    assert identity.FLAG_LEAKAGE in result.per_persona[2]["flags"]
-    assert identity.FLAG_LEAKAGE not in result.per_persona[3]["flags"]  # 0.9 from its library face
+    assert core_identity.FLAG_LEAKAGE in result.per_persona[2]["flags"]
+    assert core_identity.FLAG_LEAKAGE not in result.per_persona[3]["flags"]  # 0.9 from its library face
     summary = result.summary
     assert summary["personas_analysed"] == 3 and summary["personas_not_analysed"] == 1
     assert summary["duplicate_pairs"] == 1
-    assert summary["flags"] == {identity.FLAG_DUPLICATE: 2, identity.FLAG_LEAKAGE: 1}
+    assert summary["flags"] == {core_identity.FLAG_DUPLICATE: 2, core_identity.FLAG_LEAKAGE: 1}
     assert sum(summary["histogram"]["counts"]) == 3
     assert summary["thresholds"] == Thresholds().as_dict()
 
@@ -123,9 +125,9 @@ def test_duplicate_pairs_match_a_brute_force_count() -> None:
 
 
 def test_mode_auto_is_on_for_real_image_providers_only() -> None:
-    assert identity.resolve_mode("auto", "openai") and not identity.resolve_mode("auto", "offline")
-    assert identity.resolve_mode("on", "offline") and not identity.resolve_mode("off", "openai")
-    snap = identity.snapshot(None, "openai")
+    assert core_identity.resolve_mode("auto", "openai") and not core_identity.resolve_mode("auto", "offline")
+    assert core_identity.resolve_mode("on", "offline") and not core_identity.resolve_mode("off", "openai")
+    snap = core_identity.snapshot(None, "openai")
     assert snap["enabled"] and snap["mode"] == "auto" and snap["thresholds"]["same_person"] == 0.6
 
 
@@ -142,7 +144,7 @@ def test_the_child_process_gives_the_same_answer_and_is_replaced_when_killed(fou
 
 def test_a_persona_without_a_face_is_reported_not_scored() -> None:
     """The offline renderer's drawn faces are mostly not faces to dlib: such a persona gets "no face", no score."""
-    from pipeline.domain import PersonaDraft
+    from pipeline.core.domain import PersonaDraft
     from pipeline.providers.offline_images import OfflineImageProvider
 
     provider = OfflineImageProvider(side=512)
@@ -152,5 +154,5 @@ def test_a_persona_without_a_face_is_reported_not_scored() -> None:
     results = identity.analyze_local([base, grid_image])
     assert results[0]["faces"] == 0
     flags, _, summary = score_persona(persona_record(results[0], results[1:]), Thresholds())
-    assert identity.FLAG_NO_FACE in flags
+    assert core_identity.FLAG_NO_FACE in flags
     assert summary["score"] is None and summary["worst"] is None

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import ImageCheckError
-from pipeline.imaging import (
+from pipeline.core.errors import ImageCheckError
+from pipeline.core.keys import extension_for
+from pipeline.stages.images.imaging import (
     crop_white_borders,
     encode_jpeg,
     make_thumbnail,
@@ -20,7 +21,6 @@ from pipeline.imaging import (
     style_rng,
     trim_white_margins,
 )
-from pipeline.keys import extension_for
 
 
 def _tile(color: tuple[int, int, int], side: int = 200) -> Image.Image:

@@ -8,7 +8,7 @@ from faker import Faker
 from langdetect import DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
-from pipeline.language_detect import detect_langs
+from pipeline.stages.review.language import detect_langs
 
 LOCALES = ("en_US", "pt_PT", "pt_BR", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "cs_CZ", "tr_TR",
            "ru_RU", "uk_UA", "el_GR", "he_IL", "ar_AA", "fa_IR", "hi_IN", "th_TH", "ja_JP", "ko_KR", "zh_CN",

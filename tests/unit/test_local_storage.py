@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import StorageError
+from pipeline.core.errors import StorageError
 from pipeline.storage import LocalStorage
 
 

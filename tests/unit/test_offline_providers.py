@@ -6,12 +6,12 @@ import io
 
 from PIL import Image
 
-from pipeline.domain import PersonaRequest
-from pipeline.imaging import process_grid
-from pipeline.languages import LANGUAGES, locales_for, normalise_language
-from pipeline.personas import name_key
+from pipeline.core.domain import PersonaRequest
+from pipeline.core.languages import LANGUAGES, locales_for, normalise_language
+from pipeline.core.personas import name_key
 from pipeline.providers.offline_images import OfflineImageProvider
 from pipeline.providers.offline_personas import OfflinePersonaProvider, OfflinePromptProvider
+from pipeline.stages.images.imaging import process_grid
 
 
 def _request(**overrides: object) -> PersonaRequest:

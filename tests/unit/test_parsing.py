@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline.parsing import parse_json_object, personas_from_text
-from pipeline.personas import name_key, normalise_age, normalise_gender, normalise_persona
+from pipeline.core.personas import name_key, normalise_age, normalise_gender, normalise_persona
+from pipeline.providers.parsing import parse_json_object, personas_from_text
 
 
 def _obj(first: str, last: str, **extra: object) -> dict[str, object]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import imaging
-from pipeline.imaging import (
+from pipeline.stages.images import imaging
+from pipeline.stages.images.imaging import (
     _blur_array,
     _ChannelMin,
     _content_box,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.quality import (
+from pipeline.stages.review.quality import (
     PersonaInput,
     bio_length_flags,
     check_task,

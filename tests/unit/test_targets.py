@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from pipeline.errors import ValidationError
-from pipeline.targets import achieved_report, allocate_slots, exact_counts, parse_targets
+from pipeline.core.errors import ValidationError
+from pipeline.core.targets import achieved_report, allocate_slots, exact_counts, parse_targets
 
 
 @pytest.mark.parametrize(

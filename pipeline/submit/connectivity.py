@@ -1,0 +1,72 @@
+""""Test connection" for the configured providers, storage and face library (settings page, CLI).
+
+Each check spends no generation credits: provider classes answer ``check()`` with a cheap call (a ping, a
+model list) and never raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.providers.registry import ProviderCache, check_provider_names
+
+
+@dataclass(frozen=True)
+class ProviderCheck:
+    kind: str
+    name: str
+    ok: bool
+    detail: str
+
+
+def _provider_check(cache: ProviderCache, kind: str, name: str) -> ProviderCheck:
+    try:
+        provider = cache.get(kind, name)
+        ok, detail = provider.check()
+    except PipelineError as exc:
+        ok, detail = False, str(exc)
+    return ProviderCheck(kind, name, bool(ok), detail)
+
+
+def check_storage(settings: Settings) -> ProviderCheck:
+    from pipeline.storage import open_storage
+
+    scheme = settings.storage_url.split("://", 1)[0]
+    try:
+        storage = open_storage(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
+        storage.list_keys("__connection_check__/")
+    except PipelineError as exc:
+        return ProviderCheck("storage", scheme, False, str(exc))
+    return ProviderCheck("storage", scheme, True, f"{settings.storage_url} is reachable")
+
+
+def check_faces(settings: Settings) -> ProviderCheck | None:
+    if not settings.faces_url:
+        return None
+    from pipeline.storage.faces import FaceLibrary
+
+    try:
+        library = FaceLibrary.from_settings(settings)
+        counts = library.counts() if library else {}
+    except PipelineError as exc:
+        return ProviderCheck("faces", "library", False, str(exc))
+    detail = ", ".join(f"{n} {gender}" for gender, n in counts.items())
+    return ProviderCheck("faces", "library", sum(counts.values()) > 0, detail or "no faces found")
+
+
+def check_providers(settings: Settings) -> list[ProviderCheck]:
+    """One result per configured provider, then storage and the face library (when set)."""
+    check_provider_names(settings.persona_provider, settings.image_provider)
+    cache = ProviderCache(settings)
+    results = [
+        _provider_check(cache, "persona", settings.persona_provider),
+        _provider_check(cache, "prompt", settings.persona_provider),
+        _provider_check(cache, "image", settings.image_provider),
+        check_storage(settings),
+    ]
+    faces = check_faces(settings)
+    if faces is not None:
+        results.append(faces)
+    return results

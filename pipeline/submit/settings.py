@@ -1,0 +1,126 @@
+"""Global settings: the four bio prompts, ``max_concurrent_tasks``, ``identity_check`` (``settings``) and the four
+toggles (``config``).
+
+Changes are validated, restricted to administrators and audited. A running task keeps its frozen snapshot;
+new values apply to the next submitted task (and the cap to the next claim).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import db.queries as q
+from db.models import User
+from db.session import Database
+from pipeline.core.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
+from pipeline.core.errors import AccessDenied, ValidationError
+from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, normalise_mode
+
+MAX_PROMPT_CHARS = 20_000
+MAX_CONCURRENT_LIMIT = 64
+SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES)
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    bio_prompts: dict[str, str]
+    max_concurrent_tasks: int
+    toggles: dict[str, bool]
+    identity_check: str = "auto"  # auto (on for real image providers), on or off
+
+
+def read_settings(db: Database) -> GlobalSettings:
+    with db.session() as session:
+        values = q.get_settings_map(session)
+        toggles = q.get_config_values(session)
+    try:
+        cap = int(values.get(MAX_CONCURRENT_TASKS_KEY, "1"))
+    except ValueError:
+        cap = 1
+    return GlobalSettings(
+        bio_prompts={key: values.get(key, "") for key in BIO_PROMPT_KEYS},
+        max_concurrent_tasks=cap,
+        toggles={key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
+        identity_check=normalise_mode(values.get(IDENTITY_SETTING_KEY)),
+    )
+
+
+def get_setting_value(db: Database, key: str) -> str:
+    """The value of one key as text (booleans as true/false)."""
+    _check_key(key)
+    current = read_settings(db)
+    if key in CONFIG_TOGGLES:
+        return str(current.toggles[key]).lower()
+    if key == MAX_CONCURRENT_TASKS_KEY:
+        return str(current.max_concurrent_tasks)
+    if key == IDENTITY_SETTING_KEY:
+        return current.identity_check
+    return current.bio_prompts[key]
+
+
+def _check_key(key: str) -> None:
+    if key not in SETTING_KEYS:
+        raise ValidationError(f"unknown setting {key!r}; valid keys are: {', '.join(SETTING_KEYS)}")
+
+
+def parse_bool(value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValidationError(f"{value!r} is not a boolean: use true or false")
+
+
+def parse_cap(value: str) -> int:
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit():
+        raise ValidationError(f"max_concurrent_tasks must be a whole number, got {text[:40]!r}")
+    cap = int(text)
+    if not 1 <= cap <= MAX_CONCURRENT_LIMIT:
+        raise ValidationError(f"max_concurrent_tasks must be between 1 and {MAX_CONCURRENT_LIMIT}, got {cap}")
+    return cap
+
+
+def parse_identity_mode(value: str) -> str:
+    text = str(value).strip().lower()
+    if text not in IDENTITY_MODES:
+        raise ValidationError(f"identity_check must be one of {', '.join(IDENTITY_MODES)}, got {text[:40]!r}")
+    return text
+
+
+def clean_prompt(value: str) -> str:
+    text = "".join(ch for ch in str(value) if ch in "\n\t" or ch.isprintable()).strip()
+    if not text:
+        raise ValidationError("a bio prompt cannot be empty")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValidationError(f"a bio prompt is limited to {MAX_PROMPT_CHARS} characters, got {len(text)}")
+    return text
+
+
+def set_setting_value(db: Database, key: str, value: str, actor: User | None) -> bool:
+    """Validate and store one setting; ``actor=None`` is the command line. Returns whether it changed."""
+    if actor is not None and not actor.is_admin:
+        raise AccessDenied("only administrators can change global settings")
+    _check_key(key)
+    if key in CONFIG_TOGGLES:
+        flag = parse_bool(value)
+        with db.transaction(immediate=True) as session:
+            return q.set_config_value(session, key, flag, actor)
+    if key == MAX_CONCURRENT_TASKS_KEY:
+        text = str(parse_cap(value))
+    elif key == IDENTITY_SETTING_KEY:
+        text = parse_identity_mode(value)
+    else:
+        text = clean_prompt(value)
+    with db.transaction(immediate=True) as session:
+        return q.set_setting(session, key, text, actor)
+
+
+def setting_history(db: Database, key: str, limit: int = 20) -> list[q.AuditEntry]:
+    """Who changed a setting, prompt or toggle, from what to what, newest first (the audit log)."""
+    _check_key(key)
+    with db.session() as session:
+        return q.list_audit(session, target=key, limit=limit)
