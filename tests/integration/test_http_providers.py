@@ -293,7 +293,7 @@ def test_in_flight_limit_per_provider(openai: FakeOpenAI, tmp_path: Path) -> Non
 
 def test_proxies_and_no_proxy_come_from_the_environment(flowise: FakeFlowise, monkeypatch: pytest.MonkeyPatch) -> None:
     """A proxy in the environment is used (here the fake, which sees the absolute URL), and NO_PROXY is honoured.
-    The client reads them once per host (not on every call)."""
+    The environment is read on every call, as requests does: a client sees a change made after it was built."""
     for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("http_proxy", flowise.url)
@@ -307,8 +307,30 @@ def test_proxies_and_no_proxy_come_from_the_environment(flowise: FakeFlowise, mo
     assert hosts == ["provider.invalid", "provider.invalid"]  # came through the fake as a proxy
     monkeypatch.setenv("no_proxy", "provider.invalid")
     with pytest.raises(ProviderError, match=r"could not connect to provider\.invalid"):
+        client.request("POST", url, json=body)
+    with pytest.raises(ProviderError, match=r"could not connect to provider\.invalid"):
         HttpClient("direct", timeout=5, max_attempts=1, max_in_flight=1).request("POST", url, json=body)
     assert len(flowise.requests) == 2
+
+
+def test_netrc_never_replaces_the_providers_key(
+    flowise: FakeFlowise, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests reads ~/.netrc for the host of each call; an entry for the provider's host must not replace the
+    provider's own bearer key, yet still serves a client that was given no key."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login netrc-user password netrc-password\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NETRC", raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    flowise_personas(flowise, tmp_path).generate(persona_request(1))
+    flowise_personas(flowise, tmp_path, flowise_api_key=None).generate(persona_request(1))
+    keyed, keyless = flowise.requests
+    assert keyed.headers["Authorization"] == f"Bearer {FLOWISE_KEY}"
+    assert keyless.headers["Authorization"].startswith("Basic ")  # requests' standard netrc behaviour
 
 
 def test_in_flight_limit_is_shared_by_the_clients_of_a_provider(openai: FakeOpenAI) -> None:
