@@ -1,5 +1,5 @@
-"""Alembic environment: the URL comes from the pipeline settings (or ``db.session.alembic_config``), never
-from alembic.ini. SQLite runs in batch mode with foreign keys off during migrations: batch mode recreates
+"""Alembic environment: the URL comes from ``db.session.alembic_config`` (the app and the CLI), else from
+``DATABASE_URL`` (the environment or ``.env``, as the app reads it), never from alembic.ini. SQLite runs in batch mode with foreign keys off during migrations: batch mode recreates
 tables, and with foreign keys on, ON DELETE CASCADE would silently delete child rows."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from logging.config import fileConfig
 from alembic import context
 
 from db.models import Base
-from db.session import make_engine
+from db.session import database_url_from_environment, make_engine
 
 config = context.config
 if config.config_file_name and not config.attributes.get("database_url"):
@@ -22,9 +22,7 @@ def database_url() -> str:
     url = config.attributes.get("database_url")
     if url:
         return str(url)
-    from pipeline.core.config import get_settings
-
-    return get_settings().database_url
+    return database_url_from_environment()
 
 
 def run_migrations_offline() -> None:

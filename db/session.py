@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -24,6 +25,15 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
+DEFAULT_DATABASE_URL = "sqlite:///data/app.db"  # the embedded default: one file, no server
+
+
+def database_url_from_environment() -> str:
+    """``DATABASE_URL`` from the environment, else from ``.env``, else the embedded default (for ``alembic``
+    run by hand; the app passes its settings' URL instead)."""
+    from dotenv import dotenv_values
+
+    return os.environ.get("DATABASE_URL") or dotenv_values(".env").get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
 def _json_loads(text: str | bytes) -> Any:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.session import DEFAULT_DATABASE_URL
 from pipeline.core.errors import ConfigError
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -25,7 +26,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    database_url: str = "sqlite:///data/app.db"
+    database_url: str = DEFAULT_DATABASE_URL
     storage_url: str = "file://data/media"
     s3_endpoint_url: str | None = None
     persona_provider: str = "offline"
