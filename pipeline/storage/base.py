@@ -14,8 +14,7 @@ from pipeline.core.errors import StorageError
 class Storage(Protocol):
     """Private object storage addressed by key; returns the URI to store in the database."""
 
-    # Reads wait on a network: worth overlapping on threads. Local reads are faster one after another in the
-    # calling thread (threads doing short reads spend more time handing the GIL around than reading).
+    # Reads wait on a network: an export reads the images of the next personas ahead, on threads.
     remote: bool
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> str: ...
