@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +115,5 @@ class ImageMeta:
 
 def derive_seed(seed: int, *parts: object) -> int:
     """A stable 63-bit seed for a sub-unit (batch, persona, block), independent of Python's hash()."""
-    import hashlib
-
     digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1

@@ -102,7 +102,7 @@ def parse_targets(raw: object) -> dict[str, Any] | None:
         locales = raw["locales"]
         if not isinstance(locales, list) or not locales or not all(isinstance(x, str) and x for x in locales):
             raise ValidationError("targets.locales must be a non-empty list of locale names such as pt_PT")
-        from faker.config import AVAILABLE_LOCALES
+        from faker.config import AVAILABLE_LOCALES  # deferred: Faker's locale table is only needed here
 
         bad = [x for x in locales if x not in AVAILABLE_LOCALES]
         if bad:
@@ -196,7 +196,7 @@ def _chi_square(expected: Mapping[str, float], observed: Mapping[str, int]) -> d
     cats = [k for k, e in expected.items() if e > 0]
     if len(cats) < 2:
         return {"chi2": None, "p_value": None}
-    from scipy.stats import chisquare
+    from scipy.stats import chisquare  # deferred: scipy takes about a second to import
 
     obs = [observed.get(k, 0) for k in cats]
     exp = [expected[k] for k in cats]

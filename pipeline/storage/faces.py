@@ -15,15 +15,13 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import urlparse
 
+from pipeline.core.config import Settings
 from pipeline.core.errors import ConfigError, StorageError
 from pipeline.storage.local import LocalStorage
 from pipeline.storage.s3 import S3Storage
-
-if TYPE_CHECKING:
-    from pipeline.core.config import Settings
 
 FOLDERS: tuple[str, ...] = ("male", "female")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})

@@ -63,6 +63,8 @@ def clear_client_cache() -> None:
 
 
 def _build_client(endpoint_url: str | None, region: str | None) -> Any:
+    # deferred, here and below: boto3 and botocore take about half a second to import, which a process on local
+    # storage never needs
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
@@ -154,7 +156,7 @@ class S3Storage:
         return self.bucket, f"{self.prefix}{uri.lstrip('/')}"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # deferred: see _build_client
 
         try:
             return fn()
@@ -264,7 +266,7 @@ class S3Storage:
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (tests and first-run setups)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # deferred: see _build_client
 
         try:
             self.client.head_bucket(Bucket=self.bucket)

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from pipeline.core.errors import ImageCheckError, PipelineError
 from pipeline.core.identity import (
     FLAG_DUPLICATE,
@@ -37,6 +39,7 @@ from pipeline.core.identity import (
     VERSION,
     Thresholds,
 )
+from pipeline.core.images import decode_image, image_size
 from pipeline.stages.review.frames import read_frame, start_child, stop_child, write_frame
 
 MAX_SIDE = 800  # images are scaled down to this before detection: selfies have large faces
@@ -53,10 +56,6 @@ class IdentityError(PipelineError):
 
 def _rgb_array(data: bytes) -> tuple[Any, float]:
     """The image as a contiguous uint8 RGB array no larger than MAX_SIDE, and the factor back to full size."""
-    import numpy as np
-
-    from pipeline.core.images import decode_image, image_size
-
     full = max(image_size(data))
     rgb = decode_image(data, draft_side=MAX_SIDE)
     if max(rgb.size) > MAX_SIDE:
@@ -69,6 +68,7 @@ class FaceEmbedder:
 
     def __init__(self) -> None:
         try:
+            # deferred: dlib and its models load only in the analysis process, not in every worker
             import dlib
             import face_recognition_models as models
         except ImportError as exc:  # pragma: no cover - both are in requirements.txt
@@ -213,8 +213,6 @@ def analyze_images(images: Sequence[bytes]) -> list[dict[str, Any]]:
 
 
 def distance(a: Sequence[float], b: Sequence[float]) -> float:
-    import numpy as np
-
     return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
 
 
@@ -291,8 +289,6 @@ def score_persona(record: Mapping[str, Any], th: Thresholds) -> tuple[list[str],
 
 def duplicate_pairs(bases: Mapping[int, Sequence[float]], threshold: float) -> list[tuple[int, int, float]]:
     """Pairs of personas whose base embeddings are within ``threshold`` (all pairs, vectorised)."""
-    import numpy as np
-
     ids = sorted(bases)
     if len(ids) < 2:
         return []

@@ -19,6 +19,7 @@ from pipeline.core.errors import LeaseLost, PipelineError, StorageError, TaskCan
 from pipeline.core.identity import VERSION
 from pipeline.stages.context import TaskContext
 from pipeline.stages.review.identity import CHILD_POOL, analyze_images, persona_record
+from pipeline.storage.faces import FaceLibrary
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def _read(ctx: TaskContext, key: str | None) -> bytes | None:
 def _reference(ctx: TaskContext, ref: str | None) -> bytes | None:
     if not ref:
         return None
-    from pipeline.storage.faces import FaceLibrary
-
     try:
         library = FaceLibrary.from_settings(ctx.settings)
         return library.read(ref) if library is not None else None
