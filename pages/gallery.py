@@ -19,7 +19,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_FLAGS, Thresholds
 from pipeline.outputs import browse as gallery
 from pipeline.outputs.exports import FORMATS, export_view
-from pipeline.submit.submission import task_status
+from pipeline.submit.task_control import task_status
 
 DEFAULT_THRESHOLD = Thresholds().same_person
 FACETS_TTL_SECONDS = 20  # a running task's new personas show in the facet counts within this

@@ -7,7 +7,7 @@ import streamlit as st
 from db.models import TaskStatus
 from pages import ui
 from pipeline.core.errors import PipelineError
-from pipeline.submit.submission import cancel_task, delete_task, eta_seconds, list_tasks, rerun_task, retry_task
+from pipeline.submit.task_control import cancel_task, delete_task, eta_seconds, list_tasks, rerun_task, retry_task
 
 rt = ui.runtime()
 user = ui.current_user(rt)

@@ -151,7 +151,7 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.worker.executor import Worker
 
     db = _open(settings)
-    worker = Worker(db, _storage(settings), settings, worker_id=args.worker_id, task_processes=settings.task_processes)
+    worker = Worker(db, _storage(settings), settings, worker_id=args.worker_id)
 
     def _graceful(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: finishing the current unit, then stopping", signum)
@@ -166,7 +166,7 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.submission import task_status
+    from pipeline.submit.task_control import task_status
 
     report = task_status(_open(settings), args.task_id)
     if args.json:
@@ -181,21 +181,21 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.submission import cancel_task
+    from pipeline.submit.task_control import cancel_task
 
     print(cancel_task(_open(settings), args.task_id))
     return 0
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.submission import retry_task
+    from pipeline.submit.task_control import retry_task
 
     print(f"{retry_task(_open(settings), args.task_id)} persona(s) queued again")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.submission import delete_task
+    from pipeline.submit.task_control import delete_task
 
     removed = delete_task(_open(settings), _storage(settings), args.task_id)
     print(f"deleted {args.task_id} and {removed} stored object(s)")
@@ -204,7 +204,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
     import db.queries as q
-    from pipeline.submit.submission import rerun_task
+    from pipeline.submit.task_control import rerun_task
 
     db = _open(settings)
     with db.session() as session:

@@ -1,6 +1,7 @@
-"""Task service: validate and submit, snapshot the config, cancel / retry / delete / re-run, status.
+"""Asking for a task: validate the request, freeze the configuration, submit it; estimate and preview it first.
 
-The UI and the CLI both call these functions; each check on input happens before anything is written.
+The UI and the CLI both call these functions; each check on input happens before anything is written. What
+happens to a task after it is submitted (status, cancel, retry, delete, re-run) is in ``task_control``.
 """
 
 from __future__ import annotations
@@ -8,11 +9,10 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import db.queries as q
-from db.models import GenerationTask, TaskStatus, User, utcnow
+from db.models import utcnow
 from db.session import Database
 from pipeline import __version__
 from pipeline.core.config import Settings
@@ -30,13 +30,12 @@ from pipeline.core.domain import (
     PersonaRequest,
     TaskSpec,
 )
-from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, ValidationError
+from pipeline.core.errors import ValidationError
 from pipeline.core.identity import IDENTITY_SETTING_KEY
 from pipeline.core.identity import snapshot as identity_snapshot
 from pipeline.core.languages import normalise_language
 from pipeline.core.targets import parse_targets
 from pipeline.providers.registry import ProviderCache, check_provider_names
-from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -150,157 +149,6 @@ def submit_task(db: Database, spec: TaskSpec, snapshot: dict[str, Any]) -> str:
         )
     log.info("task %s submitted: %d personas x %d images", task_id, spec.count, spec.images_per_persona)
     return task_id
-
-
-def _visible_task(session: Any, task_id: str, actor: User | None) -> GenerationTask:
-    """The task if the actor may see it. Other users' tasks look like missing ones (no id probing)."""
-    task = q.get_task(session, task_id)
-    if task is None or (actor is not None and not actor.is_admin and task.user_id != actor.id):
-        raise NotFoundError(f"no task {task_id!r}")
-    return task
-
-
-@dataclass(frozen=True)
-class TaskStatusReport:
-    task_id: str
-    status: str
-    owner: str
-    description: str
-    language: str
-    number_to_generate: int
-    images_per_persona: int
-    seed: int | None
-    personas_stored: int
-    personas_done: int
-    personas_failed: int
-    images_done: int
-    error_log: str | None
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    attempts: int
-    cancel_requested: bool
-    config_snapshot: dict[str, Any] | None
-    targets: dict[str, Any] | None = None
-    targets_report: dict[str, Any] | None = None
-    quality_summary: dict[str, Any] | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        for key in ("created_at", "started_at", "completed_at"):
-            value = data[key]
-            data[key] = value.isoformat() if value else None
-        return data
-
-
-def task_status(db: Database, task_id: str, actor: User | None = None) -> TaskStatusReport:
-    with db.session() as session:
-        task = _visible_task(session, task_id, actor)
-        owner = q.get_user(session, task.user_id)
-        progress = q.task_progress(session, [task.id]).get(task.id, q.Progress())
-    return TaskStatusReport(
-        task_id=task.task_id,
-        status=task.status,
-        owner=owner.email if owner else "?",
-        description=task.persona_description,
-        language=task.bio_language,
-        number_to_generate=task.number_to_generate,
-        images_per_persona=task.images_per_persona,
-        seed=task.seed,
-        personas_stored=progress.personas_total,
-        personas_done=progress.personas_done,
-        personas_failed=progress.personas_failed,
-        images_done=progress.images_done,
-        error_log=task.error_log,
-        created_at=task.created_at,
-        started_at=task.started_at,
-        completed_at=task.completed_at,
-        attempts=task.attempts,
-        cancel_requested=task.cancel_requested,
-        config_snapshot=task.config_snapshot,
-        targets=task.targets,
-        targets_report=task.targets_report,
-        quality_summary=task.quality_summary,
-    )
-
-
-def cancel_task(db: Database, task_id: str, actor: User | None = None) -> str:
-    """Cancel a task: at once if no worker holds it, else between two units of work (within seconds)."""
-    with db.transaction(immediate=True) as session:
-        task = _visible_task(session, task_id, actor)
-        if task.status in TaskStatus.finished():
-            raise ConflictError(f"task {task_id} is already {task.status}")
-        return q.request_cancel(session, task)
-
-
-def retry_task(db: Database, task_id: str, actor: User | None = None) -> int:
-    """Re-run only what failed (failed personas, missing personas, missing images). Returns personas reset."""
-    with db.transaction(immediate=True) as session:
-        task = _visible_task(session, task_id, actor)
-        if task.status not in (TaskStatus.PARTIAL.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value):
-            raise ConflictError(f"task {task_id} is {task.status}: only partial, failed or cancelled tasks can be retried")
-        return q.reset_task_for_retry(session, task)
-
-
-def delete_task(db: Database, storage: Storage, task_id: str, actor: User | None = None) -> int:
-    """Delete a task's rows and stored objects. Refused while a worker holds it (cancel first)."""
-    with db.transaction(immediate=True) as session:
-        task = _visible_task(session, task_id, actor)
-        if task.lease_expires_at is not None and task.lease_expires_at > utcnow():
-            raise ConflictError(f"task {task_id} is running: cancel it first, then delete it")
-        q.delete_task_row(session, task)
-    removed = storage.delete_prefix(f"{task_id}/")
-    log.info("task %s deleted with %d stored objects", task_id, removed)
-    return removed
-
-
-def rerun_task(db: Database, task_id: str, actor: User, *, same_seed: bool = True) -> str:
-    """A new pending task with the same request and frozen config (same seed, or a new one)."""
-    with db.session() as session:
-        task = _visible_task(session, task_id, actor)
-        spec = TaskSpec(
-            user_id=actor.id,
-            description=task.persona_description,
-            language=task.bio_language,
-            count=task.number_to_generate,
-            images_per_persona=task.images_per_persona,
-            seed=task.seed if same_seed else None,
-            targets=task.targets,
-        )
-        snapshot = dict(task.config_snapshot or {})
-    if not snapshot:
-        raise ConflictError(f"task {task_id} has no frozen config to re-run (a legacy task): submit it anew")
-    snapshot["rerun_of"] = task_id
-    new_id = submit_task(db, spec, snapshot)
-    with db.transaction() as session:
-        new_task = q.get_task(session, new_id)
-        if new_task is not None:
-            new_task.rerun_of = task_id
-    return new_id
-
-
-def require_admin(actor: User | None) -> None:
-    if actor is not None and not actor.is_admin:
-        raise AccessDenied("only administrators can change this")
-
-
-def list_tasks(db: Database, actor: User, *, limit: int = 200) -> list[q.TaskRow]:
-    """The tasks page's rows with progress, in two queries whatever the count: own tasks, or all for admins."""
-    with db.session() as session:
-        return q.list_task_rows(session, user_id=None if actor.is_admin else actor.id, limit=limit)
-
-
-def eta_seconds(row: q.TaskRow, now: datetime | None = None) -> float | None:
-    """Remaining time from the pace so far (images done since the start), or None before there is a pace."""
-    task, progress = row.task, row.progress
-    if task.started_at is None or task.status in TaskStatus.finished():
-        return None
-    total_images = task.number_to_generate * task.images_per_persona
-    done = progress.images_done
-    if done <= 0 or done >= total_images:
-        return None
-    elapsed = ((now or utcnow()) - task.started_at).total_seconds()
-    return max(0.0, elapsed / done * (total_images - done))
 
 
 # Typical seconds per call, by provider: the estimate shown before submitting.

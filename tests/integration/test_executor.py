@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import threading
 import time
@@ -19,8 +18,8 @@ from pipeline.core.domain import PersonaDraft
 from pipeline.core.errors import ProviderError
 from pipeline.providers.registry import ProviderCache, Providers
 from pipeline.submit.settings import set_setting_value
-from pipeline.submit.submission import cancel_task, delete_task, rerun_task, retry_task, task_status
-from pipeline.worker.executor import Worker
+from pipeline.submit.task_control import cancel_task, delete_task, rerun_task, retry_task, task_status
+from pipeline.worker.executor import POLL_SECONDS, Worker
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 
 
@@ -212,28 +211,6 @@ def test_a_burst_is_shared_among_the_live_workers_and_a_stale_one_does_not_count
             worker._forget()
     with database.session() as session:  # the stopped workers left the registry; the killed one is left to expire
         assert [w.worker_id for w in q.live_workers(session, seen_after=utcnow() - timedelta(hours=1))] == ["killed"]
-
-
-def test_task_processes_share_a_burst_only_with_workers_on_other_hosts(
-    database: Database, db_url: str, tmp_path: Path
-) -> None:
-    """Tasks in processes of their own gain nothing from another worker process on the same machine, and would
-    start a poll later there: only other hosts' free places count then."""
-    settings = make_settings(db_url, tmp_path)
-    set_setting_value(database, "max_concurrent_tasks", "6", actor=None)
-    user = make_user(database)
-    for i in range(6):
-        submit(database, settings, user, seed=i)
-    now = utcnow()
-    with database.transaction() as session:
-        for worker_id, host in (("a1", "host-a"), ("a2", "host-a"), ("b1", "host-b")):
-            q.register_worker(session, worker_id=worker_id, hostname=host, pid=1, slots=4, now=now)
-    with database.session() as session:
-        share = functools.partial(q.fair_share, session, worker_id="a1", free=4, now=now,
-                                  seen_after=now - timedelta(minutes=1))
-        assert share() == 2  # 6 tasks x 4 of the 12 free places
-        assert share(exclude_host="host-a") == 3  # 6 x 4 of the 8 on this host's a1 and on host-b
-        assert share(free=0) == 0
 
 
 def test_lowering_the_cap_stops_new_claims_only(database: Database, db_url: str, tmp_path: Path) -> None:
@@ -476,31 +453,35 @@ def test_sqlite_busy_database_is_waited_for_not_surfaced(tmp_path: Path) -> None
         database.dispose()
 
 
-def test_an_idle_worker_on_sqlite_looks_again_as_soon_as_something_is_committed(
+def test_an_idle_worker_claims_a_new_task_at_its_next_poll_or_at_once_when_woken(
     database: Database, db_url: str, tmp_path: Path
 ) -> None:
-    """A submit is seen within ~10 ms, not at the next poll: on SQLite the idle worker watches the file's commit
-    counter (``PRAGMA data_version``), which any other connection's commit changes, and polls when it moved,
-    though never more often than every ``poll_seconds``. PostgreSQL has no such counter: there the worker polls."""
-    commits = database.watch_commits()
-    if database.dialect != "sqlite":
-        assert commits is None
-        return
-    assert commits is not None
-    try:
-        assert not commits.changed()
-        set_setting_value(database, "max_concurrent_tasks", "3", actor=None)  # a commit on another connection
-        assert commits.changed() and not commits.changed()
-        worker = Worker(database, local_storage(tmp_path), make_settings(db_url, tmp_path), poll_seconds=0.05)
-        threading.Timer(0.2, lambda: set_setting_value(database, "max_concurrent_tasks", "4", actor=None)).start()
+    """An idle worker looks for work every ``POLL_SECONDS`` (a second: provider calls take seconds) and at once
+    when ``wake()`` is called, as after a submit in the same process."""
+    settings = make_settings(db_url, tmp_path)
+    user = make_user(database)
+    worker = Worker(database, local_storage(tmp_path), settings, worker_id="idle")
+    assert worker.poll_seconds == POLL_SECONDS == 1.0
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+
+    def claimed_after(task_id: str, limit: float = 10.0) -> float:
         started = time.monotonic()
-        worker._idle(commits, started - 0.06)  # the last poll 60 ms ago
-        assert 0.15 < time.monotonic() - started < 0.4  # woken by the commit, before the watched poll (0.44 s)
-        started = time.monotonic()  # nothing committed: the watched poll comes after 0.5 s
-        worker._idle(commits, started)
-        assert time.monotonic() - started >= 0.45
-        set_setting_value(database, "max_concurrent_tasks", "5", actor=None)  # just after a poll: none within 0.05 s
-        worker._idle(commits, started := time.monotonic())
-        assert 0.045 <= time.monotonic() - started < 0.4
+        while task_row(database, task_id).worker_id != "idle" and time.monotonic() - started < limit:
+            time.sleep(0.01)
+        return time.monotonic() - started
+
+    try:
+        time.sleep(0.3)  # the worker is in its idle wait
+        polled = claimed_after(submit(database, settings, user, count=1, images=4, seed=1))
+        assert polled < POLL_SECONDS + 0.5  # found by the next poll, without a wake-up
+        while worker.held_task_ids:  # the task finished; the worker is idle again
+            time.sleep(0.02)
+        time.sleep(0.1)
+        task_id = submit(database, settings, user, count=1, images=4, seed=2)
+        worker.wake()
+        assert claimed_after(task_id) < 0.5  # woken: not a whole poll later
     finally:
-        commits.close()
+        worker.stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()

@@ -13,7 +13,7 @@ import pipeline.stages.run as runner
 from db.models import PersonaStatus, TaskStatus
 from db.session import Database
 from pipeline.core.errors import ProviderError
-from pipeline.submit.submission import task_status
+from pipeline.submit.task_control import task_status
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
 from tests.integration.test_executor import referenced_keys, stored_files
 

@@ -13,7 +13,7 @@ from db.session import Database
 from pipeline.core.domain import PersonaDraft
 from pipeline.storage import open_storage
 from pipeline.storage.s3 import S3Storage
-from pipeline.submit.submission import delete_task, task_status
+from pipeline.submit.task_control import delete_task, task_status
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 from tests.fakes.s3 import client, moto_s3, unique_bucket  # noqa: F401
 from tests.fakes.servers import (
