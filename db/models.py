@@ -62,6 +62,9 @@ class TaskStatus(enum.StrEnum):
         return (cls.COMPLETED.value, cls.PARTIAL.value, cls.FAILED.value, cls.CANCELLED.value)
 
 
+GENDERS: tuple[str, ...] = ("m", "f", "other")  # a persona's gender; "other" is every value but "m" and "f"
+
+
 class PersonaStatus(enum.StrEnum):
     PENDING = "pending"  # data stored, images not (all) done
     COMPLETED = "completed"

@@ -6,9 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.models import PersonaStatus, TaskStatus
+from db.models import GENDERS, PersonaStatus, TaskStatus
 
-__all__ = ["PersonaStatus", "TaskStatus"]  # re-exported: the statuses live beside the tables
+__all__ = ["GENDERS", "PersonaStatus", "TaskStatus"]  # re-exported: the genders and statuses live beside the tables
 
 BIO_PLATFORMS: tuple[str, ...] = ("facebook", "instagram", "x", "tiktok")
 BIO_PROMPT_KEYS: tuple[str, ...] = tuple(f"bio_prompt_{p}" for p in BIO_PLATFORMS)
