@@ -337,9 +337,9 @@ def test_images_read_ahead_keep_persona_order_and_missing_files(
     """More personas than reader threads: the read-ahead window slides, yet every folder gets its own images in
     order, a missing object is listed against the right persona, and the bytes match a serial read. A remote
     storage is read on the reader threads, a local one in the exporting thread."""
-    import pipeline.outputs.exports as exports
+    import pipeline.outputs.exports.images as export_images
 
-    monkeypatch.setattr(exports, "IMAGE_READERS", 2)
+    monkeypatch.setattr(export_images, "IMAGE_READERS", 2)
     owner = make_user(database, "owner@example.org", admin=False)
     insert_task(database, owner, "ahead0000001", [persona(i, firstname=f"P{i}") for i in range(7)])
     storage = ThreadRecordingStorage(tmp_path / "media", remote)
