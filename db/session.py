@@ -1,8 +1,9 @@
-"""Engine and session factory. Nothing connects at import time.
+"""The database connection: an engine and its session factory (``Database``), and migrations. Nothing connects
+at import time.
 
-SQLite: WAL, foreign keys on, a long busy timeout, and explicit ``BEGIN`` handling so a write
-transaction can ask for ``BEGIN IMMEDIATE`` (the executor's claim) via ``immediate_transaction``.
-PostgreSQL: pre-ping so a restarted server is reconnected to transparently.
+SQLite: WAL, foreign keys on, and a busy timeout of ``SQLITE_BUSY_TIMEOUT_SECONDS``, so that a writer waits for
+another one (in any process) instead of failing; a write transaction begins with ``BEGIN IMMEDIATE``
+(``Database.transaction``). PostgreSQL: pre-ping, so that a restarted server is reconnected to transparently.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,8 @@ def database_url_from_environment() -> str:
 
 
 def _json_loads(text: str | bytes) -> Any:
-    """JSON columns decoded with orjson (3-4× faster: exports and the gallery decode thousands of documents);
-    what orjson refuses (``NaN``, which the standard encoder writes) falls back to the standard decoder."""
+    """JSON columns decoded with orjson (exports and the gallery decode thousands of documents); what orjson
+    refuses (``NaN``, which the standard encoder writes) falls back to the standard decoder."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -80,34 +78,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get("sqlite_immediate"):
-            _begin_immediate(conn.connection.driver_connection)
-        else:
-            conn.exec_driver_sql("BEGIN")
-
-
-SQLITE_LOCK_POLL_SECONDS = (0.0005, 0.004)  # first and longest pause between two tries for the write lock
-
-
-def _begin_immediate(raw: Any) -> None:
-    """``BEGIN IMMEDIATE``, waiting for another process's writer with short pauses (0.5 ms, doubling to 4 ms,
-    jittered). SQLite's own busy handler backs off to 100 ms sleeps: with several worker processes, a lock
-    held for a millisecond often kept the next writer waiting 25–100 ms (a claim, a persona's images)."""
-    raw.execute("PRAGMA busy_timeout=0")
-    try:
-        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
-        pause, longest = SQLITE_LOCK_POLL_SECONDS
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
-                    raise
-            time.sleep(random.uniform(pause / 2, pause))
-            pause = min(longest, pause * 2)
-    finally:
-        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        # BEGIN IMMEDIATE takes the write lock at once, waiting for another writer up to the busy timeout.
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -153,39 +126,8 @@ class Database:
                 session.rollback()
                 raise
 
-    def watch_commits(self) -> CommitWatch | None:
-        """A cheap test of whether another connection committed (SQLite files); None where there is none."""
-        if self.dialect != "sqlite":
-            return None
-        path = make_url(self.url).database
-        if not path or path == ":memory:" or path.startswith("file:"):
-            return None
-        return CommitWatch(path)
-
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-class CommitWatch:
-    """``PRAGMA data_version`` on a SQLite connection of its own: it changes when any other connection, in any
-    process, commits. A look takes microseconds and no lock, so an idle worker can look often and run its real
-    poll (an indexed read) only when something was written, e.g. a task submitted."""
-
-    def __init__(self, path: str):
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._seen = self._version()
-
-    def _version(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def changed(self) -> bool:
-        """Whether another connection committed since the last look (or since the watch was opened)."""
-        version = self._version()
-        changed, self._seen = version != self._seen, version
-        return changed
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 def migrate(url: str, revision: str = "head") -> None:

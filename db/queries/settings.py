@@ -1,7 +1,10 @@
-"""Queries on ``settings`` (text values), ``config`` (booleans) and the audit log."""
+"""Queries on ``settings`` (text values), ``config`` (booleans) and the audit log, and the one parser of the
+``max_concurrent_tasks`` setting."""
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,15 +14,28 @@ from sqlalchemy.orm import Session
 from db.models import AuditLog, Config, Setting, User, utcnow
 
 __all__ = [
+    "DEFAULT_MAX_CONCURRENT_TASKS",
+    "MAX_CONCURRENT_LIMIT",
+    "MAX_CONCURRENT_TASKS_KEY",
     "AuditEntry",
     "add_audit",
     "get_config_values",
     "get_setting",
     "get_settings_map",
     "list_audit",
+    "parse_max_concurrent_tasks",
+    "read_max_concurrent_tasks",
     "set_config_value",
     "set_setting",
 ]
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_TASKS_KEY = "max_concurrent_tasks"
+MAX_CONCURRENT_LIMIT = 64
+DEFAULT_MAX_CONCURRENT_TASKS = 1  # the seed's value, also used when the stored one is missing or damaged
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+_warned: set[str] = set()  # damaged stored values already reported (the cap is read at every claim)
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,44 @@ def set_setting(session: Session, key: str, value: str, actor: User | None) -> b
         row.updated_at = utcnow()
     add_audit(session, actor, "setting", key, old, value)
     return True
+
+
+def parse_max_concurrent_tasks(text: str) -> int:
+    """The global cap on running tasks from its text form: a whole number from 1 to ``MAX_CONCURRENT_LIMIT``.
+    Raises ``ValueError`` saying what is wrong otherwise."""
+    value = str(text).strip()
+    if not _WHOLE_NUMBER.fullmatch(value):
+        raise ValueError(f"max_concurrent_tasks must be a whole number, got {value[:40]!r}")
+    cap = int(value)
+    if not 1 <= cap <= MAX_CONCURRENT_LIMIT:
+        raise ValueError(f"max_concurrent_tasks must be between 1 and {MAX_CONCURRENT_LIMIT}, got {cap}")
+    return cap
+
+
+def read_max_concurrent_tasks(session: Session, *, lock: bool = False) -> int:
+    """The global cap on running tasks, read live from the database.
+
+    ``lock=True`` is for the claim's write transaction: the row is locked ``FOR UPDATE`` on PostgreSQL (SQLite's
+    ``BEGIN IMMEDIATE`` already excludes other writers), so that concurrent claims on every host take turns; a
+    missing row (a damaged database) is recreated with the default so that there is a row to lock. A stored value
+    that does not parse (edited by hand) reads as ``DEFAULT_MAX_CONCURRENT_TASKS``, with a warning in the log."""
+    query = sa.select(Setting.value).where(Setting.key == MAX_CONCURRENT_TASKS_KEY)
+    value = session.scalar(query.with_for_update() if lock else query)
+    if value is None:
+        if lock:
+            now = utcnow()
+            session.add(Setting(key=MAX_CONCURRENT_TASKS_KEY, value=str(DEFAULT_MAX_CONCURRENT_TASKS),
+                                created_at=now, updated_at=now))
+            session.flush()
+        return DEFAULT_MAX_CONCURRENT_TASKS
+    try:
+        return parse_max_concurrent_tasks(value)
+    except ValueError as exc:
+        if value not in _warned:
+            _warned.add(value)
+            log.warning("the stored %s is not valid (%s): using %d until it is set again",
+                        MAX_CONCURRENT_TASKS_KEY, exc, DEFAULT_MAX_CONCURRENT_TASKS)
+        return DEFAULT_MAX_CONCURRENT_TASKS
 
 
 def get_config_values(session: Session) -> dict[str, bool]:

@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
-from db.models import GenerationResult, GenerationTask, PersonaStatus, Setting, TaskStatus, User, UTCDateTime, utcnow
-from db.queries.results import (
-    batch_exists,
-    count_personas,
-    existing_names,
-    failed_personas,
-    get_result,
-    list_results,
-    max_batch_number,
-    pending_persona_ids,
-)
+from db.models import GenerationResult, GenerationTask, PersonaStatus, TaskStatus, User, utcnow
+from db.queries.settings import read_max_concurrent_tasks
 
 __all__ = [
     "ERROR_LOG_MAX_LINES",
-    "MAX_CONCURRENT_TASKS_KEY",
     "Progress",
     "TaskRow",
     "add_errors",
     "assert_lease",
     "claim_next_task",
-    "claim_worthwhile",
     "count_held_tasks",
+    "count_waiting_tasks",
     "delete_task_row",
     "error_log_with",
     "finish_task",
     "get_task",
     "get_task_by_pk",
     "hand_back_task",
+    "held_tasks_by_worker",
     "insert_task",
     "list_task_rows",
     "renew_leases",
@@ -49,10 +38,8 @@ __all__ = [
     "set_task_status",
     "task_id_exists",
     "task_progress",
-    "warm_task_reads",
 ]
 
-MAX_CONCURRENT_TASKS_KEY = "max_concurrent_tasks"
 ERROR_LOG_MAX_LINES = 50
 IN_PROGRESS = (TaskStatus.GENERATING_DATA.value, TaskStatus.DATA_GENERATED.value, TaskStatus.GENERATING_IMAGES.value)
 
@@ -135,148 +122,81 @@ def list_task_rows(
     return [TaskRow(task, email, progress.get(task.id, Progress())) for task, email in rows]
 
 
-# The claim's statements are built once (building a select per call costs more than running it on SQLite).
-_TASKS = cast(sa.Table, GenerationTask.__table__)
-_SETTINGS = cast(sa.Table, Setting.__table__)
-_NOW = sa.bindparam("now", type_=UTCDateTime())
-_CAP_VALUE = sa.select(_SETTINGS.c.value).where(_SETTINGS.c.key == MAX_CONCURRENT_TASKS_KEY)
-_HELD_COUNT = (
-    sa.select(sa.func.count())
-    .select_from(_TASKS)
-    .where(_TASKS.c.lease_expires_at > _NOW, _TASKS.c.status.in_([sa.literal(v) for v in IN_PROGRESS]))
-)
-# A task waiting for a worker: runnable, not cancelled, its lease (if any) expired.
-_WAITING = (
-    GenerationTask.status.in_([sa.literal(v) for v in TaskStatus.runnable()]),  # plain binds: no post-compile
-    sa.or_(GenerationTask.lease_expires_at.is_(None), GenerationTask.lease_expires_at <= _NOW),
-    GenerationTask.cancel_requested.is_(False),
-)
-_ANY_WAITING = sa.select(GenerationTask.id).where(*_WAITING).limit(1)
-# The oldest waiting task, only while fewer than the cap hold a live lease (the count is an uncorrelated
-# subquery: evaluated once, after the cap lock; at the cap no row is returned, so none is locked).
-_CANDIDATE = (
-    sa.select(GenerationTask)
-    .where(*_WAITING, _HELD_COUNT.scalar_subquery() < sa.bindparam("cap", type_=sa.Integer()))
-    .order_by(GenerationTask.created_at, GenerationTask.id)
-    .limit(1)
-)
+def _holds_a_live_lease(now: datetime) -> sa.ColumnElement[bool]:
+    """A task that counts against the cap: in progress, under a lease that has not expired."""
+    return sa.and_(GenerationTask.lease_expires_at > now, GenerationTask.status.in_(IN_PROGRESS))
 
 
-@functools.cache
-def _update_by_pk(names: tuple[str, ...]) -> sa.Update:
-    return (
-        sa.update(_TASKS)
-        .where(_TASKS.c.id == sa.bindparam("pk", type_=sa.Integer()))
-        .values({name: sa.bindparam(f"new_{name}", type_=_TASKS.c[name].type) for name in names})
+def _waiting_for_a_worker(now: datetime) -> sa.ColumnElement[bool]:
+    """A task a worker may claim now: runnable, not cancelled, not held under a live lease (a task whose worker
+    died has its lease expire, and is then resumed)."""
+    return sa.and_(
+        GenerationTask.status.in_(TaskStatus.runnable()),
+        sa.or_(GenerationTask.lease_expires_at.is_(None), GenerationTask.lease_expires_at <= now),
+        GenerationTask.cancel_requested.is_(False),
     )
-
-
-def _write_task(session: Session, task: GenerationTask, values: dict[str, Any]) -> None:
-    """Set columns of a task's row at once (one Core UPDATE by primary key, no unit-of-work flush) and give the
-    object the same values as committed state. An object this session does not hold is set the ORM way."""
-    state = sa.inspect(task)
-    if not state.persistent or state.session is not session:
-        for name, value in values.items():
-            setattr(task, name, value)
-        return
-    names = tuple(sorted(values))
-    # on the session's connection: a plain Core statement needs none of the ORM's execution machinery (and no
-    # autoflush: pending changes to other columns are flushed later as usual, those to these columns are dropped)
-    session.connection().execute(
-        _update_by_pk(names), {"pk": task.id, **{f"new_{name}": values[name] for name in names}}
-    )
-    for name, value in values.items():
-        set_committed_value(task, name, value)  # also drops any unflushed change to these attributes
-
-
-@functools.cache
-def _claim_statements(dialect: str) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """(cap row read, candidate select) for a dialect: PostgreSQL locks the cap row FOR UPDATE and takes the
-    candidate FOR UPDATE SKIP LOCKED; SQLite's BEGIN IMMEDIATE already excludes every other writer."""
-    if dialect == "postgresql":
-        return _CAP_VALUE.with_for_update(), _CANDIDATE.with_for_update(skip_locked=True, of=GenerationTask)
-    return _CAP_VALUE, _CANDIDATE
-
-
-def _parse_cap(value: str) -> int:
-    try:
-        return max(0, int(value))
-    except ValueError:
-        return 1
-
-
-def _lock_cap_row(session: Session, statement: sa.Select[Any] | None = None) -> int:
-    """Lock the ``max_concurrent_tasks`` row (PostgreSQL FOR UPDATE) and read the cap live."""
-    if statement is None:
-        statement = _claim_statements(session.get_bind().dialect.name)[0]
-    value = session.execute(statement).scalar()
-    if value is None:  # a damaged database: recreate the seed's default row rather than running unbounded
-        row = Setting(key=MAX_CONCURRENT_TASKS_KEY, value="1", created_at=utcnow(), updated_at=utcnow())
-        session.add(row)
-        session.flush()
-        value = row.value
-    return _parse_cap(value)
 
 
 def count_held_tasks(session: Session, now: datetime) -> int:
-    return session.execute(_HELD_COUNT, {"now": now}).scalar() or 0
+    """The tasks counting against ``max_concurrent_tasks`` now."""
+    query = sa.select(sa.func.count()).select_from(GenerationTask).where(_holds_a_live_lease(now))
+    return session.scalar(query) or 0
 
 
-def claim_worthwhile(session: Session, now: datetime) -> bool:
-    """A read, without the claim's write lock: is a task waiting for a worker, and the cap not reached? A stale
-    answer only shifts a claim by one poll: ``claim_next_task`` re-checks both under its lock. An unreadable cap
-    answers yes (the claim then decides, as it always did)."""
-    if session.execute(_ANY_WAITING, {"now": now}).scalar() is None:
-        return False
-    value = session.execute(_CAP_VALUE).scalar()
-    try:
-        limit = int(value) if value is not None else None
-    except ValueError:
-        return True
-    return limit is None or count_held_tasks(session, now) < limit
+def held_tasks_by_worker(session: Session, now: datetime) -> dict[str, int]:
+    """How many tasks each worker holds under a live lease."""
+    query = (
+        sa.select(GenerationTask.worker_id, sa.func.count())
+        .where(_holds_a_live_lease(now))
+        .group_by(GenerationTask.worker_id)
+    )
+    return {worker_id: int(n) for worker_id, n in session.execute(query) if worker_id is not None}
+
+
+def count_waiting_tasks(session: Session, now: datetime) -> int:
+    """The tasks a worker could claim now, whatever the cap."""
+    query = sa.select(sa.func.count()).select_from(GenerationTask).where(_waiting_for_a_worker(now))
+    return session.scalar(query) or 0
 
 
 def claim_next_task(
     session: Session, *, worker_id: str, now: datetime, lease_seconds: float, max_attempts: int
 ) -> GenerationTask | None:
-    """Claim the oldest runnable task if fewer than the cap hold a live lease.
+    """Claim the oldest waiting task if fewer than ``max_concurrent_tasks`` hold a live lease.
 
-    Must run in one write transaction (``Database.transaction(immediate=True)``): on PostgreSQL the cap row is
-    locked FOR UPDATE, so concurrent claims across processes and hosts serialise, and the candidate is taken
-    with FOR UPDATE SKIP LOCKED; on SQLite BEGIN IMMEDIATE gives the same exclusion. A task that has been
-    claimed ``max_attempts`` times (its workers keep dying) is failed instead of claimed again.
-
-    Three statements: read (lock) the cap, select the candidate under the cap, update it by primary key (a Core
-    statement whose values are computed here from the locked row, see ``_write_task``).
+    Must run in one write transaction (``Database.transaction(immediate=True)``): on PostgreSQL the cap's settings
+    row is locked FOR UPDATE, so claims from every process and host take turns, and the candidate is taken with
+    FOR UPDATE SKIP LOCKED; on SQLite BEGIN IMMEDIATE gives the same exclusion. A task that has been claimed
+    ``max_attempts`` times (its workers keep dying) is failed instead of claimed again. The claimed row is
+    written (flushed) before this returns, so a further claim in the same transaction counts it.
     """
-    cap_statement, candidate_statement = _claim_statements(session.get_bind().dialect.name)
-    cap = _lock_cap_row(session, cap_statement)
-    # The lock may have been waited for: what counts (leases, started_at) is the moment it was acquired.
-    now = max(now, utcnow())
-    if cap <= 0:
+    cap = read_max_concurrent_tasks(session, lock=True)
+    now = max(now, utcnow())  # the lock may have been waited for: leases count from the moment it was taken
+    if count_held_tasks(session, now) >= cap:
         return None
-    task = session.execute(candidate_statement, {"now": now, "cap": cap}).scalar()
+    task = session.scalar(
+        sa.select(GenerationTask)
+        .where(_waiting_for_a_worker(now))
+        .order_by(GenerationTask.created_at, GenerationTask.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
     if task is None:
         return None
     if task.attempts >= max_attempts:
-        _write_task(session, task, {
-            "status": TaskStatus.FAILED.value,
-            "error_log": error_log_with(task.error_log, [f"gave up after {task.attempts} attempts: the worker kept stopping"]),
-            "completed_at": now,
-            "lease_expires_at": None,
-            "worker_id": None,
-            "updated_at": now,
-        })
+        message = f"gave up after {task.attempts} attempts: the worker kept stopping"
+        finish_task(session, task, status=TaskStatus.FAILED.value, errors=[message], now=now)
+        session.flush()
         return None
-    _write_task(session, task, {
-        "worker_id": worker_id,
-        "lease_expires_at": now + timedelta(seconds=lease_seconds),
-        "heartbeat_at": now,
-        "started_at": task.started_at or now,
-        "attempts": task.attempts + 1,
-        "updated_at": now,
-        "status": TaskStatus.GENERATING_DATA.value if task.status == TaskStatus.PENDING.value else task.status,
-    })
+    task.worker_id = worker_id
+    task.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    task.heartbeat_at = now
+    task.started_at = task.started_at or now
+    task.attempts += 1
+    task.updated_at = now
+    if task.status == TaskStatus.PENDING.value:
+        task.status = TaskStatus.GENERATING_DATA.value
+    session.flush()
     return task
 
 
@@ -319,23 +239,21 @@ def set_task_status(session: Session, task: GenerationTask, status: str, now: da
 def finish_task(
     session: Session, task: GenerationTask, *, status: str, errors: Sequence[str] = (), now: datetime | None = None
 ) -> None:
-    """Record a final status with ``errors`` added to the error log, and release the lease (written at once, see
-    ``_write_task``)."""
+    """Record a final status with ``errors`` added to the error log, and release the lease."""
     now = now or utcnow()
-    _write_task(session, task, {
-        "status": status,
-        "error_log": error_log_with(task.error_log, errors),
-        "completed_at": now,
-        "updated_at": now,
-        "lease_expires_at": None,
-        "worker_id": None,
-        "cancel_requested": False,
-    })
+    task.status = status
+    task.error_log = error_log_with(task.error_log, errors)
+    task.completed_at = now
+    task.updated_at = now
+    task.lease_expires_at = None
+    task.worker_id = None
+    task.cancel_requested = False
 
 
 def hand_back_task(session: Session, task: GenerationTask) -> None:
     """Give up a held task's lease at once, its status kept: the next claim resumes it from what was committed."""
-    _write_task(session, task, {"lease_expires_at": utcnow(), "worker_id": None})
+    task.lease_expires_at = utcnow()
+    task.worker_id = None
 
 
 def request_cancel(session: Session, task: GenerationTask, now: datetime | None = None) -> str:
@@ -395,19 +313,3 @@ def runnable_task_exists(session: Session, now: datetime) -> bool:
     query = sa.select(t.id).where(t.status.in_(TaskStatus.runnable()), t.cancel_requested.is_(False))
     return session.scalar(query.limit(1)) is not None
 
-
-def warm_task_reads(session: Session) -> None:
-    """The reads a task runs as it starts and ends, against a task that cannot exist (pk 0): a fresh process
-    compiles them (and configures the ORM) before its first task instead of during it. Reads nothing."""
-    none, now = 0, utcnow()
-    get_task_by_pk(session, none)
-    assert_lease(session, none, "", now)
-    count_personas(session, none)
-    max_batch_number(session, none)
-    batch_exists(session, none, none)
-    existing_names(session, none)
-    pending_persona_ids(session, none)
-    get_result(session, none)
-    list_results(session, none)
-    failed_personas(session, none)
-    task_progress(session, [none])

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from db.models import GenerationTask, WorkerProcess
-from db.queries.tasks import _CAP_VALUE, _WAITING, IN_PROGRESS, _parse_cap
+from db.models import WorkerProcess
+from db.queries.settings import read_max_concurrent_tasks
+from db.queries.tasks import count_waiting_tasks, held_tasks_by_worker
 
 __all__ = ["fair_share", "forget_worker", "live_workers", "register_worker"]
 
@@ -37,9 +38,7 @@ def live_workers(session: Session, *, seen_after: datetime) -> list[WorkerProces
     ))
 
 
-def fair_share(
-    session: Session, *, worker_id: str, free: int, now: datetime, seen_after: datetime, exclude_host: str | None = None
-) -> int:
+def fair_share(session: Session, *, worker_id: str, free: int, now: datetime, seen_after: datetime) -> int:
     """How many waiting tasks this worker should claim now, with ``free`` places of its own.
 
     What can start (the waiting tasks, at most the cap's free places) is shared in proportion to the live
@@ -47,27 +46,17 @@ def fair_share(
     of four places and four tasks under a cap of four, the first to poll takes two and leaves one to each of
     the others, which claim it at their next poll, instead of running all four in one process beside two idle
     ones. Never less than one while anything can start (a live worker that does not claim its share delays
-    nothing for long), and all of it for a worker alone. ``exclude_host``: workers on this host do not count
-    (a worker whose tasks run in processes of their own gains nothing by leaving a task to another process on the
-    same machine, whose cores they share, and the task would start a poll later).
+    nothing for long), and all of it for a worker alone.
 
     The answer is an upper bound for the claim, which checks the cap and what waits itself (``claim_next_task``),
-    so what cannot change it is not read: one free place, or no other live worker, is the whole answer."""
+    so with one free place, or no other live worker, nothing needs reading."""
     if free <= 1:
         return max(0, free)
-    others = [w for w in live_workers(session, seen_after=seen_after)
-              if w.worker_id != worker_id and w.hostname != exclude_host]
+    others = [w for w in live_workers(session, seen_after=seen_after) if w.worker_id != worker_id]
     if not others:
         return free
-    waiting = session.execute(sa.select(sa.func.count()).select_from(GenerationTask).where(*_WAITING),
-                              {"now": now}).scalar() or 0
-    held = dict(session.execute(
-        sa.select(GenerationTask.worker_id, sa.func.count())
-        .where(GenerationTask.lease_expires_at > now, GenerationTask.status.in_(IN_PROGRESS))
-        .group_by(GenerationTask.worker_id)
-    ).all())
-    cap = session.execute(_CAP_VALUE).scalar()
-    startable = min(waiting, _parse_cap(cap) - sum(held.values())) if cap is not None else waiting
+    held = held_tasks_by_worker(session, now)
+    startable = min(count_waiting_tasks(session, now), read_max_concurrent_tasks(session) - sum(held.values()))
     if startable <= 0:
         return 0
     free_elsewhere = sum(max(0, w.slots - held.get(w.worker_id, 0)) for w in others)

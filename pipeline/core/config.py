@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     task_max_attempts: int = 10  # claims of one task before it is failed (its workers keep dying)
     worker_task_slots: int = 4
-    task_processes: bool = True  # ``work`` runs each task in a process of its own (the app's worker: threads)
     persona_threads: int = 4
     provider_max_in_flight: int = 8
     http_timeout_seconds: float = 60.0

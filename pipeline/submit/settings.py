@@ -17,7 +17,7 @@ from pipeline.core.errors import AccessDenied, ValidationError
 from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, normalise_mode
 
 MAX_PROMPT_CHARS = 20_000
-MAX_CONCURRENT_LIMIT = 64
+MAX_CONCURRENT_LIMIT = q.MAX_CONCURRENT_LIMIT
 SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -35,10 +35,7 @@ def read_settings(db: Database) -> GlobalSettings:
     with db.session() as session:
         values = q.get_settings_map(session)
         toggles = q.get_config_values(session)
-    try:
-        cap = int(values.get(MAX_CONCURRENT_TASKS_KEY, "1"))
-    except ValueError:
-        cap = 1
+        cap = q.read_max_concurrent_tasks(session)
     return GlobalSettings(
         bio_prompts={key: values.get(key, "") for key in BIO_PROMPT_KEYS},
         max_concurrent_tasks=cap,
@@ -75,13 +72,11 @@ def parse_bool(value: str) -> bool:
 
 
 def parse_cap(value: str) -> int:
-    text = str(value).strip()
-    if not text.lstrip("-").isdigit():
-        raise ValidationError(f"max_concurrent_tasks must be a whole number, got {text[:40]!r}")
-    cap = int(text)
-    if not 1 <= cap <= MAX_CONCURRENT_LIMIT:
-        raise ValidationError(f"max_concurrent_tasks must be between 1 and {MAX_CONCURRENT_LIMIT}, got {cap}")
-    return cap
+    """``max_concurrent_tasks`` as an admin typed it (``q.parse_max_concurrent_tasks``, the one parser)."""
+    try:
+        return q.parse_max_concurrent_tasks(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def parse_identity_mode(value: str) -> str:

@@ -1,110 +1,41 @@
 """The executor: a small DB-backed worker, the same in the Streamlit process and in ``python -m pipeline work``.
 
 A worker claims tasks atomically (``db.queries.claim_next_task``: the global ``max_concurrent_tasks`` cap holds
-across every process and host), runs each in its own thread (the app's worker) or in a task process of its own
-(``python -m pipeline work``, see ``pipeline.worker.task_process``), and renews its leases from a heartbeat thread,
-which also relays cancel requests. A task whose worker died has its lease expire and is resumed elsewhere.
+across every process and host), runs each claimed task in a thread of its own, and renews its leases from a
+heartbeat thread, which also relays cancel requests. A task whose worker died has its lease expire and is
+resumed by the next claim.
 
-Each worker keeps a row in the registry (``workers``) fresh at every heartbeat, so that waiting tasks are shared
-among the live workers in proportion to their free places (``q.fair_share``) instead of all taken by the first
-to poll. An idle worker looks for work every ``POLL_SECONDS`` with a read (``_claim_worthwhile``: a task waiting
-and a free place under the cap), on SQLite also as soon as another connection commits (``CommitWatch``); only
-then does it take the claim's write lock. A task finishing in this process
-wakes the loop at once, so a freed place is re-claimed without waiting for the next poll. At start a
-background thread loads the configured providers and what the review stage needs (``warm_up``), so the first
-task does not stall on them.
+Each worker keeps a row in the registry (``workers``) fresh at every heartbeat, so that a burst of waiting tasks
+is shared among the live workers in proportion to their free places (``q.fair_share``) instead of all taken by
+the first to look. An idle worker looks for work every ``POLL_SECONDS``, and at once when woken: by ``wake()``
+(e.g. after a submit in the same process) or by one of its own tasks finishing.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy.orm import configure_mappers
-
 import db.queries as q
 from db.models import GenerationTask, utcnow
-from db.session import CommitWatch, Database
+from db.session import Database
 from pipeline.core.config import Settings
 from pipeline.providers.registry import ProviderCache
 from pipeline.stages.context import TaskContext
-from pipeline.stages.run import fail_unstartable, release_task, run_task
+from pipeline.stages.run import fail_unstartable, run_task
 from pipeline.storage import Storage
-from pipeline.worker.task_process import TaskProcessDied, TaskProcesses
 
 log = logging.getLogger(__name__)
 
+# An idle worker's pause between two looks for work. Provider calls take seconds, so a task waiting up to a
+# second for its claim costs its user nothing they would notice; a submit in the same process wakes the worker.
+POLL_SECONDS = 1.0
 WORKER_LIVE_BEATS = 3  # a registered worker not seen for this many heartbeats no longer counts (killed, hung)
-POLL_SECONDS = 0.05  # an idle poll is one indexed read, ~0.25 ms of CPU (0.5% of a core); the write lock only when worthwhile
-COMMIT_LOOK_SECONDS = 0.01  # on SQLite, between two polls: a look at whether anything was committed (microseconds)
-WATCHED_POLL_SECONDS = 0.5  # on SQLite, the poll without a commit: for what no commit announces (an expired lease)
-
-_warmed = threading.Lock()
-_warm_started = False
-
-
-def warm_up() -> None:
-    """Load once per process what the review stage needs on first use (langdetect's language profiles, scipy
-    through imagehash, datasketch: ~1.5-3 s of imports), before the first task gets there; and run the grid
-    processing once on a small synthetic grid (its first run costs ~25 ms more than the next: the tile pool's
-    threads, the codecs, numpy's first calls) and compute the style randomiser's tables (~30 ms)."""
-    global _warm_started
-    with _warmed:
-        if _warm_started:
-            return
-        _warm_started = True
-    start = time.perf_counter()
-    try:
-        from PIL import Image
-
-        from pipeline.stages.images.imaging import image_hash, load_tables, process_grid
-        from pipeline.stages.review.quality import detect_language, near_duplicate_texts
-
-        buffer = io.BytesIO()
-        Image.new("RGB", (32, 32), (120, 130, 140)).save(buffer, format="JPEG")
-        image_hash(buffer.getvalue())
-        near_duplicate_texts({1: "warming up the checks", 2: "warming up the checks!"})
-        detect_language("A sentence long enough for the language detector to load its profiles.")
-        process_grid(_synthetic_grid(), crop_borders=True, randomize=True, seed=0, persona_key="warm-up",
-                     first_index=0)
-        load_tables()
-    except Exception:  # only a head start: the review stage loads (and reports) the same things itself
-        log.debug("warm-up failed", exc_info=True)
-        return
-    log.info("review checks and imaging loaded in %.1f s", time.perf_counter() - start)
-
-
-def _synthetic_grid(side: int = 256) -> bytes:
-    """A PNG 2x2 grid of four flat tiles on white gutters, as a provider's grid is laid out."""
-    from PIL import Image, ImageDraw
-
-    grid = Image.new("RGB", (side, side), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    gutter, cell = side // 32, (side - 3 * (side // 32)) // 2
-    for i, colour in enumerate([(180, 140, 120), (90, 110, 150), (140, 160, 100), (200, 180, 160)]):
-        x, y = gutter + (i % 2) * (cell + gutter), gutter + (i // 2) * (cell + gutter)
-        draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=colour)
-    buffer = io.BytesIO()
-    grid.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def warm_database(db: Database) -> None:
-    """Open a connection, configure the ORM's mappers and compile the reads a task starts with, against a task
-    that cannot exist: a task process's first task then starts ~30 ms sooner (the mappers alone take ~9 ms)."""
-    try:
-        configure_mappers()
-        with db.session() as session:
-            q.warm_task_reads(session)
-    except Exception:  # only a head start: the first task runs (and reports) the same reads itself
-        log.debug("database warm-up failed", exc_info=True)
 
 
 def default_worker_id() -> str:
@@ -118,7 +49,7 @@ class _Held:
 
 
 class Worker:
-    """Claims and runs tasks until stopped. Thread-safe ``stop()``; ``run()`` blocks."""
+    """Claims and runs tasks until stopped. Thread-safe ``stop()`` and ``wake()``; ``run()`` blocks."""
 
     def __init__(
         self,
@@ -129,7 +60,6 @@ class Worker:
         worker_id: str | None = None,
         providers: ProviderCache | None = None,
         poll_seconds: float = POLL_SECONDS,
-        task_processes: bool = False,
     ):
         self.db = db
         self.storage = storage
@@ -137,8 +67,6 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.providers = providers or ProviderCache(settings)
         self.poll_seconds = poll_seconds
-        # Each task in a child process of its own (``pipeline.worker.task_process``), or in a thread of this one.
-        self._processes = TaskProcesses(settings, settings.worker_task_slots) if task_processes else None
         self._held: dict[int, _Held] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -165,114 +93,43 @@ class Worker:
 
     # ------------------------------------------------------------------ main loop
     def run(self, *, until_idle: bool = False) -> None:
+        """Claim and run tasks until ``stop()``; with ``until_idle``, also return once nothing is left to claim
+        and this worker holds no task."""
         log.info("worker %s started (slots=%d)", self.worker_id, self.settings.worker_task_slots)
         self._register()
-        # A long-running worker starts its task processes at once; ``until_idle`` (a batch) starts them as claimed.
-        threading.Thread(target=self._warm_up, args=(not until_idle,), name="warm-up", daemon=True).start()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.worker_id}", daemon=True)
         heartbeat.start()
-        commits = self._watch_commits()
         try:
             while not self._stop.is_set():
-                polled = time.monotonic()
                 self._reap()
-                claimed = False
-                if self._free_slots() > 0 and self._claim_worthwhile():
-                    claimed = self._claim_and_start()
-                if claimed:
-                    continue  # there may be more runnable work: claim again at once
+                if self._free_slots() > 0 and self._claim_and_start():
+                    continue  # there may be more waiting: claim again at once
                 if until_idle and not self._held and not self._runnable_exists():
                     break
-                self._idle(commits, polled)
+                # A wake-up between this wait and the clear is not lost: the loop claims right after the clear.
+                self._wake.wait(self.poll_seconds)
                 self._wake.clear()
         finally:
-            if commits is not None:
-                commits.close()
             self.stop()
             self._join_all()
-            if self._processes is not None:
-                self._processes.close()
             self._forget()
             log.info("worker %s stopped", self.worker_id)
-
-    def _watch_commits(self) -> CommitWatch | None:
-        try:
-            return self.db.watch_commits()
-        except Exception:  # only a shortcut: the polls find the work anyway
-            log.debug("cannot watch the database's commits", exc_info=True)
-            return None
-
-    def _idle(self, commits: CommitWatch | None, polled: float) -> None:
-        """Until the next poll or a wake-up. On SQLite the next poll comes when another connection has committed
-        (a look every ``COMMIT_LOOK_SECONDS``), but never sooner than ``poll_seconds`` after the last one, and
-        ``WATCHED_POLL_SECONDS`` after it at the latest: a task submitted to an idle worker is claimed within
-        ~10 ms instead of half a poll (25 ms) on average, and while tasks commit all the time, idle workers poll
-        no more often than without the watch."""
-        if commits is None:
-            self._wake.wait(self.poll_seconds)
-            return
-        soonest, latest = polled + self.poll_seconds, polled + max(self.poll_seconds, WATCHED_POLL_SECONDS)
-        committed = False
-        while (now := time.monotonic()) < latest:
-            if committed and now >= soonest:
-                return
-            if self._wake.wait(min(COMMIT_LOOK_SECONDS if not committed else soonest - now, latest - now)):
-                return
-            if not committed:
-                try:
-                    committed = commits.changed()
-                except Exception:  # e.g. the file replaced under us: poll as without the watch
-                    committed = True
-
-    def _warm_up(self, start_processes: bool = True) -> None:
-        """The configured providers first (their client libraries load in ~0.2 s; a claim needs them), then the
-        review's checks (``warm_up``), or the task processes, which load both themselves."""
-        try:
-            self.providers.for_names(self.settings.persona_provider, self.settings.image_provider)
-        except Exception:  # only a head start: a claim builds (and reports) the same providers itself
-            log.debug("provider warm-up failed", exc_info=True)
-        if self._processes is None:
-            warm_up()
-            warm_database(self.db)
-            log.info("worker %s is ready (tasks run in threads)", self.worker_id)
-            return
-        if not start_processes:
-            return
-        try:
-            warm = self._processes.start()
-        except Exception:  # a task starts (and reports) its own process when none is idle
-            log.warning("worker %s: cannot start the task processes", self.worker_id, exc_info=True)
-            return
-        if warm:
-            log.info("worker %s is ready (%d task processes)", self.worker_id, self._processes.size)
-        else:
-            log.warning("worker %s: not every task process warmed up in time; a task waits for its own", self.worker_id)
 
     def _free_slots(self) -> int:
         with self._lock:
             return self.settings.worker_task_slots - len(self._held)
 
-    def _claim_worthwhile(self) -> bool:
-        """A cheap read before the claim's write lock (``q.claim_worthwhile``)."""
-        try:
-            with self.db.session() as session:
-                return q.claim_worthwhile(session, utcnow())
-        except Exception:  # e.g. the database restarting: let the claim try (and log) as before
-            return True
-
     def _claim_and_start(self) -> bool:
-        """Claim this worker's share of the waiting tasks (``q.fair_share``: all of them, up to its free places and the
-        cap, when it is the only live worker) in one transaction, then start them: the tasks of a burst of submits
-        start together, not one claim transaction apart."""
+        """Claim this worker's share of the waiting tasks (``q.fair_share``: all of them, up to its free places and
+        the cap, when it is the only live worker) in one transaction, then start them: the tasks of a burst of
+        submits start together. Returns whether anything was claimed."""
         tasks = []
         try:
             with self.db.transaction(immediate=True) as session:
                 now = utcnow()
                 live = now - timedelta(seconds=WORKER_LIVE_BEATS * self.settings.heartbeat_seconds)
-                # Tasks in processes of their own gain nothing from another worker on this machine's cores.
-                same_host = socket.gethostname() if self._processes is not None else None
                 share = q.fair_share(session, worker_id=self.worker_id, free=self._free_slots(), now=now,
-                                     seen_after=live, exclude_host=same_host)
+                                     seen_after=live)
                 for _ in range(share):
                     task = q.claim_next_task(
                         session,
@@ -292,8 +149,8 @@ class Worker:
         return bool(tasks)
 
     def _start(self, task: GenerationTask) -> None:
-        # After the claim's commit: a provider's first load imports its client libraries (~0.2 s), which must not
-        # hold the database's write lock.
+        # After the claim's commit: loading a provider the first time imports its client libraries, which must not
+        # happen while holding the database's write lock.
         try:
             providers = self.providers.for_snapshot(task.config_snapshot)
         except Exception as exc:  # e.g. a provider this version does not have: the task can never run here
@@ -312,11 +169,7 @@ class Worker:
 
     def _run_one(self, ctx: TaskContext) -> None:
         try:
-            outcome = run_task(ctx) if self._processes is None else self._processes.run(ctx)
-        except TaskProcessDied as exc:  # killed, out of memory: another claim resumes the task from what it committed
-            ctx.log.error("%s; the task is handed back", exc)
-            release_task(self.db, ctx.task_pk, self.worker_id)
-            outcome = "crashed"
+            outcome = run_task(ctx)
         except Exception:  # run_task records failures itself; this only guards the worker thread
             ctx.log.exception("task thread crashed")
             outcome = "crashed"
@@ -395,9 +248,3 @@ class Worker:
             if pk in cancelled:
                 h.ctx.cancel.set()
 
-
-def run_until_idle(db: Database, storage: Storage, settings: Settings, *, worker_id: str | None = None) -> Worker:
-    """Run a worker until nothing is runnable (tests and ``work --until-idle``)."""
-    worker = Worker(db, storage, settings, worker_id=worker_id, poll_seconds=0.2)
-    worker.run(until_idle=True)
-    return worker

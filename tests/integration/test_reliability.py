@@ -25,10 +25,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def env(pg_url: str, tmp_path: Path) -> dict[str, str]:
-    # Claims, caps and restarts across worker processes: tasks in threads (task processes have their own tests,
-    # and twelve warm children per test would double this file's time).
     return {**os.environ, **offline_env(pg_url, tmp_path, LEASE_SECONDS="3", WORKER_TASK_SLOTS="4",
-                                           PERSONA_THREADS="2", TASK_PROCESSES="0")}
+                                           PERSONA_THREADS="2")}
 
 
 def cli(env: dict[str, str], *argv: str) -> str:

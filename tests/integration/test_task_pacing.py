@@ -15,8 +15,8 @@ import db.queries as q
 from db.models import GenerationResult, utcnow
 from db.session import Database
 from pipeline.providers.registry import ProviderCache, Providers
-from pipeline.stages import run as runner
 from pipeline.stages.context import TaskContext
+from pipeline.stages.images import stage as image_stage
 from pipeline.stages.review import task_review as review
 from pipeline.stages.review.task_review import review_task
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
@@ -73,43 +73,14 @@ def test_a_task_has_persona_threads_calls_in_flight_and_more_personas_under_way(
     settings = make_settings(db_url, tmp_path, persona_threads=2)
     meter = _Meter(CALL_SECONDS)  # the providers' calls
     under_way = _Meter()  # the personas being made
-    real = runner.make_persona_images
-    monkeypatch.setattr(runner, "make_persona_images", lambda ctx, rid: under_way.call(real, ctx, rid))
+    real = image_stage.make_persona_images
+    monkeypatch.setattr(image_stage, "make_persona_images", lambda ctx, rid: under_way.call(real, ctx, rid))
     task_id = submit(database, settings, make_user(database), count=8, images=4)
     run_worker(database, local_storage(tmp_path), settings, providers=_MeteredProviders(settings, meter))
     rows = results_of(database, task_id)
     assert task_row(database, task_id).status == "completed" and all(r.image_count == 4 for r in rows)
     assert meter.max_calls == 2  # never more than PERSONA_THREADS calls, and both slots used
     assert under_way.max_calls == 4  # twice as many personas under way
-
-
-def test_a_free_call_slot_goes_to_the_waiter_with_the_most_calls_left() -> None:
-    """Personas are chains of calls: the longest remaining chain goes first (ties: first come), so a task does
-    not end on one persona's last calls with the other slots idle."""
-    slots = runner.CallSlots(2)
-    slots.acquire(0)
-    slots.acquire(5)  # both slots held: every later call waits
-    order: list[str] = []
-
-    def call(name: str, calls_left: int) -> None:
-        slots.acquire(calls_left)
-        order.append(name)
-        slots.release()
-
-    threads = []
-    for name, calls_left in (("a", 1), ("b", 3), ("c", 2), ("d", 3)):
-        threads.append(threading.Thread(target=call, args=(name, calls_left)))
-        threads[-1].start()
-        deadline = time.monotonic() + 5
-        while len(slots._waiting) < len(threads) and time.monotonic() < deadline:
-            time.sleep(0.001)  # queued in this order
-    slots.release()
-    for thread in threads:
-        thread.join(5)
-    assert order == ["b", "d", "c", "a"]
-    slots.release()
-    slots.acquire(0)
-    slots.acquire(0)  # both slots free again: neither waits
 
 
 def test_the_review_uses_the_stored_hashes_and_prefetched_languages_and_equals_a_review_from_scratch(

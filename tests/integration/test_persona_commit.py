@@ -1,5 +1,5 @@
 """The image stage's transactions: a persona's last block and its completion commit together, and a crash
-before that commit still resumes to a complete persona (issue #8, executor row)."""
+before that commit still resumes to a complete persona."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import db.queries as q
-import pipeline.stages.run as runner
+import pipeline.stages.images.stage as image_stage
 from db.models import PersonaStatus, TaskStatus
 from db.session import Database
 from pipeline.core.errors import ProviderError
@@ -56,7 +56,7 @@ def test_crash_before_the_last_block_commits_resumes_to_a_complete_persona(
     settings = make_settings(db_url, tmp_path)
     storage = local_storage(tmp_path)
     task_id = submit(database, settings, make_user(database), count=2, images=8)
-    monkeypatch.setattr(runner, "PERSONA_RETRY_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(image_stage, "PERSONA_RETRY_PAUSE_SECONDS", 0.0)
     append_images = q.append_images
     failed: list[int] = []
 
