@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import requests
+
 from pipeline.core.errors import StorageError
 
 
@@ -39,8 +41,6 @@ def is_legacy_url(uri: str | None) -> bool:
 def read_image(storage: Storage, uri: str, timeout_seconds: float = 20.0) -> bytes:
     """Bytes of a stored image, including legacy public URLs of upgraded databases."""
     if is_legacy_url(uri):
-        import requests
-
         try:
             response = requests.get(uri, timeout=timeout_seconds)
             response.raise_for_status()
