@@ -23,6 +23,7 @@ from pipeline.submit.task_control import task_status
 
 DEFAULT_THRESHOLD = Thresholds().same_person
 FACETS_TTL_SECONDS = 20  # a running task's new personas show in the facet counts within this
+VALUE_LABELS = {"flags": ui.flag_label}  # how a filter's values read in its widget (default: as stored)
 rt = ui.runtime()
 user = ui.current_user(rt)
 st.header("Gallery")
@@ -42,13 +43,40 @@ if not flt.task_ids:
     st.stop()
 
 
-def _facet(label: str, key: str, counts: dict[str, list[tuple[str, int]]], selected: list[str],
-           name: Any = str) -> list[str]:
+def _facet(spec: gallery.FilterSpec, counts: dict[str, list[tuple[str, int]]], selected: list[str]) -> list[str]:
+    """A multiselect over the facet's values, each with its count under the other filters."""
+    key = spec.facet or spec.name
     options = [value for value, _ in counts.get(key, [])]
     numbers = dict(counts.get(key, []))
     options += [value for value in selected if value not in numbers]
-    return st.multiselect(label, options, default=[v for v in selected if v in options],
-                          format_func=lambda v: f"{name(v)} ({numbers.get(v, 0)})", key=f"g_{key}")
+    name = VALUE_LABELS.get(spec.name, str)
+    return st.multiselect(spec.label, options, default=[v for v in selected if v in options],
+                          format_func=lambda v: f"{name(v)} ({numbers.get(v, 0)})", key=f"g_{spec.url_key}")
+
+
+def _filter_widget(spec: gallery.FilterSpec, value: Any) -> Any:
+    """Draw one filter's widget (the declaration says which) and return the value it now holds."""
+    low, high = spec.widget
+    if spec.kind == "words":
+        return st.text_input(spec.label, value=value, key=f"g_{spec.url_key}")
+    if spec.kind in ("values", "any"):
+        if spec.facet:
+            return _facet(spec, counts, value)
+        return st.multiselect(spec.label, list(spec.choices), default=value, key=f"g_{spec.url_key}")
+    if spec.kind == "none":
+        return st.checkbox(spec.label, value=value, key=f"g_{spec.url_key}", help=spec.help or None)
+    if spec.kind == "yes_no":
+        options = ["all", *spec.choices]
+        index = 0 if value is None else (1 if value else 2)
+        chosen = st.selectbox(spec.label, options, index=index, key=f"g_{spec.url_key}")
+        return None if chosen == "all" else chosen == options[1]
+    if spec.kind == "min":
+        number = st.slider(spec.label, low, high, value if value is not None else low, key=f"g_{spec.url_key}")
+        return number if number > low else None
+    if spec.kind == "max":
+        number = st.slider(spec.label, low, high, value if value is not None else high, key=f"g_{spec.url_key}")
+        return number if number < high else None
+    return value
 
 
 @st.cache_data(ttl=FACETS_TTL_SECONDS, max_entries=256, show_spinner=False)
@@ -63,29 +91,23 @@ except PipelineError as exc:
     ui.show_error(exc)
     st.stop()
 
+# One widget per declared filter, in the declared order; a minimum and a maximum of the same column share one
+# range slider.
+ranges = {(s.column, s.kind): s for s in gallery.FILTERS if s.kind in ("min", "max")}
 with st.sidebar:
     st.subheader("Filters")
-    flt.text = st.text_input("Search names, jobs, education, bios", value=flt.text, key="g_text")
-    flt.genders = _facet("Gender", "gender", counts, flt.genders)
-    age = st.slider("Age", 13, 100, (flt.age_min or 13, flt.age_max or 100), key="g_age")
-    flt.age_min, flt.age_max = (age[0] if age[0] > 13 else None), (age[1] if age[1] < 100 else None)
-    flt.ethnicities = _facet("Ethnicity", "ethnicity", counts, flt.ethnicities)
-    flt.languages = _facet("Language", "language", counts, flt.languages)
-    flt.cities = _facet("City", "city", counts, flt.cities)
-    flt.states = _facet("State / region", "state", counts, flt.states)
-    flt.statuses = _facet("Status", "status", counts, flt.statuses)
-    flt.tags = _facet("Tags", "tags", counts, flt.tags)
-    flt.curations = st.multiselect("Curation", list(gallery.CURATIONS), default=flt.curations, key="g_curation")
-    flt.flags = _facet("Quality flags", "flags", counts, flt.flags, ui.flag_label)
-    flt.unflagged = st.checkbox("Only personas no check flagged", value=flt.unflagged, key="g_clean",
-                                help="Duplicates, over-long bios, wrong language, near-duplicate images, and identity "
-                                     "problems (inconsistent or duplicate faces, no face, leakage) are excluded; "
-                                     "downloads follow this filter")
-    favourite = st.selectbox("Favourites", ["all", "only favourites", "not favourites"],
-                             index=0 if flt.favorite is None else (1 if flt.favorite else 2), key="g_fav")
-    flt.favorite = None if favourite == "all" else favourite == "only favourites"
-    rating = st.slider("Minimum rating", 0, 5, flt.min_rating or 0, key="g_rating")
-    flt.min_rating = rating or None
+    for spec in gallery.FILTERS:
+        if spec.kind == "tasks" or (spec.kind == "max" and (spec.column, "min") in ranges):
+            continue  # the tasks are picked above the view; a maximum is drawn with its minimum
+        partner = ranges.get((spec.column, "max")) if spec.kind == "min" else None
+        if partner is None:
+            setattr(flt, spec.name, _filter_widget(spec, getattr(flt, spec.name)))
+            continue
+        low, high = spec.widget
+        chosen = st.slider(spec.label, low, high, (getattr(flt, spec.name) or low, getattr(flt, partner.name) or high),
+                           key=f"g_{spec.url_key}")
+        setattr(flt, spec.name, chosen[0] if chosen[0] > low else None)
+        setattr(flt, partner.name, chosen[1] if chosen[1] < high else None)
 
 with st.sidebar:
     st.subheader("Saved views")

@@ -1,26 +1,30 @@
 """Gallery queries: server-side filter, facet counts, sort and paging of personas, curation, export streams.
 
 Visibility is part of every statement: ``PersonaCriteria.viewer_id`` joins the persona to its task and keeps
-only that owner's tasks (``None`` = every task: administrators and the command line). Everything here runs
-on SQLite and PostgreSQL; the two differences (unnesting the JSON ``tags`` array, Unicode case folding) are
-handled in ``_tag_values`` and ``_search_text``.
+only that owner's tasks (``None`` = every task: administrators and the command line). A view's filters arrive
+as generic ``Condition``s naming a column and a test (the gallery's filters are declared once, in
+``pipeline.outputs.browse``). Everything here runs on SQLite and PostgreSQL; the two differences (unnesting
+JSON arrays, Unicode case folding) are handled in ``_array_elements`` and ``_search_text``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from db.models import GenerationResult, GenerationTask, SavedView, User, utcnow
+from db.models import GENDERS, GenerationResult, GenerationTask, SavedView, User, utcnow
 
 __all__ = [
+    "FILTER_EXPRESSIONS",
     "GALLERY_PERSONA_FIELDS",
     "GALLERY_SORT_COLUMNS",
     "GALLERY_TEXT_FIELDS",
+    "Condition",
+    "Facet",
     "PersonaCriteria",
     "delete_saved_view",
     "gallery_bulk_update",
@@ -79,35 +83,54 @@ GALLERY_TEXT_FIELDS: tuple[str, ...] = (
     "about",
 )
 GALLERY_SORT_COLUMNS: tuple[str, ...] = ("batch_number", "created_at", "lastname", "age", "rating", "updated_at")
-KNOWN_GENDERS = ("m", "f")
+NAMED_GENDERS = tuple(g for g in GENDERS if g != "other")  # stored as they are; any other value counts as "other"
+TESTS = ("in", "any", "empty", "min", "max", "is", "words")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One active filter of a gallery view in database terms.
+
+    ``column`` names what is tested: a key of ``FILTER_EXPRESSIONS``, ``task.<column>`` (a column of the
+    persona's task) or a ``generation_results`` column. ``test`` says how ``value`` is applied:
+
+    - ``in``: the value is one of ``value`` (a tuple; a ``None`` in it matches an unset column);
+    - ``any``: the JSON array column holds one of ``value``; ``empty``: it holds nothing (no ``value``);
+    - ``min`` / ``max``: the value is at least / at most ``value`` (an unset value never passes);
+    - ``is``: the boolean column equals ``value``;
+    - ``words``: every whitespace-separated word of ``value`` occurs, ignoring case, in one of
+      ``GALLERY_TEXT_FIELDS`` (``column`` is not used).
+
+    ``facet`` names the facet this condition narrows: that facet's own counts leave it out (standard faceting).
+    """
+
+    column: str
+    test: str
+    value: Any = None
+    facet: str | None = None
+
+
+@dataclass(frozen=True)
+class Facet:
+    """A facet of the gallery: the counts of each value of ``column`` (as in ``Condition``), under ``key``.
+    A JSON array column (tags, quality flags) counts each element."""
+
+    key: str
+    column: str
 
 
 @dataclass(frozen=True)
 class PersonaCriteria:
-    """A gallery filter in database terms. Empty tuples / ``None`` mean "no restriction".
-
-    Within one facet the values are alternatives (OR); facets combine with AND. ``genders`` takes
-    ``m``, ``f`` and ``other`` (any stored value that is neither). ``text`` is split on whitespace and every
-    term must occur (case-insensitively) in one of ``GALLERY_TEXT_FIELDS``. ``tags``: any of them.
-    """
+    """A gallery view in database terms: who looks, which tasks, and every other filter as a ``Condition``
+    (conditions combine with AND). Empty ``task_ids`` means every task the viewer may see."""
 
     viewer_id: int | None = None
     task_ids: tuple[str, ...] = ()
-    genders: tuple[str, ...] = ()
-    age_min: int | None = None
-    age_max: int | None = None
-    ethnicities: tuple[str, ...] = ()
-    languages: tuple[str, ...] = ()
-    cities: tuple[str, ...] = ()
-    states: tuple[str, ...] = ()
-    text: str = ""
-    favorite: bool | None = None
-    tags: tuple[str, ...] = ()
-    statuses: tuple[str, ...] = ()
-    min_rating: int | None = None
-    flags: tuple[str, ...] = ()  # quality flags: any of them
-    unflagged: bool = False  # only rows no quality check flagged
-    curations: tuple[str, ...] = ()  # keep / reject / unset
+    conditions: tuple[Condition, ...] = ()
+
+    def words(self) -> list[str]:
+        """The lower-cased search words of the view (empty without a text search)."""
+        return [w for c in self.conditions if c.test == "words" for w in str(c.value or "").lower().split()]
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -185,38 +208,61 @@ def _tag_values(session: Session, column: Col) -> Any:
 
 
 def _gender_bucket(column: Col) -> sa.ColumnElement[Any]:
-    return sa.case((column.in_(KNOWN_GENDERS), column), else_=sa.literal_column("'other'"))
+    return sa.case((column.in_(NAMED_GENDERS), column), else_=sa.literal_column("'other'"))
+
+
+FILTER_EXPRESSIONS: dict[str, Callable[[], Col]] = {
+    # computed values a filter or facet may name as its column
+    "gender": lambda: _gender_bucket(R.gender),  # m, f or other
+}
+
+
+def _expression(column: str) -> Col:
+    """The SQL expression a ``Condition`` or ``Facet`` column names."""
+    if column in FILTER_EXPRESSIONS:
+        return FILTER_EXPRESSIONS[column]()
+    table, name = (T, column[len("task."):]) if column.startswith("task.") else (R, column)
+    if name not in table.__table__.c:
+        raise ValueError(f"no gallery column {column!r}")
+    return cast(Col, getattr(table, name))
+
+
+def _is_array(column: str) -> bool:
+    """Whether ``column`` is a persona's JSON array of texts (its elements are the values)."""
+    return column in R.__table__.c and isinstance(R.__table__.c[column].type, sa.JSON)
+
+
+def _condition_sql(session: Session, cond: Condition) -> sa.ColumnElement[bool]:
+    """The SQL of one condition (see ``Condition`` for the tests)."""
+    if cond.test == "words":
+        return sa.and_(*_text_matches(session, str(cond.value or "").lower().split()))
+    column = _expression(cond.column)
+    if cond.test == "in":
+        values = tuple(cond.value or ())
+        named = [v for v in values if v is not None]
+        options = [column.in_(named)] if named else []
+        if None in values:
+            options.append(column.is_(None))
+        return sa.or_(*options) if options else sa.false()
+    if cond.test in ("any", "empty"):
+        elements = _tag_values(session, column)
+        found = sa.select(sa.literal(1)).select_from(elements)
+        if cond.test == "empty":
+            return ~sa.exists(found)
+        return sa.exists(found.where(elements.c.value.in_(tuple(cond.value or ()))))
+    if cond.test == "min":
+        return cast(sa.ColumnElement[bool], column >= cond.value)
+    if cond.test == "max":
+        return cast(sa.ColumnElement[bool], column <= cond.value)
+    if cond.test == "is":
+        return column.is_(sa.true()) if cond.value else column.is_(sa.false())
+    raise ValueError(f"unknown filter test {cond.test!r}")
 
 
 def _facet_filters(session: Session, c: PersonaCriteria) -> dict[str, sa.ColumnElement[bool]]:
-    """The condition of each active facet filter, by the criteria field it comes from. The language's is on
+    """The condition of each active facet filter, by its facet key. A task column's condition is on
     ``generation_tasks`` (the facet counts join it); ``_conditions`` puts it in its task subquery instead."""
-    filters: dict[str, sa.ColumnElement[bool]] = {}
-    if c.genders:
-        known = [g for g in c.genders if g in KNOWN_GENDERS]
-        options: list[sa.ColumnElement[bool]] = []
-        if known:
-            options.append(R.gender.in_(known))
-        if "other" in c.genders:
-            options.append(R.gender.not_in(KNOWN_GENDERS))
-        filters["genders"] = sa.or_(*options) if options else sa.false()
-    if c.ethnicities:
-        filters["ethnicities"] = R.ethnicity.in_(c.ethnicities)
-    if c.cities:
-        filters["cities"] = R.current_city.in_(c.cities)
-    if c.states:
-        filters["states"] = R.current_state.in_(c.states)
-    if c.statuses:
-        filters["statuses"] = R.status.in_(c.statuses)
-    if c.languages:
-        filters["languages"] = T.bio_language.in_(c.languages)
-    if c.tags:
-        tv = _tag_values(session, R.tags)
-        filters["tags"] = sa.exists(sa.select(sa.literal(1)).select_from(tv).where(tv.c.value.in_(c.tags)))
-    if c.flags:
-        fv = _tag_values(session, R.quality_flags)
-        filters["flags"] = sa.exists(sa.select(sa.literal(1)).select_from(fv).where(fv.c.value.in_(c.flags)))
-    return filters
+    return {cond.facet: _condition_sql(session, cond) for cond in c.conditions if cond.facet}
 
 
 def _conditions(
@@ -229,38 +275,18 @@ def _conditions(
     ``skip`` names facets whose own filters are left out (standard faceting); ``facets=False`` leaves out
     every facet filter.
     """
-    filters = _facet_filters(session, c) if facets else {}
     conds: list[sa.ColumnElement[bool]] = []
     task_conds: list[sa.ColumnElement[bool]] = []
     if c.viewer_id is not None:
         task_conds.append(T.user_id == c.viewer_id)
     if c.task_ids:
         task_conds.append(T.task_id.in_(c.task_ids))
-    if "languages" in filters and "languages" not in skip:
-        task_conds.append(filters["languages"])
+    for cond in c.conditions:
+        if cond.facet is not None and (not facets or cond.facet in skip):
+            continue
+        (task_conds if cond.column.startswith("task.") else conds).append(_condition_sql(session, cond))
     if task_conds:
-        conds.append(R.task_id.in_(sa.select(T.id).where(*task_conds)))
-    conds.extend(cond for name, cond in filters.items() if name not in ("languages", *skip))
-    if c.age_min is not None:
-        conds.append(R.age >= c.age_min)
-    if c.age_max is not None:
-        conds.append(R.age <= c.age_max)
-    terms = c.text.lower().split()
-    if terms:
-        conds.extend(_text_matches(session, terms))
-    if c.favorite is not None:
-        conds.append(R.favorite.is_(sa.true()) if c.favorite else R.favorite.is_(sa.false()))
-    if c.min_rating is not None:
-        conds.append(R.rating >= c.min_rating)
-    if c.unflagged:
-        fv = _tag_values(session, R.quality_flags)
-        conds.append(~sa.exists(sa.select(sa.literal(1)).select_from(fv)))
-    if c.curations:
-        named = [v for v in c.curations if v != "unset"]
-        either = [R.curation.in_(named)] if named else []
-        if "unset" in c.curations:
-            either.append(R.curation.is_(None))
-        conds.append(sa.or_(*either))
+        conds.insert(0, R.task_id.in_(sa.select(T.id).where(*task_conds)))
     return conds
 
 
@@ -329,12 +355,12 @@ def gallery_task_choices(
 
 
 def gallery_tasks_info(session: Session, c: PersonaCriteria) -> list[dict[str, Any]]:
-    """The tasks a filter spans (owner, explicit ids and language only), with their config snapshots."""
+    """The tasks a filter spans (owner, explicit ids and conditions on task columns only), with their config
+    snapshots."""
     conds: list[sa.ColumnElement[bool]] = [_visible_tasks_clause(c.viewer_id)]
     if c.task_ids:
         conds.append(T.task_id.in_(c.task_ids))
-    if c.languages:
-        conds.append(T.bio_language.in_(c.languages))
+    conds += [_condition_sql(session, cond) for cond in c.conditions if cond.column.startswith("task.")]
     query = (
         sa.select(
             T.task_id,
@@ -420,9 +446,8 @@ def _with_thumb(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _excludes_nulls(c: PersonaCriteria, sort_column: str) -> bool:
-    if sort_column == "age":
-        return c.age_min is not None or c.age_max is not None
-    return sort_column == "rating" and c.min_rating is not None
+    """Whether a bound on the sort column already excludes its unset values."""
+    return any(cond.test in ("min", "max") and cond.column == sort_column for cond in c.conditions)
 
 
 def gallery_count(session: Session, c: PersonaCriteria) -> int:
@@ -442,17 +467,6 @@ def gallery_page(
         .limit(max(1, limit))
     )
     return [_with_thumb(row._mapping) for row in session.execute(query)]
-
-
-FACET_EXPRESSIONS: dict[str, tuple[str, Any]] = {
-    # facet key -> (criteria field it ignores, value expression)
-    "gender": ("genders", lambda: _gender_bucket(R.gender)),
-    "ethnicity": ("ethnicities", lambda: R.ethnicity),
-    "language": ("languages", lambda: T.bio_language),
-    "city": ("cities", lambda: R.current_city),
-    "state": ("states", lambda: R.current_state),
-    "status": ("statuses", lambda: R.status),
-}
 
 
 def _value_counts(
@@ -493,35 +507,42 @@ def _tag_counts(
     return [(str(v), int(count)) for v, count in session.execute(query)]
 
 
-def gallery_facets(session: Session, c: PersonaCriteria, *, limit: int = 50) -> dict[str, list[tuple[str, int]]]:
-    """Value counts per facet under every *other* active filter (standard faceting), top ``limit`` each.
+def gallery_facets(
+    session: Session, c: PersonaCriteria, facets: Sequence[Facet], *, limit: int = 50
+) -> dict[str, list[tuple[str, int]]]:
+    """Value counts of each facet under every *other* active filter (standard faceting), top ``limit`` each,
+    most frequent first (ties by value).
 
     Under a text search, in one statement (``_facets_in_one_pass``): the search is the costly filter, and
-    eight queries each applying it again took 2-7x as long (1M personas on PostgreSQL, one task of 20,000:
-    about 330 ms against 80; all of them: 11 s against 2 s, and 6 s against 3.5 s when every row matches).
-    Otherwise one plain query per facet: the filters left are cheap, and materialising a large selection
-    costs more than scanning it again (all 1M personas: 4-6 s against about 2 s)."""
-    if c.text.split():
-        return _facets_in_one_pass(session, c, limit)
+    applying it again for every facet costs several times as much. Otherwise one plain query per facet: the
+    filters left are cheap, and materialising a large selection costs more than scanning it again."""
+    if c.words():
+        return _facets_in_one_pass(session, c, facets, limit)
     out: dict[str, list[tuple[str, int]]] = {}
-    for key, (own, expression) in FACET_EXPRESSIONS.items():
-        out[key] = _value_counts(session, expression(), _conditions(session, c, skip=(own,)), limit)
-    out["tags"] = _tag_counts(session, _conditions(session, c, skip=("tags",)), limit)
-    out["flags"] = _tag_counts(session, _conditions(session, c, skip=("flags",)), limit, R.quality_flags)
+    for facet in facets:
+        conds = _conditions(session, c, skip=(facet.key,))
+        if _is_array(facet.column):
+            out[facet.key] = _tag_counts(session, conds, limit, getattr(R, facet.column))
+        else:
+            out[facet.key] = _value_counts(session, _expression(facet.column), conds, limit)
     return out
 
 
-def _facets_in_one_pass(session: Session, c: PersonaCriteria, limit: int) -> dict[str, list[tuple[str, int]]]:
+def _facets_in_one_pass(
+    session: Session, c: PersonaCriteria, facets: Sequence[Facet], limit: int
+) -> dict[str, list[tuple[str, int]]]:
     """``gallery_facets`` in one statement: the rows matching every filter that is not a facet's are read once
     into a materialised CTE, with each facet's value and whether each active facet filter holds, and every
     facet counts its values there."""
     filters = _facet_filters(session, c)
-    columns: list[sa.ColumnElement[Any]] = [
-        expression().label(f"v_{key}") for key, (_, expression) in FACET_EXPRESSIONS.items()
-    ]
-    for key, column in (("tags", R.tags), ("flags", R.quality_flags)):
-        # JSON arrays only (NULL otherwise, which unnests to no row): PostgreSQL refuses to unnest a non-array
-        columns.append(sa.case((_is_json_array(session, column), column)).label(f"v_{key}"))
+    columns: list[sa.ColumnElement[Any]] = []
+    for facet in facets:
+        if _is_array(facet.column):
+            # JSON arrays only (NULL otherwise, which unnests to no row): PostgreSQL refuses to unnest a non-array
+            array = getattr(R, facet.column)
+            columns.append(sa.case((_is_json_array(session, array), array)).label(f"v_{facet.key}"))
+        else:
+            columns.append(cast(sa.ColumnElement[Any], _expression(facet.column)).label(f"v_{facet.key}"))
     columns += [cond.label(f"ok_{name}") for name, cond in filters.items()]
     rows = (
         _joined(sa.select(*columns))
@@ -530,7 +551,7 @@ def _facets_in_one_pass(session: Session, c: PersonaCriteria, limit: int) -> dic
         .prefix_with("MATERIALIZED")  # read by every facet: evaluated once
     )
 
-    def ranked(key: str, own: str, value: Any, source: Any) -> Any:
+    def ranked(key: str, value: Any, source: Any) -> Any:
         n = sa.func.count()
         query = (
             sa.select(
@@ -540,17 +561,23 @@ def _facets_in_one_pass(session: Session, c: PersonaCriteria, limit: int) -> dic
                 sa.func.row_number().over(order_by=(n.desc(), value)).label("rk"),
             )
             .select_from(source)
-            .where(*(rows.c[f"ok_{name}"] for name in filters if name != own), value.is_not(None), value != "")
+            .where(*(rows.c[f"ok_{name}"] for name in filters if name != key), value.is_not(None), value != "")
             .group_by(value)
             .subquery()
         )
         return sa.select(query).where(query.c.rk <= limit)
 
-    parts = [ranked(key, own, rows.c[f"v_{key}"], rows) for key, (own, _) in FACET_EXPRESSIONS.items()]
-    for key in ("tags", "flags"):
-        tv = _array_elements(session, rows.c[f"v_{key}"])
-        parts.append(ranked(key, key, tv.c.value, rows.join(tv, sa.true())))
-    out: dict[str, list[tuple[str, int]]] = {key: [] for key in (*FACET_EXPRESSIONS, "tags", "flags")}
+    parts = []
+    for facet in facets:
+        value = rows.c[f"v_{facet.key}"]
+        if _is_array(facet.column):
+            elements = _array_elements(session, value)
+            parts.append(ranked(facet.key, elements.c.value, rows.join(elements, sa.true())))
+        else:
+            parts.append(ranked(facet.key, value, rows))
+    out: dict[str, list[tuple[str, int]]] = {facet.key: [] for facet in facets}
+    if not parts:
+        return out
     for key, value, count, _rank in sorted(session.execute(sa.union_all(*parts)), key=lambda r: (r.k, r.rk)):
         out[key].append((str(value), int(count)))
     return out

@@ -1,6 +1,10 @@
 """Gallery service: the filter (shareable as URL query parameters), pages, facet counts, distributions,
 one persona's details and curation (favourite, tags, rating).
 
+Each filter is declared once, as a field of ``GalleryFilter`` carrying its ``FilterSpec``: the column it tests,
+its widget label, its URL key, its facet and how its value is read and checked. ``FILTERS`` lists them in the
+order the page draws them; adding a filter is adding one field.
+
 Everything is filtered, counted, sorted and paged in SQL (``db.queries.gallery``); visibility is part of those
 statements. A user sees only their own tasks, an administrator every task. An explicit task id the user may
 not see raises ``NotFoundError``, exactly like a missing one. An empty ``task_ids`` means "every task the
@@ -12,23 +16,27 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 import db.queries as q
-from db.models import PersonaStatus, User
+from db.models import User
 from db.session import Database
+from pipeline.core.domain import GENDERS, PersonaStatus
 from pipeline.core.errors import NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "GENDERS",
+    "CURATIONS",
+    "FACETS",
+    "FILTERS",
     "MAX_PAGE_SIZE",
     "MAX_TAGS",
     "MAX_TAG_CHARS",
     "SORTS",
     "STATUSES",
+    "FilterSpec",
     "GalleryFilter",
     "GalleryPage",
     "clean_tags",
@@ -43,14 +51,15 @@ __all__ = [
     "visible_task_choices",
 ]
 
-GENDERS = ("m", "f", "other")
 STATUSES = tuple(s.value for s in PersonaStatus)
+CURATIONS = ("keep", "reject", "unset")
 MAX_TAGS = 20
 MAX_TAG_CHARS = 40
 MAX_PAGE_SIZE = 500
 MAX_LIST_ITEMS = 200  # per list in a filter read from a URL
 MAX_TEXT_CHARS = 200
 MAX_VALUE_CHARS = 255
+MAX_TASK_ID_CHARS = 64
 
 # label -> column. The direction is the caller's ``descending`` flag: "newest first" is
 # ``sort="newest", descending=True``. Ties are broken by the persona id, so paging is stable.
@@ -63,28 +72,133 @@ SORTS: dict[str, str] = {
     "updated": "updated_at",
 }
 
-# GalleryFilter field -> query parameter name (short, readable, stable: views are shared as URLs).
-_PARAM_NAMES: dict[str, str] = {
-    "task_ids": "tasks",
-    "genders": "gender",
-    "age_min": "age_min",
-    "age_max": "age_max",
-    "ethnicities": "ethnicity",
-    "languages": "language",
-    "cities": "city",
-    "states": "state",
-    "text": "q",
-    "favorite": "favorite",
-    "tags": "tags",
-    "statuses": "status",
-    "min_rating": "min_rating",
-    "flags": "flags",
-    "unflagged": "clean",
-    "curations": "curation",
-}
-_LIST_FIELDS = ("task_ids", "genders", "ethnicities", "languages", "cities", "states", "tags", "statuses", "flags",
-                "curations")
-CURATIONS = ("keep", "reject", "unset")
+FilterKind = Literal["tasks", "values", "any", "min", "max", "yes_no", "none", "words"]
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """Everything about one gallery filter.
+
+    ``kind`` says what its value is and how it is tested, read from a URL and drawn:
+
+    - ``tasks``: the task ids browsed (a list; drawn above the view, checked for visibility);
+    - ``values``: a list of alternatives, one of which ``column`` must equal;
+    - ``any``: a list of alternatives, one of which the JSON array ``column`` must hold;
+    - ``min`` / ``max``: a whole number ``column`` must reach / not exceed (a ``min`` and a ``max`` on the same
+      column are drawn as one range slider);
+    - ``yes_no``: ``None`` (either), ``True`` or ``False`` for a boolean ``column``;
+    - ``none``: a checkbox; when ticked the JSON array ``column`` must be empty;
+    - ``words``: a text whose every word must occur in a name, job, workplace, education, bio or about text.
+
+    ``column`` is as ``db.queries.Condition`` reads it: a persona column, ``task.<column>`` or a computed value
+    (``gender``). ``facet`` is the key of its value counts (``None``: no counts). ``choices`` are the accepted
+    values (lower-cased; empty: any stored value); for ``yes_no`` they are the two options' labels. ``unset``
+    is the choice that stands for "no value stored". ``bounds`` limit a number read from a URL; ``widget`` is
+    the slider's range, whose ends mean "no restriction".
+    """
+
+    label: str
+    url_key: str
+    kind: FilterKind
+    column: str
+    facet: str | None = None
+    choices: tuple[str, ...] = ()
+    unset: str | None = None
+    bounds: tuple[int, int] = (0, 0)
+    widget: tuple[int, int] = (0, 0)
+    help: str = ""
+    name: str = ""  # the GalleryFilter field, filled in by FILTERS
+
+
+def _spec(label: str, url_key: str, kind: FilterKind, column: str, **options: Any) -> dict[str, FilterSpec]:
+    """The metadata of a ``GalleryFilter`` field that declares its filter."""
+    return {"filter": FilterSpec(label, url_key, kind, column, **options)}
+
+
+@dataclass
+class GalleryFilter:
+    """What the gallery shows, one field per filter (its ``FilterSpec`` in the field's metadata). Within one list
+    the values are alternatives (OR); filters combine with AND. An empty field restricts nothing."""
+
+    task_ids: list[str] = field(default_factory=list, metadata=_spec("Tasks", "tasks", "tasks", "task.task_id"))
+    text: str = field(default="", metadata=_spec("Search names, jobs, education, bios", "q", "words", "text"))
+    genders: list[str] = field(
+        default_factory=list, metadata=_spec("Gender", "gender", "values", "gender", facet="gender", choices=GENDERS)
+    )
+    age_min: int | None = field(
+        default=None, metadata=_spec("Age", "age_min", "min", "age", bounds=(0, 150), widget=(13, 100))
+    )
+    age_max: int | None = field(
+        default=None, metadata=_spec("Age", "age_max", "max", "age", bounds=(0, 150), widget=(13, 100))
+    )
+    ethnicities: list[str] = field(
+        default_factory=list, metadata=_spec("Ethnicity", "ethnicity", "values", "ethnicity", facet="ethnicity")
+    )
+    languages: list[str] = field(
+        default_factory=list,
+        metadata=_spec("Language", "language", "values", "task.bio_language", facet="language"),
+    )
+    cities: list[str] = field(
+        default_factory=list, metadata=_spec("City", "city", "values", "current_city", facet="city")
+    )
+    states: list[str] = field(
+        default_factory=list, metadata=_spec("State / region", "state", "values", "current_state", facet="state")
+    )
+    statuses: list[str] = field(
+        default_factory=list,
+        metadata=_spec("Status", "status", "values", "status", facet="status", choices=STATUSES),
+    )
+    tags: list[str] = field(default_factory=list, metadata=_spec("Tags", "tags", "any", "tags", facet="tags"))
+    curations: list[str] = field(
+        default_factory=list,
+        metadata=_spec("Curation", "curation", "values", "curation", choices=CURATIONS, unset="unset"),
+    )
+    flags: list[str] = field(
+        default_factory=list, metadata=_spec("Quality flags", "flags", "any", "quality_flags", facet="flags")
+    )
+    unflagged: bool = field(default=False, metadata=_spec(
+        "Only personas no check flagged", "clean", "none", "quality_flags",
+        help="Duplicates, over-long bios, wrong language, near-duplicate images, and identity problems "
+             "(inconsistent or duplicate faces, no face, leakage) are excluded; downloads follow this filter",
+    ))
+    favorite: bool | None = field(default=None, metadata=_spec(
+        "Favourites", "favorite", "yes_no", "favorite", choices=("only favourites", "not favourites")
+    ))
+    min_rating: int | None = field(
+        default=None, metadata=_spec("Minimum rating", "min_rating", "min", "rating", bounds=(1, 5), widget=(0, 5))
+    )
+
+    def to_query_params(self) -> dict[str, str]:
+        """Compact query parameters: lists comma-joined (a comma inside a value is ``%2C``), empty ones omitted."""
+        params: dict[str, str] = {}
+        for spec in FILTERS:
+            text = _to_param(spec, getattr(self, spec.name))
+            if text:
+                params[spec.url_key] = text
+        return params
+
+    @classmethod
+    def from_query_params(cls, params: Mapping[str, str | list[str]]) -> GalleryFilter:
+        """The filter of a URL. Tolerant: unknown keys and bad values are ignored; never raises."""
+        flt = cls()
+        try:
+            raw = dict(params.items())
+        except Exception:  # a foreign mapping that misbehaves: an empty filter is the safe answer
+            return flt
+        for spec in FILTERS:
+            value = raw.get(spec.url_key)
+            parts = [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple) else [value]
+            parts = [p for p in parts if isinstance(p, str)]
+            if parts:
+                setattr(flt, spec.name, _from_param(spec, parts))
+        return flt
+
+
+FILTERS: tuple[FilterSpec, ...] = tuple(
+    replace(f.metadata["filter"], name=f.name) for f in fields(GalleryFilter)
+)
+FACETS: tuple[q.Facet, ...] = tuple(q.Facet(s.facet, s.column) for s in FILTERS if s.facet)
+_LIST_KINDS = ("tasks", "values", "any")
 
 
 def _encode_item(value: str) -> str:
@@ -110,6 +224,16 @@ def _clean_list(values: Any) -> list[str]:
     return out[:MAX_LIST_ITEMS]
 
 
+def _checked_list(spec: FilterSpec, values: Any) -> list[str]:
+    """The cleaned values of a list filter that its spec accepts."""
+    items = _clean_list(values)
+    if spec.kind == "tasks":
+        return [t for t in items if t.isprintable() and len(t) <= MAX_TASK_ID_CHARS]
+    if spec.choices:
+        return [v for v in (i.lower() for i in items) if v in spec.choices]
+    return items
+
+
 def _parse_int(value: str, low: int, high: int) -> int | None:
     try:
         number = int(value.strip())
@@ -127,88 +251,56 @@ def _parse_bool(value: str) -> bool | None:
     return None
 
 
-@dataclass
-class GalleryFilter:
-    """What the gallery shows. Within one list the values are alternatives (OR); fields combine with AND."""
+def _clean_text(value: Any) -> str:
+    return " ".join(str(value or "").split())[:MAX_TEXT_CHARS]
 
-    task_ids: list[str] = field(default_factory=list)  # empty: every task the user may see
-    genders: list[str] = field(default_factory=list)  # 'm', 'f', 'other'
-    age_min: int | None = None
-    age_max: int | None = None
-    ethnicities: list[str] = field(default_factory=list)
-    languages: list[str] = field(default_factory=list)  # the task's bio_language
-    cities: list[str] = field(default_factory=list)  # current_city
-    states: list[str] = field(default_factory=list)  # current_state
-    text: str = ""  # every word must occur in a name, job, workplace, education, bio or about text
-    favorite: bool | None = None
-    tags: list[str] = field(default_factory=list)  # any of them
-    statuses: list[str] = field(default_factory=list)  # persona status: pending, completed, failed
-    min_rating: int | None = None
-    flags: list[str] = field(default_factory=list)  # quality flags: any of them
-    unflagged: bool = False  # only personas no quality check flagged
-    curations: list[str] = field(default_factory=list)  # keep / reject / unset
 
-    def to_query_params(self) -> dict[str, str]:
-        """Compact query parameters: lists comma-joined (a comma inside a value is ``%2C``), empty ones omitted."""
-        params: dict[str, str] = {}
-        for name, key in _PARAM_NAMES.items():
-            value = getattr(self, name)
-            if name in _LIST_FIELDS:
-                items = _clean_list(value)
-                if items:
-                    params[key] = ",".join(_encode_item(v) for v in items)
-            elif name == "text":
-                text = " ".join(str(value or "").split())
-                if text:
-                    params[key] = text
-            elif name == "favorite":
-                if value is not None:
-                    params[key] = "1" if value else "0"
-            elif name == "unflagged":
-                if value:
-                    params[key] = "1"
-            elif value is not None:
-                params[key] = str(int(value))
-        return params
+def _to_param(spec: FilterSpec, value: Any) -> str:
+    """A filter's value as its query parameter ("" when it restricts nothing)."""
+    if spec.kind in _LIST_KINDS:
+        return ",".join(_encode_item(v) for v in _clean_list(value))
+    if spec.kind == "words":
+        return " ".join(str(value or "").split())
+    if spec.kind == "yes_no":
+        return "" if value is None else ("1" if value else "0")
+    if spec.kind == "none":
+        return "1" if value else ""
+    return "" if value is None else str(int(value))
 
-    @classmethod
-    def from_query_params(cls, params: Mapping[str, str | list[str]]) -> GalleryFilter:
-        """The filter of a URL. Tolerant: unknown keys and bad values are ignored; never raises."""
-        flt = cls()
-        try:
-            raw = dict(params.items())
-        except Exception:  # a foreign mapping that misbehaves: an empty filter is the safe answer
-            return flt
-        for name, key in _PARAM_NAMES.items():
-            value = raw.get(key)
-            if value is None:
-                continue
-            parts = [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple) else [value]
-            parts = [p for p in parts if isinstance(p, str)]
-            if not parts:
-                continue
-            if name in _LIST_FIELDS:
-                items = _clean_list([_decode_item(item) for part in parts for item in part.split(",")])
-                if name == "genders":
-                    items = [g for g in (i.lower() for i in items) if g in GENDERS]
-                elif name == "statuses":
-                    items = [s for s in (i.lower() for i in items) if s in STATUSES]
-                elif name == "curations":
-                    items = [s for s in (i.lower() for i in items) if s in CURATIONS]
-                elif name == "task_ids":
-                    items = [t for t in items if t.isprintable() and len(t) <= 64]
-                setattr(flt, name, items)
-            elif name == "text":
-                flt.text = " ".join(parts[-1].split())[:MAX_TEXT_CHARS]
-            elif name == "favorite":
-                flt.favorite = _parse_bool(parts[-1])
-            elif name == "unflagged":
-                flt.unflagged = _parse_bool(parts[-1]) is True
-            elif name in ("age_min", "age_max"):
-                setattr(flt, name, _parse_int(parts[-1], 0, 150))
-            elif name == "min_rating":
-                flt.min_rating = _parse_int(parts[-1], 1, 5)
-        return flt
+
+def _from_param(spec: FilterSpec, parts: list[str]) -> Any:
+    """A filter's value read from its query parameter(s): repeated lists add up, the last scalar wins."""
+    if spec.kind in _LIST_KINDS:
+        return _checked_list(spec, [_decode_item(item) for part in parts for item in part.split(",")])
+    if spec.kind == "words":
+        return _clean_text(parts[-1])
+    if spec.kind == "yes_no":
+        return _parse_bool(parts[-1])
+    if spec.kind == "none":
+        return _parse_bool(parts[-1]) is True
+    return _parse_int(parts[-1], *spec.bounds)
+
+
+def _condition(spec: FilterSpec, value: Any) -> q.Condition | None:
+    """The database condition of one filter's value; ``None`` when it restricts nothing."""
+    if spec.kind in ("values", "any"):
+        wanted = _clean_list(value)
+        if not wanted:
+            return None
+        items: tuple[str | None, ...] = tuple(_checked_list(spec, wanted))
+        if spec.unset is not None:
+            items = tuple(None if v == spec.unset else v for v in items)
+        return q.Condition(spec.column, "in" if spec.kind == "values" else "any", items, spec.facet)
+    if spec.kind == "words":
+        text = _clean_text(value)
+        return q.Condition(spec.column, "words", text) if text else None
+    if spec.kind in ("min", "max"):
+        return q.Condition(spec.column, spec.kind, value) if isinstance(value, int) else None
+    if spec.kind == "yes_no":
+        return q.Condition(spec.column, "is", value) if isinstance(value, bool) else None
+    if spec.kind == "none":
+        return q.Condition(spec.column, "empty") if value is True else None
+    return None  # tasks: part of the criteria themselves
 
 
 @dataclass
@@ -233,25 +325,9 @@ def _criteria(session: Any, user: User | None, flt: GalleryFilter) -> q.PersonaC
         missing = [t for t in task_ids if t not in found]
         if missing:
             raise NotFoundError(f"no task {missing[0]!r}")
-    genders = [g.lower() for g in _clean_list(flt.genders)]
+    conditions = (_condition(spec, getattr(flt, spec.name)) for spec in FILTERS)
     return q.PersonaCriteria(
-        viewer_id=viewer,
-        task_ids=tuple(task_ids),
-        genders=tuple(g for g in genders if g in GENDERS),
-        age_min=flt.age_min if isinstance(flt.age_min, int) else None,
-        age_max=flt.age_max if isinstance(flt.age_max, int) else None,
-        ethnicities=tuple(_clean_list(flt.ethnicities)),
-        languages=tuple(_clean_list(flt.languages)),
-        cities=tuple(_clean_list(flt.cities)),
-        states=tuple(_clean_list(flt.states)),
-        text=" ".join(str(flt.text or "").split())[:MAX_TEXT_CHARS],
-        favorite=flt.favorite if isinstance(flt.favorite, bool) else None,
-        tags=tuple(_clean_list(flt.tags)),
-        statuses=tuple(_clean_list(flt.statuses)),
-        min_rating=flt.min_rating if isinstance(flt.min_rating, int) else None,
-        flags=tuple(_clean_list(flt.flags)),
-        unflagged=flt.unflagged is True,
-        curations=tuple(c for c in _clean_list(flt.curations) if c in CURATIONS),
+        viewer_id=viewer, task_ids=tuple(task_ids), conditions=tuple(c for c in conditions if c is not None)
     )
 
 
@@ -298,10 +374,10 @@ def query_page(
 
 
 def facet_counts(db: Database, user: User, flt: GalleryFilter) -> dict[str, list[tuple[str, int]]]:
-    """Per facet (gender, ethnicity, language, city, state, status, tags): the top 50 values with their counts
-    under every *other* active filter, most frequent first."""
+    """Per facet of ``FACETS`` (by its key): the top 50 values with their counts under every *other* active
+    filter, most frequent first."""
     with db.session() as session:
-        return q.gallery_facets(session, _criteria(session, user, flt))
+        return q.gallery_facets(session, _criteria(session, user, flt), FACETS)
 
 
 def distributions(db: Database, user: User, flt: GalleryFilter) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from db.models import GenerationResult, User
 from db.session import Database
 from pipeline.core.errors import NotFoundError, ValidationError
 from pipeline.outputs.browse import (
+    FACETS,
     SORTS,
     GalleryFilter,
     distributions,
@@ -210,7 +211,7 @@ def test_filters_facets_and_distributions_match_python(world: World) -> None:
 
 def test_facets_keep_the_top_values_by_count_then_by_value(world: World) -> None:
     with world.db.session() as session:
-        facets = q.gallery_facets(session, q.PersonaCriteria(), limit=2)
+        facets = q.gallery_facets(session, q.PersonaCriteria(), FACETS, limit=2)
     for key in ("ethnicity", "status", "tags"):  # ties (10 of each ethnicity) go by the value, A to Z
         ranked = sorted(python_counts(world.reference, FACET_VALUE[key]).items(), key=lambda kv: (-kv[1], kv[0]))
         assert facets[key] == ranked[:2], key
