@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 
+import imagehash
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.core.errors import ImageCheckError
@@ -15,11 +16,8 @@ Image.MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs from a misbeha
 
 
 def image_hash(data: bytes) -> int:
-    """The 64-bit perceptual hash (pHash of a 32 × 32 grey image). A JPEG is decoded in grey at the smallest
-    scale of at least 64 px (libjpeg's DCT scaling): the hash reads 32 × 32 pixels, and a full decode of a 256-px
-    thumbnail was most of its cost."""
-    import imagehash
-
+    """The 64-bit perceptual hash (pHash of a 32 × 32 grey image). The hash reads only 32 × 32 pixels, so a JPEG
+    is decoded in grey at the smallest scale of at least 64 px that libjpeg offers (``Image.draft``)."""
     with Image.open(io.BytesIO(data)) as img:
         img.draft("L", (64, 64))
         return int(str(imagehash.phash(img)), 16)
