@@ -209,10 +209,11 @@ def randomize_style(img: Image.Image, rng: random.Random) -> tuple[Image.Image, 
         if grain is not None:
             params["grain_sigma"] = round(grain, 4)
             # one grain value per pixel, the same on R, G and B
-            pixels = pixels + np.random.default_rng(grain_seed).normal(0.0, grain, (height, width, 1))
+            noise = np.random.default_rng(grain_seed).standard_normal((height, width, 1), dtype=np.float32)
+            pixels += noise * np.float32(grain)
         if strength is not None:
             params["vignette"] = round(strength, 4)
-            pixels = pixels * _vignette(height, width, strength)[..., None]
+            pixels *= _vignette(height, width, strength)[..., None]
         img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     params["jpeg_quality"] = rng.randint(78, 95)
     return img, params
