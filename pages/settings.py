@@ -11,7 +11,7 @@ from pages import ui
 from pipeline.core.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT_TASKS_KEY
 from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
-from pipeline.submit.connectivity import check_providers
+from pipeline.submit.connectivity import check_providers, face_counts
 from pipeline.submit.settings import read_settings, set_setting_value, setting_history
 
 rt = ui.runtime()
@@ -97,16 +97,13 @@ with providers:
                 results = []
         for check in results:
             (st.success if check.ok else st.error)(f"{check.kind} · {check.name}: {check.detail}")
-    if rt.settings.faces_url:
-        from pipeline.storage.faces import FaceLibrary
-
-        try:
-            library = FaceLibrary.from_settings(rt.settings)
-            counts = library.counts() if library else {}
-        except PipelineError as exc:
-            ui.show_error(exc)
+    try:
+        counts = face_counts(rt.settings)
+    except PipelineError as exc:
+        ui.show_error(exc)
+    else:
+        if counts is None:
+            st.caption("No face library (FACES_URL) is configured: randomize face base cannot be used.")
         else:
             st.metric("Face library", f"{sum(counts.values())} faces",
                       help=", ".join(f"{n} {g}" for g, n in counts.items()))
-    else:
-        st.caption("No face library (FACES_URL) is configured: randomize face base cannot be used.")

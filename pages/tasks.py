@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from db.models import TaskStatus
 from pages import ui
+from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import PipelineError
 from pipeline.submit.task_control import cancel_task, delete_task, eta_seconds, list_tasks, rerun_task, retry_task
 

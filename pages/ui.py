@@ -15,11 +15,11 @@ import pandas as pd
 import streamlit as st
 import streamlit_authenticator as stauth
 
-from db.models import User
 from pipeline.core.config import get_settings
 from pipeline.core.errors import PipelineError
-from pipeline.storage import is_legacy_url
+from pipeline.outputs import images
 from pipeline.submit import accounts
+from pipeline.submit.accounts import User
 from pipeline.worker.runtime import Runtime, open_runtime
 
 USER_KEY = "adg_user_email"
@@ -187,23 +187,15 @@ def fmt_duration(seconds: float | None) -> str:
 
 @st.cache_data(max_entries=4000, show_spinner=False)
 def _stored_bytes(storage_url: str, uri: str) -> bytes | None:
-    from pipeline.storage import read_image
-
-    try:
-        return read_image(runtime().storage, uri)
-    except PipelineError:
-        return None
+    """An image's bytes, kept for the server process's life (stored images never change under their key)."""
+    return images.image_bytes(runtime().storage, uri)
 
 
 def image_source(rt: Runtime, uri: str | None) -> str | bytes | None:
-    """What ``st.image`` may show for a stored image: bytes read after auth, or a short-lived presigned URL."""
+    """What ``st.image`` may show for a stored image: a short-lived presigned URL, or bytes sent after the login."""
     if not uri:
         return None
-    if not is_legacy_url(uri):
-        url = rt.storage.display_url(uri, 300)
-        if url:
-            return url
-    return _stored_bytes(rt.settings.storage_url, uri)
+    return images.display_url(rt.storage, uri) or _stored_bytes(rt.settings.storage_url, uri)
 
 
 def data_uri(rt: Runtime, uri: str | None) -> str | None:
@@ -212,7 +204,6 @@ def data_uri(rt: Runtime, uri: str | None) -> str | None:
     if source is None or isinstance(source, str):
         return source
     return "data:image/jpeg;base64," + base64.b64encode(source).decode()
-
 
 
 def targets_report(report: dict[str, Any] | None) -> None:

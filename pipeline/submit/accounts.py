@@ -11,7 +11,8 @@ from typing import Any
 import bcrypt
 
 import db.queries as q
-from db.models import User, utcnow
+from db.models import User as User  # re-exported: the account type, as pages name it
+from db.models import utcnow
 from db.session import Database
 from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, ValidationError
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
 from pipeline.providers.registry import ProviderCache, check_provider_names
+from pipeline.storage import open_storage
+from pipeline.storage.faces import FaceLibrary
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,6 @@ def _provider_check(cache: ProviderCache, kind: str, name: str) -> ProviderCheck
 
 
 def check_storage(settings: Settings) -> ProviderCheck:
-    from pipeline.storage import open_storage
-
     scheme = settings.storage_url.split("://", 1)[0]
     try:
         storage = open_storage(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
@@ -42,16 +42,24 @@ def check_storage(settings: Settings) -> ProviderCheck:
     return ProviderCheck("storage", scheme, True, f"{settings.storage_url} is reachable")
 
 
-def check_faces(settings: Settings) -> ProviderCheck | None:
+def face_counts(settings: Settings) -> dict[str, int] | None:
+    """Faces in the configured library by gender, or None when no library (``FACES_URL``) is configured.
+
+    Raises ``PipelineError`` when the library cannot be read.
+    """
     if not settings.faces_url:
         return None
-    from pipeline.storage.faces import FaceLibrary
+    library = FaceLibrary.from_settings(settings)
+    return library.counts() if library else {}
 
+
+def check_faces(settings: Settings) -> ProviderCheck | None:
     try:
-        library = FaceLibrary.from_settings(settings)
-        counts = library.counts() if library else {}
+        counts = face_counts(settings)
     except PipelineError as exc:
         return ProviderCheck("faces", "library", False, str(exc))
+    if counts is None:
+        return None
     detail = ", ".join(f"{n} {gender}" for gender, n in counts.items())
     return ProviderCheck("faces", "library", sum(counts.values()) > 0, detail or "no faces found")
 
