@@ -6,9 +6,9 @@ The filter lives in ``st.query_params``, so a view is a shareable URL. Nothing h
 
 from __future__ import annotations
 
+import html
 import json
-import tempfile
-from pathlib import Path
+import time
 from typing import Any
 
 import pandas as pd
@@ -18,7 +18,8 @@ from pages import ui
 from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_FLAGS, Thresholds
 from pipeline.outputs import browse as gallery
-from pipeline.outputs.exports import FORMATS, export_view
+from pipeline.outputs import downloads
+from pipeline.outputs.exports import FORMATS
 from pipeline.submit.task_control import task_status
 
 DEFAULT_THRESHOLD = Thresholds().same_person
@@ -399,27 +400,25 @@ with compare_tab:
 
 with download_tab:
     if download_tab.open:
-        st.caption(f"Downloads hold the current filtered view: {result.total:,} personas, all pages.")
-        NAMES = {"csv": "personas.csv", "json": "personas.json", "jsonl": "personas.jsonl",
-                 "parquet": "personas.parquet", "parquet-images": "personas-images.parquet", "zip": "personas.zip",
-                 "hf": "personas-imagefolder.zip"}
-        MIMES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/jsonl",
-                 "parquet": "application/vnd.apache.parquet", "parquet-images": "application/vnd.apache.parquet",
-                 "zip": "application/zip", "hf": "application/zip"}
-
-        def _builder(fmt: str) -> Any:
-            snapshot = gallery.GalleryFilter(**vars(flt))
-
-            def build() -> bytes:
-                with tempfile.TemporaryDirectory() as tmp:
-                    out = export_view(rt.db, rt.storage, user, snapshot, fmt, Path(tmp) / NAMES[fmt])
-                    return out.read_bytes()
-
-            return build
-
+        st.caption(f"Downloads hold the current filtered view: {result.total:,} personas, all pages. Each file is "
+                   "built once, on the server, then downloaded from there.")
+        view_key = json.dumps(sorted(flt.to_query_params().items()))
+        prepared_links: dict[str, Any] = st.session_state.setdefault("g_downloads", {})
         cols = st.columns(len(FORMATS))
         for column, fmt in zip(cols, FORMATS, strict=True):
             label = {"hf": "HF imagefolder", "parquet-images": "Parquet + images"}.get(fmt, fmt.upper())
-            column.download_button(label, data=_builder(fmt),
-                                   file_name=NAMES[fmt], mime=MIMES[fmt], key=f"dl_{fmt}", icon=":material/download:",
-                                   on_click="ignore")
+            with column:
+                if st.button(f"Prepare {label}", key=f"dl_{fmt}", icon=":material/build:"):
+                    try:
+                        with st.spinner(f"Building {downloads.FILE_NAMES[fmt]}…"):
+                            prepared_links[f"{view_key} {fmt}"] = downloads.prepare_download(
+                                rt.db, rt.storage, rt.settings, user, flt, fmt)
+                    except PipelineError as exc:
+                        ui.show_error(exc)
+                ready = prepared_links.get(f"{view_key} {fmt}")
+                if ready is not None and ready.expires_at > time.time():
+                    # A plain link with the download attribute: the browser saves the file from the server's
+                    # /downloads route (app.py); the token holds only URL-safe characters.
+                    st.markdown(f'<a href="{html.escape(ready.url)}" download="{html.escape(ready.filename)}">'
+                                f"Download {label}</a> ({ready.size / 1e6:,.1f} MB)",
+                                unsafe_allow_html=True)

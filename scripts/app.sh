@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Starts the app on the embedded defaults (SQLite in data/, files in data/media, offline providers).
+# app.py serves the pages of Home.py and the gallery's download links.
 # Creates the virtual environment on first use. Extra arguments go to `streamlit run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +14,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
 fi
-exec .venv/bin/streamlit run Home.py "$@"
+exec .venv/bin/streamlit run app.py "$@"

@@ -38,6 +38,7 @@ __all__ = [
     "gallery_task_choices",
     "gallery_tasks_info",
     "gallery_update_persona",
+    "gallery_view_version",
     "gallery_visible_task_ids",
     "list_saved_views",
     "save_view",
@@ -385,6 +386,23 @@ def gallery_tasks_info(session: Session, c: PersonaCriteria) -> list[dict[str, A
         .order_by(T.created_at, T.id)
     )
     return [dict(row._mapping) for row in session.execute(query)]
+
+
+def gallery_view_version(session: Session, c: PersonaCriteria) -> str:
+    """A text that changes when a persona of the view is added, removed or updated, or one of its tasks changes:
+    a file built from the view is still current while this is the same."""
+    personas = session.execute(
+        sa.select(sa.func.count(), sa.func.max(R.updated_at), sa.func.max(R.id), sa.func.sum(R.id))
+        .select_from(R)
+        .where(*_conditions(session, c))
+    ).one()
+    task_conds: list[sa.ColumnElement[bool]] = [_visible_tasks_clause(c.viewer_id)]
+    if c.task_ids:
+        task_conds.append(T.task_id.in_(c.task_ids))
+    tasks = session.execute(
+        sa.select(sa.func.count(), sa.func.max(T.updated_at), sa.func.sum(T.id)).where(*task_conds)
+    ).one()
+    return "|".join(str(value) for value in (*personas, *tasks))
 
 
 # --- the gallery view ---------------------------------------------------------------------------------------

@@ -582,12 +582,15 @@ def test_gallery_shows_the_personas_of_a_completed_task(app_env: AppEnv, complet
     assert frame["photo"].map(lambda v: isinstance(v, str) and v.startswith("data:image/")).all()
     assert _match_caption(at).startswith("6 personas match")
     assert query_param(at, "tasks") == completed_task  # the view is a shareable URL
-    assert not at.get("download_button")  # only the open tab runs: the downloads wait for their tab
+    assert not [b for b in at.button if b.label.startswith("Prepare ")]  # the downloads wait for their tab
     at.session_state["g_tab"] = "Download"
     run(at)
-    downloads = at.get("download_button")
-    assert len(downloads) == len(EXPORT_FORMATS)
-    assert "CSV" in [d.label for d in downloads]
+    prepare = [b for b in at.button if b.label.startswith("Prepare ")]
+    assert len(prepare) == len(EXPORT_FORMATS)
+    at.button(key="dl_csv").click()
+    run(at)
+    links = [m.value for m in at.markdown if "/downloads/" in m.value]  # a link to the file built on the server
+    assert len(links) == 1 and 'download="personas.csv"' in links[0] and "Download CSV" in links[0], links
 
 
 @pytest.mark.parametrize("how", ["query_params", "sidebar"])

@@ -119,7 +119,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         log = data / "streamlit.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                  "--server.address", "127.0.0.1", "--server.headless", "true",
                  "--browser.gatherUsageStats", "false"],
                 cwd=ROOT,
