@@ -31,6 +31,12 @@ class Runtime:
             self._worker_thread.start()
         return self.worker
 
+    def wake_worker(self) -> None:
+        """Have the in-process worker, if any, look for work now (after a submit, a retry or a re-run) rather than
+        at its next poll."""
+        if self.worker is not None:
+            self.worker.wake()
+
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()

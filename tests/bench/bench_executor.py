@@ -35,8 +35,8 @@ from typing import Any
 import sqlalchemy as sa
 
 import db.queries as q
-from db.models import GenerationTask, utcnow
-from db.queries.tasks import _HELD_COUNT  # the statement the claim's cap check counts with
+from db.models import GenerationTask, UTCDateTime, utcnow
+from db.queries.tasks import IN_PROGRESS
 from db.session import Database, migrate
 from pipeline.core.domain import IMAGES_PER_BLOCK, MAX_BATCHES_IN_FLIGHT, PERSONA_BATCH_SIZE, TaskSpec
 from pipeline.submit.settings import set_setting_value
@@ -124,7 +124,7 @@ def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: 
     """The latency-bound ideal wall time of ``tasks`` identical tasks (every call takes ``latency``, nothing else
     takes time).
 
-    Call graph of one task (pipeline/runner.py, pipeline/image_stage.py):
+    Call graph of one task (pipeline/stages/data.py, pipeline/stages/images/stage.py):
       data stage   ceil(personas / 10) persona batches, at most 5 in flight: ceil(batches / 5) sequential rounds;
       image stage  per persona 1 base call, then per block of 4 images 1 grid-prompt call + 1 grid call, all
                    sequential: c = 1 + 2 * images / 4 calls; a task has at most ``persona_threads`` calls in
@@ -150,9 +150,13 @@ def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: 
     return latency * math.ceil(tasks / concurrent) * per_task
 
 
-# The running tasks as the claim counts them (live lease, in progress), and the finished ones.
+# The running tasks as the claim counts them (``q.count_held_tasks``: in progress under a live lease), and the
+# finished ones.
 _SAMPLE = sa.select(
-    _HELD_COUNT.scalar_subquery(),
+    sa.select(sa.func.count()).select_from(GenerationTask).where(
+        GenerationTask.lease_expires_at > sa.bindparam("now", type_=UTCDateTime()),
+        GenerationTask.status.in_(IN_PROGRESS),
+    ).scalar_subquery(),
     sa.select(sa.func.count()).select_from(GenerationTask).where(GenerationTask.status.in_(FINAL)).scalar_subquery(),
 )
 
@@ -190,11 +194,10 @@ def _env(url: str, folder: Path, flowise: FakeFlowise, openai: FakeOpenAI) -> di
 
 
 def _wait_started(logs: list[Path], workers: list[subprocess.Popen[bytes]], limit: float = 60) -> None:
-    """Until every worker is ready: its task processes (or, in threads, its review checks) loaded, as a long-running
-    worker's are."""
+    """Until every worker has started its claim loop, as a long-running worker has."""
     deadline = time.time() + limit
     while time.time() < deadline:
-        if all("is ready (" in log.read_text(errors="replace") for log in logs):
+        if all(" started (slots=" in log.read_text(errors="replace") for log in logs):
             return
         if any(w.poll() is not None for w in workers):
             break
