@@ -91,3 +91,17 @@ def test_check_task_flags_and_summary() -> None:
     assert report.per_persona[3]["flags"] == ["grid_retried"]
     assert report.summary["flagged"] == 3
     assert report.summary["flags"]["duplicate_name"] == 2
+
+
+def test_check_task_flags_bios_in_another_language_than_the_task() -> None:
+    english = {"bio_facebook": "I ride my bike to work every morning and take photos of the city at night.",
+               "bio_x": "Software tester by day, amateur photographer by night."}
+    portuguese = {"bio_facebook": "Ando de bicicleta todas as manhãs e fotografo a cidade ao fim do dia.",
+                  "bio_x": "Testador de software de dia, fotógrafo amador à noite."}
+    people = [PersonaInput(1, "Ana", "Silva", english), PersonaInput(2, "Rui", "Costa", portuguese)]
+    report = check_task(people, "Portuguese (Portugal)")
+    assert report.per_persona[1]["flags"] == ["language_mismatch"]
+    assert report.per_persona[1]["details"]["language_mismatch"][0]["detected"] == "en"
+    assert report.per_persona[2]["flags"] == []
+    assert report.summary["language_checked"] is True
+    assert check_task(people, "Klingon").summary["language_checked"] is False  # no detector language: unchecked

@@ -1,118 +1,59 @@
-"""langdetect's detector with its inner loops in numpy: the same answers, nearly twice as fast.
+"""Which language a persona's bios are written in, by the ``lingua`` language detector.
 
-langdetect (a port of Shuyo's Java library) walks 7 random trials over a text's n-grams and multiplies 55 language
-probabilities per step, one Python float at a time: 2-3 ms a persona, holding the interpreter lock while the task's
-first provider calls go out. Here each step is one numpy operation on a row of a single (n-grams × languages)
-matrix. The walk is the same: the same seeded ``random.Random`` draws the same n-gram indexes and the same alphas,
-and every probability goes through the same IEEE operations in the same order (the normalising sum is sequential, as
-Python's ``sum`` is), so the result equals ``langdetect.detect_langs``'s bit for bit
-(``tests/unit/test_language_detect.py`` compares them on texts in many scripts).
-
-The profiles are langdetect's own files, read into that one matrix and an n-gram → row index, instead of the
-factory's 87,598 Python lists of 55 floats: about the same memory, read in a third of the time, and 87,598 fewer
-objects for every full garbage collection to walk.
+The detector knows only the languages whose bios the review checks (``LANGUAGE_CODES``): a language it also knew
+but no task is checked against could only turn a right answer into a near miss (Bosnian for Croatian, Malay for
+Indonesian). It is built once per process, on first use, in lingua's low-accuracy mode (trigram models only):
+the high-accuracy models take over 700 MB of memory and ~15 s to load for these languages, while the low-accuracy
+ones agree with the bios' language as well on the offline bios (``tests/unit/test_language_detect.py``).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
-import random
 import threading
-from dataclasses import dataclass
 
-import numpy as np
-from langdetect.detector import Detector
-from langdetect.lang_detect_exception import ErrorCode, LangDetectException
+from lingua import IsoCode639_1, LanguageDetector, LanguageDetectorBuilder
 
-_LOAD_LOCK = threading.Lock()
+# The review's languages by the English names the app stores, as ISO 639-1 codes. Only languages the detector
+# knows: a language it cannot recognise would be reported as its nearest neighbour (Nepali as Hindi), a false flag.
+LANGUAGE_CODES: dict[str, str] = {
+    "Afrikaans": "af", "Albanian": "sq", "Arabic": "ar", "Bengali": "bn", "Bulgarian": "bg", "Catalan": "ca",
+    "Chinese": "zh", "Chinese (Simplified)": "zh", "Chinese (Traditional)": "zh", "Croatian": "hr", "Czech": "cs",
+    "Danish": "da", "Dutch": "nl", "English": "en", "Estonian": "et", "Filipino": "tl", "Finnish": "fi",
+    "French": "fr", "German": "de", "Greek": "el", "Gujarati": "gu", "Hebrew": "he", "Hindi": "hi",
+    "Hungarian": "hu", "Indonesian": "id", "Italian": "it", "Japanese": "ja", "Korean": "ko", "Latvian": "lv",
+    "Lithuanian": "lt", "Macedonian": "mk", "Mandarin": "zh", "Marathi": "mr", "Norwegian": "no", "Persian": "fa",
+    "Polish": "pl", "Portuguese": "pt", "Portuguese (Brazil)": "pt", "Portuguese (Portugal)": "pt",
+    "Punjabi": "pa", "Romanian": "ro", "Russian": "ru", "Slovak": "sk", "Slovenian": "sl", "Somali": "so",
+    "Spanish": "es", "Swahili": "sw", "Swedish": "sv", "Tagalog": "tl", "Tamil": "ta", "Telugu": "te",
+    "Thai": "th", "Turkish": "tr", "Ukrainian": "uk", "Urdu": "ur", "Vietnamese": "vi", "Welsh": "cy",
+}
 
+# lingua's codes where they differ from ours: it tells the two written forms of Norwegian apart.
+_DETECTOR_CODES: dict[str, tuple[str, ...]] = {"no": ("nb", "nn")}
+_OUR_CODE = {theirs: ours for ours, codes in _DETECTOR_CODES.items() for theirs in codes}
 
-@dataclass(frozen=True)
-class _Profiles:
-    languages: tuple[str, ...]
-    rows: dict[str, int]  # n-gram -> row of ``matrix``
-    matrix: np.ndarray  # (n-grams, languages): P(n-gram | language), as langdetect's map holds them
+_BUILD_LOCK = threading.Lock()
 
 
 @functools.cache
-def _profiles() -> _Profiles:
-    """langdetect's profiles read as ``DetectorFactory.load_profile`` reads them (the same files in the same order,
-    the same probabilities), into one matrix instead of a list per n-gram."""
-    from langdetect.detector_factory import PROFILES_DIRECTORY
-
-    paths = [os.path.join(PROFILES_DIRECTORY, name) for name in os.listdir(PROFILES_DIRECTORY) if not name.startswith(".")]
-    profiles = []
-    for path in paths:
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                profiles.append(json.load(f))
-    rows: dict[str, int] = {}
-    for profile in profiles:
-        for word in profile["freq"]:
-            rows.setdefault(word, len(rows))  # every word is a feature, as in langdetect's map
-    matrix = np.zeros((len(rows), len(profiles)))
-    for index, profile in enumerate(profiles):
-        n_words = profile["n_words"]
-        cells = [(rows[word], 1.0 * count / n_words[len(word) - 1])
-                 for word, count in profile["freq"].items() if 1 <= len(word) <= 3]
-        matrix[[r for r, _ in cells], index] = [p for _, p in cells]
-    return _Profiles(tuple(p["name"] for p in profiles), rows, matrix)
+def _build() -> LanguageDetector:
+    codes = sorted({c for ours in LANGUAGE_CODES.values() for c in _DETECTOR_CODES.get(ours, (ours,))})
+    isos = [getattr(IsoCode639_1, code.upper()) for code in codes]
+    return LanguageDetectorBuilder.from_iso_codes_639_1(*isos).with_low_accuracy_mode().build()
 
 
-def _loaded() -> _Profiles:
-    """The profiles, read once (~0.3 s) by whichever thread asks first."""
-    with _LOAD_LOCK:
-        return _profiles()
+def detector() -> LanguageDetector:
+    """The process's detector, built by whichever thread asks first (its models load on first use)."""
+    with _BUILD_LOCK:
+        return _build()
 
 
-def detect_langs(text: str) -> list[tuple[str, float]]:
-    """``langdetect.detect_langs(text)`` with ``DetectorFactory.seed = 0``: (language, probability) pairs above
-    langdetect's reporting threshold, most probable first. Raises ``LangDetectException`` as it does for a text
-    without features. Thread-safe (the profiles are read-only; each call has its own random generator)."""
-    detector = _Detector(_loaded())
-    detector.append(text)
-    return [(lang.lang, lang.prob) for lang in detector.get_probabilities()]
-
-
-class _Factory:
-    """What ``langdetect.Detector.__init__`` reads of its factory."""
-
-    def __init__(self, profiles: _Profiles):
-        self.word_lang_prob_map = profiles.rows  # only tested for membership by the n-gram extraction
-        self.langlist = list(profiles.languages)
-        self.seed = 0
-
-
-class _Detector(Detector):  # type: ignore[misc]
-    def __init__(self, profiles: _Profiles):
-        super().__init__(_Factory(profiles))
-        self._profiles = profiles
-
-    def _detect_block(self) -> None:
-        """``Detector._detect_block`` with ``_update_lang_prob`` and ``_normalize_prob`` on numpy rows."""
-        self.cleaning_text()
-        ngrams = self._extract_ngrams()
-        if not ngrams:
-            raise LangDetectException(ErrorCode.CantDetectError, "No features in text.")
-        vectors = self._profiles.matrix[[self._profiles.rows[w] for w in ngrams]]
-        indexes = range(len(ngrams))  # ``choice`` on a range draws exactly as on the n-gram list
-        n = len(self.langlist)
-        langprob = np.zeros(n)
-        rng: random.Random = self.random
-        rng.seed(self.seed)
-        for _trial in range(self.n_trial):
-            prob = np.array(self.prior_map) if self.prior_map is not None else np.full(n, 1.0 / n)
-            alpha = self.alpha + rng.gauss(0.0, 1.0) * self.ALPHA_WIDTH
-            steps = (alpha / self.BASE_FREQ) + vectors  # each n-gram's factor, ``weight + lang_prob_map[i]``
-            i = 0
-            while True:
-                prob *= steps[rng.choice(indexes)]
-                if i % 5 == 0:
-                    prob /= np.add.accumulate(prob)[-1]  # the sequential sum, as ``sum(prob)``
-                    if prob.max() > self.CONV_THRESHOLD or i >= self.ITERATION_LIMIT:
-                        break
-                i += 1
-            langprob += prob / self.n_trial
-        self.langprob = langprob.tolist()
+def most_likely_language(text: str) -> tuple[str, float] | None:
+    """(ISO 639-1 code, confidence in 0..1) of the most likely language of ``text``; None when the detector
+    finds nothing to go on (no letters of any known language). Thread-safe."""
+    values = detector().compute_language_confidence_values(text)
+    if not values or values[0].value <= 0.0:
+        return None
+    code = values[0].language.iso_code_639_1.name.lower()
+    return _OUR_CODE.get(code, code), float(values[0].value)

@@ -2,20 +2,20 @@
 
 - bios over the platforms' length limits (X 160, Instagram 150, TikTok 80 characters);
 - duplicate names and near-duplicate bios (MinHash over character shingles, via datasketch);
-- the bios' language against the requested one (langdetect, seeded for determinism);
+- the bios' language against the requested one (the lingua detector, in ``language``);
 - near-duplicate images across the task (perceptual hash, via imagehash);
 - grids that had to be asked for again because they were not 2x2 (from the image stage's records).
 """
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.images import image_hash
+from pipeline.stages.review.language import LANGUAGE_CODES, most_likely_language
 
 PLATFORM_LIMITS: dict[str, int] = {"bio_x": 160, "bio_instagram": 150, "bio_tiktok": 80}
 NEAR_DUPLICATE_BIO = 0.85  # Jaccard similarity of 5-character shingles
@@ -23,20 +23,6 @@ NEAR_DUPLICATE_IMAGE_BITS = 4  # Hamming distance between 64-bit perceptual hash
 LANGUAGE_MIN_PROBABILITY = 0.80
 MAX_DETAILS_PER_FLAG = 5
 MIN_TEXT_FOR_LANGUAGE = 40
-
-# langdetect's languages by the English names the app stores.
-LANGUAGE_CODES: dict[str, str] = {
-    "Afrikaans": "af", "Arabic": "ar", "Bulgarian": "bg", "Bengali": "bn", "Catalan": "ca", "Czech": "cs",
-    "Welsh": "cy", "Danish": "da", "German": "de", "Greek": "el", "English": "en", "Spanish": "es",
-    "Estonian": "et", "Persian": "fa", "Finnish": "fi", "French": "fr", "Gujarati": "gu", "Hebrew": "he",
-    "Hindi": "hi", "Croatian": "hr", "Hungarian": "hu", "Indonesian": "id", "Italian": "it", "Japanese": "ja",
-    "Kannada": "kn", "Korean": "ko", "Lithuanian": "lt", "Latvian": "lv", "Macedonian": "mk", "Malayalam": "ml",
-    "Marathi": "mr", "Nepali": "ne", "Dutch": "nl", "Norwegian": "no", "Punjabi": "pa", "Polish": "pl",
-    "Portuguese": "pt", "Portuguese (Brazil)": "pt", "Portuguese (Portugal)": "pt", "Romanian": "ro", "Russian": "ru", "Slovak": "sk", "Slovenian": "sl", "Somali": "so",
-    "Albanian": "sq", "Swedish": "sv", "Swahili": "sw", "Tamil": "ta", "Telugu": "te", "Thai": "th",
-    "Tagalog": "tl", "Filipino": "tl", "Turkish": "tr", "Ukrainian": "uk", "Urdu": "ur", "Vietnamese": "vi",
-    "Chinese": "zh", "Mandarin": "zh", "Chinese (Simplified)": "zh", "Chinese (Traditional)": "zh",
-}
 
 
 @dataclass(frozen=True)
@@ -77,35 +63,15 @@ def shingles(text: str, k: int = 5) -> set[str]:
     return {cleaned[i : i + k] for i in range(max(1, len(cleaned) - k + 1))} if cleaned else set()
 
 
-@functools.cache
-def _lsh_bands(threshold: float) -> tuple[int, int]:
-    """The LSH's (bands, rows) for ``threshold``: datasketch finds them by numerical integration, 20 ms a task
-    when each review built its index from scratch."""
-    from datasketch import MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=128)
-    return lsh.b, lsh.r
-
-
-@functools.cache
-def _minhash_prototype() -> Any:
-    """A MinHash whose permutations every other one shares: drawing them is most of a new MinHash's cost
-    (0.2 ms, against 0.01 ms from these)."""
-    from datasketch import MinHash
-
-    return MinHash(num_perm=128, seed=1)
-
-
 def near_duplicate_texts(texts: Mapping[int, str], threshold: float = NEAR_DUPLICATE_BIO) -> list[tuple[int, int, float]]:
     """Pairs of ids whose texts are near-duplicates (MinHash LSH candidates, confirmed by exact Jaccard)."""
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHash, MinHashLSH  # imports scipy (~1 s): only for the processes that run a review
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=128, params=_lsh_bands(threshold))
+    lsh = MinHashLSH(threshold=threshold, num_perm=128)
     sets = {i: shingles(t) for i, t in texts.items() if t and t.strip()}
-    prototype = _minhash_prototype()
     hashes = {}
     for i, s in sets.items():
-        m = MinHash(num_perm=128, seed=1, permutations=prototype.permutations, scheme=prototype.scheme)
+        m = MinHash(num_perm=128, seed=1)
         m.update_batch([x.encode() for x in s])
         hashes[i] = m
         lsh.insert(str(i), m)
@@ -125,18 +91,10 @@ def near_duplicate_texts(texts: Mapping[int, str], threshold: float = NEAR_DUPLI
 
 
 def detect_language(text: str) -> tuple[str, float] | None:
-    """(ISO code, probability) of a text, or None when it is too short to tell."""
+    """(ISO 639-1 code, confidence) of a text's most likely language, or None when it is too short to tell."""
     if len(text.strip()) < MIN_TEXT_FOR_LANGUAGE:
         return None
-    from langdetect.lang_detect_exception import LangDetectException
-
-    from pipeline.stages.review.language import detect_langs  # langdetect's answers (seeded), computed in numpy
-
-    try:
-        lang, prob = detect_langs(text)[0]
-    except (LangDetectException, IndexError):
-        return None
-    return lang.split("-")[0], float(prob)
+    return most_likely_language(text)
 
 
 def near_duplicate_images(
