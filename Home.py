@@ -1,4 +1,8 @@
-"""Avatar Data Generator: page config, login gate, navigation over the pages, the in-app worker."""
+"""Avatar Data Generator: the entry point (``streamlit run Home.py``).
+
+Every run passes here first: the page config, the navigation, the login gate, the sidebar with the page links and
+the signed-in user, then the page the URL names (``pages/``). The in-app worker starts with the process's runtime.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +12,14 @@ from pages import ui
 
 st.set_page_config(page_title="Avatar Data Generator", page_icon=":material/diversity_3:", layout="wide")
 
-PAGES = {
-    "new": ("pages/new_task.py", "New task", ":material/add_circle:"),
-    "tasks": ("pages/tasks.py", "Tasks", ":material/list_alt:"),
-    "gallery": ("pages/gallery.py", "Gallery", ":material/photo_library:"),
-    "settings": ("pages/settings.py", "Settings", ":material/tune:"),
-    "users": ("pages/users.py", "Users", ":material/group:"),
-}
-
-
-def _pages(admin: bool) -> list[st.Page]:
-    return [
-        st.Page(path, title=title, icon=icon, url_path=url, default=url == "new")
-        for url, (path, title, icon) in PAGES.items()
-        if admin or url != "users"
-    ]
-
-
-# The navigation is declared before any widget, on every run: a shared link such as /gallery?tasks=… keeps its
-# page through the login, and Streamlit never falls back to listing the files of pages/ (which, on a fresh
-# server, would drop the first form submitted). Logged out, the pages are hidden and never run.
+# The navigation is declared before any widget, on every run, so a shared link such as /gallery?tasks=… keeps its
+# page and query string through the login. Logged out, the pages are declared but never run. The sidebar's links
+# are drawn below, after the gate: .streamlit/config.toml hides Streamlit's own page list
+# (client.showSidebarNavigation), which on a fresh server would otherwise list the files of pages/.
 known = st.session_state.get(ui.USER_KEY)
 was_admin = bool(st.session_state.get(ui.ADMIN_KEY))
-navigation = st.navigation(_pages(admin=was_admin or not known), position="sidebar" if known else "hidden")
+pages = ui.app_pages(admin=was_admin or not known)
+navigation = st.navigation(pages, position="hidden")
 
 rt = ui.runtime()
 user, authenticator = ui.login_gate(rt)
@@ -39,11 +28,14 @@ if user is None:
     st.stop()
 st.session_state[ui.ADMIN_KEY] = user.is_admin
 if not known or was_admin != user.is_admin:
-    st.rerun()  # just logged in (or the role changed): draw the navigation that fits the user
+    st.rerun()  # just logged in (or the role changed): declare the pages that fit the user
 if authenticator is not None and ui.COOKIE_NAME not in st.context.cookies:
     authenticator.cookie_controller.set_cookie()  # the rerun above dropped stauth's cookie: set it now
 
 with st.sidebar:
+    for page in pages:
+        st.page_link(page)
+    st.divider()
     st.caption(f"Signed in as `{user.email}` ({user.role})")
     if authenticator is not None:
         authenticator.logout("Log out", location="sidebar", key="adg_logout",

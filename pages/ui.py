@@ -1,6 +1,5 @@
-"""What the pages share: the process runtime, the login gate, the current user, small display helpers.
-
-Pages are thin: they call ``pipeline`` functions and show ``PipelineError``s with ``st.error``.
+"""What the pages share: the list of pages, the process runtime, the login gate, the current user, and small
+display helpers. Pages are thin: they call ``pipeline`` functions and show ``PipelineError``s with ``st.error``.
 """
 
 from __future__ import annotations
@@ -8,6 +7,7 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import bcrypt
@@ -25,6 +25,28 @@ from pipeline.worker.runtime import Runtime, open_runtime
 USER_KEY = "adg_user_email"
 ADMIN_KEY = "adg_user_is_admin"
 COOKIE_NAME = "adg_auth"
+_REROUTED_KEY = "adg_rerouted_through_home"
+
+# url path -> (file in this folder, title, icon). "users" is for administrators only.
+PAGES: dict[str, tuple[str, str, str]] = {
+    "new": ("new_task.py", "New task", ":material/add_circle:"),
+    "tasks": ("tasks.py", "Tasks", ":material/list_alt:"),
+    "gallery": ("gallery.py", "Gallery", ":material/photo_library:"),
+    "settings": ("settings.py", "Settings", ":material/tune:"),
+    "users": ("users.py", "Users", ":material/group:"),
+}
+ADMIN_PAGES = {"users"}
+
+
+def app_pages(admin: bool) -> list[st.Page]:
+    """The app's pages for ``st.navigation`` (New task is the default), without the administrators' pages
+    unless ``admin``."""
+    folder = Path(__file__).resolve().parent
+    return [
+        st.Page(folder / file, title=title, icon=icon, url_path=url, default=url == "new")
+        for url, (file, title, icon) in PAGES.items()
+        if admin or url not in ADMIN_PAGES
+    ]
 
 STATUS_BADGES: dict[str, tuple[str, str]] = {
     "pending": ("gray", ":material/schedule:"),
@@ -151,10 +173,20 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
 
 
 def current_user(rt: Runtime) -> User:
-    """The logged-in user for a page (Home.py has run the gate); stops the page when there is none."""
+    """The logged-in user for a page (Home.py has run the gate); stops the page when there is none.
+
+    A page runs without Home.py only in the first script run of a fresh server process: until some session
+    declares ``st.navigation``, Streamlit runs the requested file of ``pages/`` directly (its behaviour for a
+    folder of that name beside the main script). Then this declares the navigation and runs the same URL again,
+    through Home.py's login gate; the page, with its query string, follows the login.
+    """
     email = st.session_state.get(USER_KEY)
     user = accounts.active_user(rt.db, email) if email else None
     if user is None:
+        if not st.session_state.get(_REROUTED_KEY):
+            st.session_state[_REROUTED_KEY] = True  # once per session: a page run on its own stops below
+            st.navigation(app_pages(admin=True), position="hidden")
+            st.rerun()
         st.warning("Please log in.")
         st.stop()
         raise RuntimeError("unreachable")
