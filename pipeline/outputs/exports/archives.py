@@ -198,9 +198,14 @@ def write_parquet_images(rows: Rows, path: Path, ctx: ExportContext) -> None:
     import pyarrow as pa  # see _hf_features
 
     schema = pa.schema(
-        [pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
-         pa.field("image_role", pa.string()), pa.field("image_index", pa.int64()),
-         pa.field("image_faces", pa.int64()), pa.field("image_face_distance", pa.float64()), *parquet_schema()]
+        [
+            pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
+            pa.field("image_role", pa.string()),
+            pa.field("image_index", pa.int64()),
+            pa.field("image_faces", pa.int64()),
+            pa.field("image_face_distance", pa.float64()),
+            *parquet_schema(),
+        ]
     )
     schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": _hf_features(schema)}})})
 
@@ -208,9 +213,13 @@ def write_parquet_images(rows: Rows, path: Path, ctx: ExportContext) -> None:
         for record, row, reads in personas:
             ctx.count(record)
             for image in persona_images(reads, record, str(record["persona_id"]), ctx):
-                yield {"image": {"bytes": image.data, "path": f"{record['persona_id']}/{image.name}"},
-                       "image_role": image.role, "image_index": image.index,
-                       **image_identity(row, image.role, image.index), **record}
+                yield {
+                    "image": {"bytes": image.data, "path": f"{record['persona_id']}/{image.name}"},
+                    "image_role": image.role,
+                    "image_index": image.index,
+                    **image_identity(row, image.role, image.index),
+                    **record,
+                }
 
     with closing(read_images(rows, ctx.storage)) as personas:
         write_parquet_rows(path, schema, image_rows(personas), CHUNK_ROWS // 4)

@@ -91,11 +91,11 @@ def dataset_card(ctx: ExportContext) -> str:
         "# Synthetic personas",
         "",
         "Fictional social-media personas (names, demographics, four platform bios, job, education, places, an"
-        " \"about\" text) with a generated base selfie and photo variations of the same face, made by the Avatar"
+        ' "about" text) with a generated base selfie and photo variations of the same face, made by the Avatar'
         " Data Generator. **No real person is depicted or described.** The persona texts were written by a"
         " language model and may contain stereotypes or errors.",
         "",
-        "Load it with `datasets.load_dataset(\"<this folder>\")`. Each line of"
+        'Load it with `datasets.load_dataset("<this folder>")`. Each line of'
         " `train/metadata.jsonl` describes one image (`file_name`, relative to `train/`) and repeats its persona's"
         " fields; `persona_id` groups the images of one persona.",
         "",
@@ -118,8 +118,15 @@ def dataset_card(ctx: ExportContext) -> str:
 
 def _fields() -> list[str]:
     lines = ["## Fields", "", "| field | description |", "|---|---|"]
-    for name in ("file_name", "image_role", "image_index", "source_key", "image_faces", "image_face_distance",
-                 *EXPORT_COLUMNS):
+    for name in (
+        "file_name",
+        "image_role",
+        "image_index",
+        "source_key",
+        "image_faces",
+        "image_face_distance",
+        *EXPORT_COLUMNS,
+    ):
         if name not in ("base_image", "images"):
             lines.append(f"| `{name}` | {FIELD_DESCRIPTIONS.get(name, '')} |")
     return lines

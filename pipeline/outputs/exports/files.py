@@ -76,8 +76,13 @@ def _export(
         else:
             with _atomic_file(out) as tmp:
                 WRITERS[fmt](records, tmp, ctx)
-    log.info("exported %d personas as %s (%d images, %d missing)", ctx.counts["personas"], fmt,
-             ctx.counts["images"], ctx.counts["missing"])
+    log.info(
+        "exported %d personas as %s (%d images, %d missing)",
+        ctx.counts["personas"],
+        fmt,
+        ctx.counts["images"],
+        ctx.counts["missing"],
+    )
     return out
 
 

@@ -89,8 +89,10 @@ def image_identity(row: Row, role: str, index: int | None) -> dict[str, Any]:
         return {"image_faces": identity.get("base_faces"), "image_face_distance": distance}
     i = (index or 0) - 1
     faces, distances = identity.get("faces") or [], identity.get("distances") or []
-    return {"image_faces": faces[i] if 0 <= i < len(faces) else None,
-            "image_face_distance": distances[i] if 0 <= i < len(distances) else None}
+    return {
+        "image_faces": faces[i] if 0 <= i < len(faces) else None,
+        "image_face_distance": distances[i] if 0 <= i < len(distances) else None,
+    }
 
 
 def _json_default(value: Any) -> Any:
@@ -125,7 +127,8 @@ def task_entries(ctx: ExportContext) -> list[dict[str, Any]]:
             "completed_at": t["completed_at"],
             "duration_seconds": (
                 round((t["completed_at"] - t["started_at"]).total_seconds(), 1)
-                if t["completed_at"] and t["started_at"] else None
+                if t["completed_at"] and t["started_at"]
+                else None
             ),
             "attempts": t["attempts"],
             "rerun_of": t["rerun_of"],
