@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
+from lingua import IsoCode639_1
 
 from pipeline.core.domain import PersonaRequest
 from pipeline.providers.offline_personas import OfflinePersonaProvider
@@ -110,7 +111,5 @@ def test_texts_too_short_or_without_words_give_no_answer() -> None:
 
 
 def test_every_checked_language_is_one_the_detector_can_answer() -> None:
-    from lingua import IsoCode639_1
-
     for code in set(LANGUAGE_CODES.values()) - {"no"}:
         assert hasattr(IsoCode639_1, code.upper()), code
