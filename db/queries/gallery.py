@@ -168,8 +168,8 @@ def _text_matches(session: Session, terms: list[str]) -> list[sa.ColumnElement[b
     """One condition per term: it occurs (case-insensitively) in one of ``GALLERY_TEXT_FIELDS``.
 
     On SQLite with ASCII terms, an OR of one ``LIKE`` per field (SQLite's ``LIKE`` ignores ASCII case): it
-    stops at the first field that matches and builds no concatenated text, about twice as fast as the
-    concatenation. A term holds no whitespace, so it never spans two fields either way.
+    stops at the first field that matches and builds no concatenated text. A term holds no whitespace, so it
+    never spans two fields either way.
     """
     if _dialect(session) == "sqlite" and all(term.isascii() for term in terms):
         return [
@@ -433,8 +433,8 @@ def _row_columns() -> list[sa.ColumnElement[Any]]:
 
 
 def _order_by(sort_column: str, descending: bool, nulls: bool = True) -> list[sa.ColumnElement[Any]]:
-    """``nulls=False``: the filter excludes NULLs of an age/rating sort, so no NULLs-last key is needed (a plain
-    ``age DESC, id DESC`` the planner sorts faster)."""
+    """The ORDER BY of a sort column, ending with the persona id so paging is stable. ``nulls=False``: the
+    filter excludes NULLs of an age/rating sort, so no NULLs-last key is needed (a plain ``age DESC, id DESC``)."""
 
     def direction(col: Col) -> sa.ColumnElement[Any]:
         return col.desc() if descending else col.asc()
@@ -508,7 +508,7 @@ def _tag_counts(
     session: Session, conds: list[sa.ColumnElement[bool]], limit: int, column: Any = R.tags
 ) -> list[tuple[str, int]]:
     """Top ``limit`` tags (or flags) with their counts. Only arrays are expanded: the type test is a WHERE
-    condition, so rows without tags never reach the JSON function (faster than ``_tag_values``' CASE)."""
+    condition, so rows without tags never reach the JSON function."""
     is_array = _is_json_array(session, column)
     inner = sa.select(R.id, column.label("tags")).select_from(R).where(*conds, is_array).subquery()
     tv = _array_elements(session, inner.c.tags)

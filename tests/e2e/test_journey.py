@@ -290,10 +290,11 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     page.get_by_role("tab", name="Download").click()
     expect(page.get_by_text(f"Downloads hold the current filtered view: {narrowed:,} personas")).to_be_visible()
     shots("download-tab")
-    csv_button = page.get_by_role("button", name=re.compile(r"\bCSV$"))
-    expect(csv_button).to_have_count(1)
+    page.get_by_role("button", name=re.compile(r"Prepare CSV$")).click()  # built on the server, then a link
+    csv_link = page.get_by_role("link", name="Download CSV")
+    expect(csv_link).to_have_count(1, timeout=60_000)
     with page.expect_download(timeout=60_000) as download_info:
-        csv_button.click()
+        csv_link.click()
     download = download_info.value
     target = tmp_path / (download.suggested_filename or "personas.csv")
     download.save_as(str(target))
@@ -309,8 +310,11 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     shots("downloaded")
 
     # The ZIP of the same view: a manifest and one folder per persona with its details and images.
+    page.get_by_role("button", name=re.compile(r"Prepare ZIP$")).click()
+    zip_link = page.get_by_role("link", name="Download ZIP")
+    expect(zip_link).to_have_count(1, timeout=60_000)
     with page.expect_download(timeout=60_000) as download_info:
-        page.get_by_role("button", name=re.compile(r"\bZIP$")).click()
+        zip_link.click()
     archive = tmp_path / "personas.zip"
     download_info.value.save_as(str(archive))
     import json
