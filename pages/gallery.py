@@ -1,7 +1,9 @@
 """Gallery: browse one or several tasks with server-side filters, sort and paging; curate; charts; downloads.
 
 The filter lives in ``st.query_params``, so a view is a shareable URL. Nothing here loads a whole task:
-``pipeline.outputs.browse`` filters, counts and pages in SQL.
+``pipeline.outputs.browse`` filters, counts and pages in SQL, and the sidebar draws one widget per filter it
+declares (``gallery.FILTERS``). A download is built once on the server (``pipeline.outputs.downloads``) and
+saved by the browser through a short-lived link that ``app.py`` streams from disk.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ if not flt.task_ids:
     st.stop()
 
 
+@st.cache_data(ttl=FACETS_TTL_SECONDS, max_entries=256, show_spinner=False)
+def _facet_counts(db_url: str, user_id: int, params: tuple[tuple[str, str], ...], _user: Any) -> dict[str, Any]:
+    """Facet counts of a view, cached briefly (they are several grouped scans); cleared by this page's writes."""
+    return gallery.facet_counts(rt.db, _user, gallery.GalleryFilter.from_query_params(dict(params)))
+
+
+try:
+    counts = _facet_counts(rt.settings.database_url, user.id, tuple(sorted(flt.to_query_params().items())), user)
+except PipelineError as exc:
+    ui.show_error(exc)
+    st.stop()
+
+
 def _facet(spec: gallery.FilterSpec, counts: dict[str, list[tuple[str, int]]], selected: list[str]) -> list[str]:
     """A multiselect over the facet's values, each with its count under the other filters."""
     key = spec.facet or spec.name
@@ -55,7 +70,13 @@ def _facet(spec: gallery.FilterSpec, counts: dict[str, list[tuple[str, int]]], s
                           format_func=lambda v: f"{name(v)} ({numbers.get(v, 0)})", key=f"g_{spec.url_key}")
 
 
-def _filter_widget(spec: gallery.FilterSpec, value: Any) -> Any:
+def _within(spec: gallery.FilterSpec, value: int | None, default: int) -> int:
+    """A number for the filter's slider: ``default`` when unset, else kept inside the slider's range."""
+    low, high = spec.widget
+    return default if value is None else min(max(value, low), high)
+
+
+def _filter_widget(spec: gallery.FilterSpec, value: Any, counts: dict[str, list[tuple[str, int]]]) -> Any:
     """Draw one filter's widget (the declaration says which) and return the value it now holds."""
     low, high = spec.widget
     if spec.kind == "words":
@@ -72,25 +93,13 @@ def _filter_widget(spec: gallery.FilterSpec, value: Any) -> Any:
         chosen = st.selectbox(spec.label, options, index=index, key=f"g_{spec.url_key}")
         return None if chosen == "all" else chosen == options[1]
     if spec.kind == "min":
-        number = st.slider(spec.label, low, high, value if value is not None else low, key=f"g_{spec.url_key}")
+        number = st.slider(spec.label, low, high, _within(spec, value, low), key=f"g_{spec.url_key}")
         return number if number > low else None
     if spec.kind == "max":
-        number = st.slider(spec.label, low, high, value if value is not None else high, key=f"g_{spec.url_key}")
+        number = st.slider(spec.label, low, high, _within(spec, value, high), key=f"g_{spec.url_key}")
         return number if number < high else None
     return value
 
-
-@st.cache_data(ttl=FACETS_TTL_SECONDS, max_entries=256, show_spinner=False)
-def _facet_counts(db_url: str, user_id: int, params: tuple[tuple[str, str], ...], _user: Any) -> dict[str, Any]:
-    """Facet counts of a view, cached briefly (they are several grouped scans); cleared by this page's writes."""
-    return gallery.facet_counts(rt.db, _user, gallery.GalleryFilter.from_query_params(dict(params)))
-
-
-try:
-    counts = _facet_counts(rt.settings.database_url, user.id, tuple(sorted(flt.to_query_params().items())), user)
-except PipelineError as exc:
-    ui.show_error(exc)
-    st.stop()
 
 # One widget per declared filter, in the declared order; a minimum and a maximum of the same column share one
 # range slider.
@@ -102,10 +111,11 @@ with st.sidebar:
             continue  # the tasks are picked above the view; a maximum is drawn with its minimum
         partner = ranges.get((spec.column, "max")) if spec.kind == "min" else None
         if partner is None:
-            setattr(flt, spec.name, _filter_widget(spec, getattr(flt, spec.name)))
+            setattr(flt, spec.name, _filter_widget(spec, getattr(flt, spec.name), counts))
             continue
         low, high = spec.widget
-        chosen = st.slider(spec.label, low, high, (getattr(flt, spec.name) or low, getattr(flt, partner.name) or high),
+        chosen = st.slider(spec.label, low, high, (_within(spec, getattr(flt, spec.name), low),
+                                                   _within(partner, getattr(flt, partner.name), high)),
                            key=f"g_{spec.url_key}")
         setattr(flt, spec.name, chosen[0] if chosen[0] > low else None)
         setattr(flt, partner.name, chosen[1] if chosen[1] < high else None)

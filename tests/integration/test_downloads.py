@@ -7,12 +7,14 @@ files nobody prepared for an hour are removed."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +135,6 @@ def test_the_route_streams_the_prepared_export_and_refuses_bad_links(
         if fmt == "csv":
             assert body == reference.read_bytes()
         else:  # a ZIP's manifest holds its export time: compare the entries
-            import io
-            import zipfile
-
             with zipfile.ZipFile(io.BytesIO(body)) as got, zipfile.ZipFile(reference) as want:
                 assert got.namelist() == want.namelist()
                 assert all(got.read(n) == want.read(n) for n in want.namelist() if n != "manifest.json")
