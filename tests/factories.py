@@ -80,6 +80,7 @@ def run_worker(
     providers: ProviderCache | None = None,
     worker_id: str | None = None,
 ) -> Worker:
+    # A short poll: a test never waits a second for a place another worker (or an expired lease) frees.
     worker = Worker(db, storage, settings, worker_id=worker_id, providers=providers, poll_seconds=0.05)
     worker.run(until_idle=True)
     return worker
