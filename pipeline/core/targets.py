@@ -21,9 +21,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.core.domain import GENDERS
 from pipeline.core.errors import ValidationError
 
-GENDERS = ("f", "m", "other")
 MAX_CATEGORIES = 50
 
 

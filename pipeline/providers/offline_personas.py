@@ -398,7 +398,7 @@ class OfflinePersonaProvider:
             locale = str(slot["locale"])
         fake = _FAKERS.get(locale)
         fake.seed_instance(rng.getrandbits(48))
-        gender = slot.get("gender") or hints.get("gender") or rng.choices(("f", "m", "other"), (48, 48, 4))[0]
+        gender = slot.get("gender") or hints.get("gender") or rng.choices(("f", "m", "other"), (48, 48, 4))[0]  # this order is part of a seed's output
         if "age_min" in slot:
             age = rng.randint(int(slot["age_min"]), int(slot["age_max"]))
         elif "age_range" in hints:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.core.config import DEFAULT_OPENAI_BASE_URL, Settings
-from pipeline.core.domain import BIO_PLATFORMS, PersonaBatch, PersonaDraft, PersonaRequest
+from pipeline.core.domain import BIO_PLATFORMS, GENDERS, PersonaBatch, PersonaDraft, PersonaRequest
 from pipeline.core.errors import PipelineError, ProviderError, RefusalError
 from pipeline.providers.flowise import request_constraints
 from pipeline.providers.http import HttpClient, HttpProvider, bearer_headers, join_url
@@ -33,7 +33,7 @@ PERSONA_SCHEMA = _strict_object(
     {
         "firstname": {"type": "string"},
         "lastname": {"type": "string"},
-        "gender": {"type": "string", "enum": ["m", "f", "other"]},
+        "gender": {"type": "string", "enum": list(GENDERS)},
         "ethnicity": {"type": "string"},
         "bios": _strict_object({k: {"type": "integer" if k == "age" else "string"} for k in BIO_FIELDS}),
     }
