@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db.models import GENDERS, PersonaStatus, TaskStatus
+from db.queries.settings import MAX_CONCURRENT_TASKS_KEY
 
-__all__ = ["GENDERS", "PersonaStatus", "TaskStatus"]  # re-exported: the genders and statuses live beside the tables
+# re-exported: the genders, statuses and the cap's setting key live beside the tables and queries
+__all__ = ["GENDERS", "MAX_CONCURRENT_TASKS_KEY", "PersonaStatus", "TaskStatus"]
 
 BIO_PLATFORMS: tuple[str, ...] = ("facebook", "instagram", "x", "tiktok")
 BIO_PROMPT_KEYS: tuple[str, ...] = tuple(f"bio_prompt_{p}" for p in BIO_PLATFORMS)
@@ -18,7 +20,6 @@ CONFIG_TOGGLES: tuple[str, ...] = (
     "crop_white_borders",
     "randomize_image_style",
 )
-MAX_CONCURRENT_TASKS_KEY = "max_concurrent_tasks"
 IMAGES_PER_BLOCK = 4
 ALLOWED_IMAGES_PER_PERSONA: tuple[int, ...] = (4, 8, 12, 16, 20)
 MIN_PERSONAS, MAX_PERSONAS = 1, 1000

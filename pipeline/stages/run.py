@@ -74,17 +74,6 @@ def fail_unstartable(db: Database, task_pk: int, worker_id: str, reason: str) ->
         logger.exception("cannot record that task %s cannot start", task_pk)
 
 
-def release_task(db: Database, task_pk: int, worker_id: str) -> None:
-    """Hand a task's lease back at once (its process died): the next claim resumes it from what was committed."""
-    try:
-        with db.transaction(immediate=True) as session:
-            task = q.assert_lease(session, task_pk, worker_id, utcnow())
-            if task is not None:
-                q.hand_back_task(session, task)
-    except Exception:  # the lease then expires on its own
-        logger.exception("cannot hand task %s back", task_pk)
-
-
 def run_review(ctx: TaskContext, lanes: ReviewLanes) -> Review | None:
     """The identity check's catch-up, quality checks and the targets report (``finalize`` stores them); a failure
     here is reported, never fatal to the dataset."""

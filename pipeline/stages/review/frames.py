@@ -1,5 +1,5 @@
-"""Length-prefixed pickles over a pipe: how the worker talks to its child processes (``pipeline.stages.review.identity``'s face
-analysis, ``pipeline.worker.task_process``'s tasks). Both ends are this program; nothing else writes these pipes."""
+"""Length-prefixed pickles over a pipe: how a worker talks to the identity check's analysis processes
+(``pipeline.stages.review.identity``). Both ends are this program; nothing else writes these pipes."""
 
 from __future__ import annotations
 
