@@ -21,8 +21,10 @@ was_admin = bool(st.session_state.get(ui.ADMIN_KEY))
 pages = ui.app_pages(admin=was_admin or not known)
 navigation = st.navigation(pages, position="hidden")
 
+gate = st.container()  # first on the page, before the runtime's start-up spinner: see ui.login_gate
 rt = ui.runtime()
-user, authenticator = ui.login_gate(rt)
+with gate:
+    user, authenticator = ui.login_gate(rt)
 if user is None:
     st.session_state.pop(ui.USER_KEY, None)
     st.stop()

@@ -26,6 +26,7 @@ USER_KEY = "adg_user_email"
 ADMIN_KEY = "adg_user_is_admin"
 COOKIE_NAME = "adg_auth"
 _REROUTED_KEY = "adg_rerouted_through_home"
+_FLASH_KEY = "adg_flash"
 
 # url path -> (file in this folder, title, icon). "users" is for administrators only.
 PAGES: dict[str, tuple[str, str, str]] = {
@@ -99,12 +100,16 @@ def _first_admin_form(rt: Runtime) -> None:
             except PipelineError as exc:
                 st.error(str(exc))
                 return
-            st.session_state["adg_flash"] = "Administrator created: log in below."
+            st.session_state[_FLASH_KEY] = "Administrator created: log in below."
             st.rerun()
 
 
 def login_gate(rt: Runtime) -> tuple[User | None, Any]:
     """The logged-in, active user (or None after rendering the login or first-admin form) and the authenticator.
+
+    Call it inside a container that comes first on the page (Home.py does): the first-administrator form and the
+    login form then start at the same place, so while a run replaces one with the other Streamlit overwrites
+    the old form in place and never shows both (two "E-mail" fields).
 
     streamlit-authenticator renders the form and the cookie; the credentials are built from the ``users``
     table on every run. Lock-out and deactivation live in the database: such accounts get a hash nobody can
@@ -125,7 +130,12 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
             "failed_login_attempts": 0,
             "logged_in": False,
         }
-    authenticator = stauth.Authenticate(
+    if not st.session_state.get("authentication_status"):
+        st.title("Avatar Data Generator")  # where the first-administrator form has its title
+        flash = st.session_state.get(_FLASH_KEY)  # kept until the login: the login page reruns before anyone types
+        if flash:
+            st.success(flash)
+    authenticator = stauth.Authenticate(  # draws its cookie component here, before the login form
         {"usernames": dict(entries)},
         cookie_name=COOKIE_NAME,
         cookie_key=rt.settings.cookie_key(),
@@ -133,11 +143,6 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
         auto_hash=False,
         login_sleep_time=0,  # stauth waits 0.7 s before the form by default; the cookie check needs no wait
     )
-    if not st.session_state.get("authentication_status"):
-        st.title("Avatar Data Generator")
-        flash = st.session_state.pop("adg_flash", None)
-        if flash:
-            st.success(flash)
     try:
         authenticator.login(location="main", fields={"Form name": "Log in", "Username": "E-mail", "Login": "Log in"})
     except (stauth.LoginError, stauth.AuthenticateError, stauth.CredentialsError) as exc:
@@ -161,6 +166,7 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
             st.error(reason)
             return None, authenticator
         st.session_state[USER_KEY] = email
+        st.session_state.pop(_FLASH_KEY, None)
     # Deactivated or locked since the session (or its cookie) began: the directory read above already says so.
     state = next((u for u in users if u["email"] == email), None)
     current = accounts.active_user(rt.db, email) if state and state["active"] and not state["locked"] else None

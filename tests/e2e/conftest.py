@@ -91,6 +91,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
+def run_cli(server: Server, *argv: str) -> str:
+    """``python -m pipeline ARGV`` on the server's database and storage; its standard output, stripped."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{server.data / 'app.db'}",
+           "STORAGE_URL": f"file://{server.data / 'media'}", "DATA_DIR": str(server.data / "data")}
+    done = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start ``streamlit run Home.py`` (fresh SQLite database, file storage, offline providers, in-app worker)."""

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -116,27 +116,33 @@ def wait_for_count(page: Any, predicate: Callable[[int], bool], timeout: float =
 
 
 def sidebar_link(page: Any, title: str) -> Any:
-    return page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True)
+    """A page link of the sidebar (drawn by Home.py; Streamlit's own page list is switched off)."""
+    return page.get_by_test_id("stSidebar").get_by_role("link", name=title, exact=True)
 
 
 def create_first_admin(page: Any) -> None:
+    """Fill and submit the first-administrator form, then wait for the login form, checking all along that
+    the page never shows two e-mail fields (the first-admin form's and the login form's)."""
     page.get_by_label("E-mail").fill(ADMIN)
     page.get_by_label("Password (8 characters or more)").fill(PASSWORD)
     page.get_by_label("Repeat password").fill(PASSWORD)
     page.get_by_role("button", name="Create administrator").click()
+    login_button = page.get_by_role("button", name="Log in")
+    deadline = time.monotonic() + 30
+    while not (login_button.count() and page.get_by_test_id("stStatusWidget").count() == 0):
+        assert page.get_by_label("E-mail").count() <= 1, "two e-mail fields at once"
+        assert time.monotonic() < deadline, "no login form 30 s after the first administrator was created"
+        page.wait_for_timeout(20)
+    wait_idle(page)
+    assert page.get_by_label("E-mail").count() == 1
 
 
 def first_admin_then_login_form(tab: Any, server: Server) -> None:
     """Open a fresh server, create the first administrator and wait for the login form."""
-    from playwright.sync_api import expect
-
     tab.goto(server.url)
     tab.get_by_role("button", name="Create administrator").wait_for()
     wait_idle(tab)
     create_first_admin(tab)
-    tab.get_by_role("button", name="Log in").wait_for()
-    wait_idle(tab)
-    expect(tab.get_by_label("E-mail")).to_have_count(1)  # the first-admin form's stale field is gone
 
 
 def log_in(page: Any) -> None:
@@ -188,18 +194,12 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     # First run: no account yet, the first administrator is created. This is deliberately the first session of a
-    # fresh server process (a regression test: Streamlit's MPA-v1 fallback for the pages/ folder once dropped the
-    # first form submitted on a fresh server).
-    page.goto(server.url)
-    page.get_by_role("button", name="Create administrator").wait_for()
-    wait_idle(page)
+    # fresh server process: no list of pages shows before the login, and the first form submitted is kept.
+    open_first(page, server.url, page.get_by_role("button", name="Create administrator"), tmp_path / "first-frame.png")
     shots("first-admin-form")
     create_first_admin(page)
 
     # A wrong password is refused with a message; then the right one logs in.
-    page.get_by_role("button", name="Log in").wait_for()
-    wait_idle(page)
-    expect(page.get_by_label("E-mail")).to_have_count(1)  # the first-admin form's stale field is gone
     shots("login-form")
     page.get_by_label("E-mail").fill(ADMIN)
     page.get_by_role("textbox", name="Password").fill("not the password")
@@ -388,22 +388,67 @@ def test_a_reload_keeps_the_login_and_the_page(browser: Any, server: Server) -> 
         context.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Bug: with a folder named pages/ next to Home.py, the first script run of a fresh Streamlit process runs "
-    "under the MPA-v1 fallback: a first request for /users runs pages/users.py without Home.py and lists every "
-    "file of pages/ (ui included) in the sidebar. Renaming the folder fixes it: then remove this marker.",
-)
-def test_first_request_for_a_page_on_a_fresh_server_goes_through_the_gate(browser: Any, server: Server) -> None:
-    from playwright.sync_api import expect
+def open_first(tab: Any, url: str, until: Any, first_frame: Path) -> None:
+    """Open ``url`` as the first request of a fresh server and watch every frame until ``until`` shows: no list
+    of pages (Streamlit's, which would name the files of pages/) and no page link may appear before the login.
+    The first frame is saved to ``first_frame``."""
+    tab.goto(url, wait_until="domcontentloaded")  # before the app's script connects and draws anything
+    tab.screenshot(path=str(first_frame))
+    deadline = time.monotonic() + 60
+    while not until.count():
+        links = tab.get_by_test_id("stSidebarNav").count() + tab.locator("[data-testid=stSidebar] a").count()
+        assert links == 0, f"navigation shown before the login: {tab.inner_text('body')[:300]}"
+        assert tab.get_by_text("Please log in.").count() == 0, "a page ran without the login form"
+        assert time.monotonic() < deadline, f"{until} not shown within 60 s"
+        tab.wait_for_timeout(25)
+    wait_idle(tab)
+    assert tab.get_by_test_id("stSidebarNav").count() == 0
+    for name in ("ui", "Home", "new task", "gallery", "users"):
+        assert tab.get_by_role("link", name=name, exact=True).count() == 0, name
 
+
+def test_first_request_for_a_page_on_a_fresh_server_goes_through_the_gate(
+        browser: Any, server: Server, tmp_path: Path) -> None:
+    """/users as the very first request of a fresh server: the first-administrator form, no list of files."""
     context = browser.new_context()
     try:
         tab = context.new_page()
-        tab.goto(f"{server.url}/users")  # the first session of this server process
-        tab.get_by_test_id("stMain").wait_for()
+        first_frame = tmp_path / "first-frame.png"
+        open_first(tab, f"{server.url}/users", tab.get_by_role("button", name="Create administrator"), first_frame)
+        SHOTS_FOR_DEVELOPER.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(first_frame, SHOTS_FOR_DEVELOPER / "first-frame-users.png")
+        assert tab.get_by_label("E-mail").count() == 1
+    finally:
+        context.close()
+
+
+def test_first_request_for_a_shared_link_on_a_fresh_server_logs_in_to_that_view(
+        browser: Any, start_server: Callable[..., Server], tmp_path: Path) -> None:
+    """/gallery?tasks=… as the very first request of a fresh server (an account and a task exist already): the
+    login form, then the gallery with that task after the login."""
+    from playwright.sync_api import expect
+
+    server = start_server()
+    run_cli(server, "create-user", ADMIN, "--admin", "--password", PASSWORD)
+    task_id = run_cli(server, "submit", "--user", ADMIN, "--description", DESCRIPTION, "--language", "English",
+                      "--count", "1", "--images", "4", "--seed", "3")
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        first_frame = tmp_path / "first-frame.png"
+        open_first(tab, f"{server.url}/gallery?tasks={task_id}", tab.get_by_role("button", name="Log in"),
+                   first_frame)
+        SHOTS_FOR_DEVELOPER.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(first_frame, SHOTS_FOR_DEVELOPER / "first-frame-gallery.png")
+        assert parse_qs(urlparse(tab.url).query).get("tasks") == [task_id], tab.url
+        log_in(tab)
+        tab.get_by_text("Signed in as").wait_for()
         wait_idle(tab)
-        expect(tab.get_by_role("button", name="Create administrator")).to_be_visible(timeout=10_000)
-        expect(tab.get_by_role("link", name="ui", exact=True)).to_have_count(0)
+        expect(tab.get_by_role("heading", name="Gallery")).to_be_visible(timeout=5_000)
+        assert urlparse(tab.url).path == "/gallery", tab.url
+        assert parse_qs(urlparse(tab.url).query).get("tasks") == [task_id], tab.url
+        expect(tab.get_by_test_id("stMain")).to_contain_text(task_id)  # the task picked in the filter
+        expect(sidebar_link(tab, "Gallery")).to_be_visible()
+        expect(tab.get_by_test_id("stException")).to_have_count(0)
     finally:
         context.close()

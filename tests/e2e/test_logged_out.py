@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -25,15 +22,6 @@ pytestmark = pytest.mark.e2e
 def server(start_server: Any) -> Server:
     server: Server = start_server()
     return server
-
-
-def _cli(server: Server, *argv: str) -> str:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{server.data / 'app.db'}",
-           "STORAGE_URL": f"file://{server.data / 'media'}", "DATA_DIR": str(server.data / "data")}
-    done = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def _fetch(url: str) -> tuple[int, bytes]:
@@ -49,11 +37,11 @@ def test_a_logged_out_visitor_reaches_no_persona_data_or_image(browser: Any, ser
     warm.new_page().goto(server.url)
     warm.pages[0].get_by_role("button", name="Create administrator").wait_for(timeout=30_000)
     warm.close()
-    _cli(server, "create-user", "owner@example.org", "--admin", "--password", "a long password")
-    task_id = _cli(server, "submit", "--user", "owner@example.org", "--description", "urban cyclists in Lisbon",
-                   "--language", "English", "--count", "3", "--images", "4", "--seed", "5")
+    run_cli(server, "create-user", "owner@example.org", "--admin", "--password", "a long password")
+    task_id = run_cli(server, "submit", "--user", "owner@example.org", "--description", "urban cyclists in Lisbon",
+                      "--language", "English", "--count", "3", "--images", "4", "--seed", "5")
     deadline = time.monotonic() + 90  # the server's in-app worker makes the dataset
-    while json.loads(_cli(server, "status", task_id, "--json"))["status"] != "completed":
+    while json.loads(run_cli(server, "status", task_id, "--json"))["status"] != "completed":
         assert time.monotonic() < deadline, "the in-app worker did not finish the task"
         time.sleep(1)
     with sqlite3.connect(server.data / "app.db") as conn:
