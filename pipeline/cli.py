@@ -16,12 +16,20 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+import db.queries as q
 from db.session import Database, migrate
 from pipeline.core.config import Settings, get_settings
 from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
+from pipeline.outputs.exports import FORMATS, export_task
+from pipeline.storage import Storage, open_storage
+from pipeline.submit.accounts import create_user, validate_email, validate_password
+from pipeline.submit.connectivity import check_providers
+from pipeline.submit.settings import get_setting_value, set_setting_value
+from pipeline.submit.submission import build_snapshot, submit_task, validate_spec
+from pipeline.submit.task_control import cancel_task, delete_task, rerun_task, retry_task, task_status
+from pipeline.worker.executor import Worker
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError, AccessDenied)
-EXPORT_FORMATS = ("csv", "json", "jsonl", "parquet", "parquet-images", "zip", "hf")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a task's dataset")
     p.add_argument("task_id")
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("settings", help="read or change a global setting")
@@ -90,9 +98,7 @@ def _open(settings: Settings) -> Database:
     return Database(settings.database_url)
 
 
-def _storage(settings: Settings):  # type: ignore[no-untyped-def]
-    from pipeline.storage import open_storage
-
+def _storage(settings: Settings) -> Storage:
     return open_storage(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
 
 
@@ -114,8 +120,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.accounts import create_user, validate_email, validate_password
-
     email = validate_email(args.email)
     password = args.password if args.password is not None else sys.stdin.readline().rstrip("\r\n")
     validate_password(password)
@@ -125,9 +129,6 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    import db.queries as q
-    from pipeline.submit.submission import build_snapshot, submit_task, validate_spec
-
     db = _open(settings)
     with db.session() as session:
         user = q.get_user_by_email(session, args.user)
@@ -148,8 +149,6 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.worker.executor import Worker
-
     db = _open(settings)
     worker = Worker(db, _storage(settings), settings, worker_id=args.worker_id)
 
@@ -166,8 +165,6 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.task_control import task_status
-
     report = task_status(_open(settings), args.task_id)
     if args.json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
@@ -181,31 +178,22 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.task_control import cancel_task
-
     print(cancel_task(_open(settings), args.task_id))
     return 0
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.task_control import retry_task
-
     print(f"{retry_task(_open(settings), args.task_id)} persona(s) queued again")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.task_control import delete_task
-
     removed = delete_task(_open(settings), _storage(settings), args.task_id)
     print(f"deleted {args.task_id} and {removed} stored object(s)")
     return 0
 
 
 def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
-    import db.queries as q
-    from pipeline.submit.task_control import rerun_task
-
     db = _open(settings)
     with db.session() as session:
         task = q.get_task(session, args.task_id)
@@ -217,8 +205,6 @@ def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.outputs.exports import export_task
-
     out = Path(args.out)
     if out.exists() and out.is_dir() and args.format != "hf":
         raise ValidationError(f"--out {out} is a folder: give a file path")
@@ -227,8 +213,6 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.settings import get_setting_value, set_setting_value
-
     db = _open(settings)
     if args.action == "get":
         print(get_setting_value(db, args.key))
@@ -238,8 +222,6 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_providers(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.submit.connectivity import check_providers
-
     results = check_providers(settings)
     for check in results:
         print(f"{'ok ' if check.ok else 'FAIL'}  {check.kind:<8} {check.name:<10} {check.detail}")
