@@ -18,9 +18,13 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from alembic.config import Config
+from dotenv import dotenv_values
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from alembic import command
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 DEFAULT_DATABASE_URL = "sqlite:///data/app.db"  # the embedded default: one file, no server
@@ -29,8 +33,6 @@ DEFAULT_DATABASE_URL = "sqlite:///data/app.db"  # the embedded default: one file
 def database_url_from_environment() -> str:
     """``DATABASE_URL`` from the environment, else from ``.env``, else the embedded default (for ``alembic``
     run by hand; the app passes its settings' URL instead)."""
-    from dotenv import dotenv_values
-
     return os.environ.get("DATABASE_URL") or dotenv_values(".env").get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
@@ -132,14 +134,10 @@ class Database:
 
 def migrate(url: str, revision: str = "head") -> None:
     """``alembic upgrade REVISION`` on ``url`` (the app and ``python -m pipeline migrate`` call this)."""
-    from alembic import command
-
     command.upgrade(alembic_config(url), revision)
 
 
 def alembic_config(url: str) -> Any:
-    from alembic.config import Config
-
     root = Path(__file__).resolve().parent.parent
     cfg = Config(str(root / "alembic.ini"))
     cfg.set_main_option("script_location", str(root / "alembic"))
