@@ -18,13 +18,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from dotenv import dotenv_values
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
-
-from alembic import command
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 DEFAULT_DATABASE_URL = "sqlite:///data/app.db"  # the embedded default: one file, no server
