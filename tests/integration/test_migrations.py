@@ -7,10 +7,10 @@ import json
 from datetime import datetime
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from alembic import command
 from db.models import Base
 from db.session import alembic_config, make_engine, migrate
 
