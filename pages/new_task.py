@@ -131,5 +131,5 @@ if previewed:
                                f"{persona.job_title or '?'} · {persona.current_city or '?'}")
                     tabs = st.tabs(["Facebook", "Instagram", "X", "TikTok", "About"])
                     texts = [persona.bio_facebook, persona.bio_instagram, persona.bio_x, persona.bio_tiktok, persona.about]
-                    for tab, text in zip(tabs, texts, strict=True):
-                        tab.text(text or "—")
+                    for tab, bio in zip(tabs, texts, strict=True):
+                        tab.text(bio or "—")

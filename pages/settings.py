@@ -1,4 +1,5 @@
-"""Settings: the four bio prompts (with history), the concurrency cap, the toggles, the identity check, providers.
+"""Settings: the four bio prompts (with history), the concurrency cap, the toggles, the identity check, and the
+configured providers with their connection test and the face library.
 
 Administrators edit; everyone else reads. Changes apply to the next submitted task: a task keeps its snapshot.
 """

@@ -1,4 +1,5 @@
-"""Tasks: live progress (a fragment refreshed every few seconds, one query per refresh), actions, error logs."""
+"""Tasks: the user's tasks (everyone's for an administrator) with their progress, refreshed every few seconds;
+cancel, retry, re-run and delete; each task's frozen configuration, dataset report and error log."""
 
 from __future__ import annotations
 

@@ -159,8 +159,7 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
         return None, authenticator
     email = str(st.session_state.get("username") or "")
     if st.session_state.get(USER_KEY) != email:
-        user = accounts.note_login(rt.db, email)
-        if user is None:
+        if accounts.note_login(rt.db, email) is None:
             reason = accounts.login_block(rt.db, email) or "this account cannot log in"
             authenticator.logout(location="unrendered")
             st.error(reason)
