@@ -104,6 +104,7 @@ if submitted:
             targets=targets,
         )
         task_id = submit_task(rt.db, spec, build_snapshot(rt.db, rt.settings))
+        rt.wake_worker()  # the in-app worker starts it now, not at its next poll
     except PipelineError as exc:
         ui.show_error(exc)
     else:

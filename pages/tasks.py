@@ -25,6 +25,7 @@ def _act(label: str, action: object) -> None:
         st.session_state["tasks_flash"] = ("error", str(exc))
     else:
         st.session_state["tasks_flash"] = ("success", label.format(result=result))
+        rt.wake_worker()  # a retried or re-run task starts now, not at the in-app worker's next poll
 
 
 flash = st.session_state.pop("tasks_flash", None)
