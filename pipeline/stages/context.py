@@ -69,9 +69,10 @@ class TaskContext:
         self._call_slots = threading.BoundedSemaphore(max(1, self.settings.persona_threads))
 
     @contextlib.contextmanager
-    def provider_call(self) -> Iterator[None]:
-        """One of the task's ``PERSONA_THREADS`` provider calls in flight. The image stage runs more personas
-        than that, so while one persona's grid is split, styled and stored, another's call is already out."""
+    def provider_call(self, kind: str = "") -> Iterator[None]:
+        """One of the task's ``PERSONA_THREADS`` provider calls in flight (``kind``: "persona", "prompt" or
+        "image", the provider called). The image stage runs more personas than that, so while one persona's
+        grid is split, styled and stored, another's call is already out."""
         with self._call_slots:
             self.checkpoint()
             yield
