@@ -51,6 +51,9 @@ class TaskStatus(enum.StrEnum):
     PARTIAL = "partial"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Left unfinished by the original system (no frozen configuration of its own): no worker claims it until an
+    # administrator resumes it (then pending) or cancels it. Neither runnable nor finished.
+    HELD = "held"
 
     @classmethod
     def runnable(cls) -> tuple[str, ...]:

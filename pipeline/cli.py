@@ -19,6 +19,7 @@ from typing import NoReturn
 import db.queries as q
 from db.session import Database, migrate
 from pipeline.core.config import Settings, get_settings
+from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
 from pipeline.outputs.exports import FORMATS, export_task
 from pipeline.storage import Storage, open_storage
@@ -26,7 +27,15 @@ from pipeline.submit.accounts import create_user, validate_email, validate_passw
 from pipeline.submit.connectivity import check_providers
 from pipeline.submit.settings import get_setting_value, set_setting_value
 from pipeline.submit.submission import build_snapshot, submit_task, validate_spec
-from pipeline.submit.task_control import cancel_task, delete_task, rerun_task, retry_task, task_status
+from pipeline.submit.task_control import (
+    HELD_EXPLANATION,
+    cancel_task,
+    delete_task,
+    rerun_task,
+    resume_task,
+    retry_task,
+    task_status,
+)
 from pipeline.worker.executor import Worker
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError, AccessDenied)
@@ -72,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("cancel", "retry", "delete"):
         sub.add_parser(name, help=f"{name} a task").add_argument("task_id")
+    sub.add_parser("resume", help="resume a task held at upgrade (calls the configured providers: may cost money)"
+                   ).add_argument("task_id")
 
     p = sub.add_parser("rerun", help="queue a copy of a task")
     p.add_argument("task_id")
@@ -172,6 +183,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{report.task_id}  {report.status}  personas {report.personas_done}/{report.number_to_generate}"
               f"  images {report.images_done}/{report.number_to_generate * report.images_per_persona}"
               f"  failed {report.personas_failed}")
+        if report.status == TaskStatus.HELD.value:
+            print(f"held: {HELD_EXPLANATION}. `python -m pipeline resume {report.task_id}` resumes it, "
+                  f"`python -m pipeline cancel {report.task_id}` cancels it.")
         if report.error_log:
             print(report.error_log)
     return 0
@@ -184,6 +198,11 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{retry_task(_open(settings), args.task_id)} persona(s) queued again")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    print(resume_task(_open(settings), settings, args.task_id))
     return 0
 
 
@@ -236,6 +255,7 @@ COMMANDS = {
     "status": cmd_status,
     "cancel": cmd_cancel,
     "retry": cmd_retry,
+    "resume": cmd_resume,
     "delete": cmd_delete,
     "rerun": cmd_rerun,
     "export": cmd_export,

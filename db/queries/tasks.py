@@ -34,6 +34,7 @@ __all__ = [
     "renew_leases",
     "request_cancel",
     "reset_task_for_retry",
+    "resume_held_task",
     "runnable_task_exists",
     "set_task_status",
     "task_id_exists",
@@ -128,8 +129,8 @@ def _holds_a_live_lease(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def _waiting_for_a_worker(now: datetime) -> sa.ColumnElement[bool]:
-    """A task a worker may claim now: runnable, not cancelled, not held under a live lease (a task whose worker
-    died has its lease expire, and is then resumed)."""
+    """A task a worker may claim now: runnable (never ``held``: that waits for an administrator), not cancelled,
+    not held under a live lease (a task whose worker died has its lease expire, and is then resumed)."""
     return sa.and_(
         GenerationTask.status.in_(TaskStatus.runnable()),
         sa.or_(GenerationTask.lease_expires_at.is_(None), GenerationTask.lease_expires_at <= now),
@@ -285,6 +286,21 @@ def reset_task_for_retry(session: Session, task: GenerationTask, now: datetime |
     task.worker_id = None
     task.updated_at = now
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def resume_held_task(
+    session: Session, task: GenerationTask, snapshot: dict[str, Any], now: datetime | None = None
+) -> None:
+    """Make a held task claimable (pending) with its completed configuration; it resumes from what is stored."""
+    now = now or utcnow()
+    task.config_snapshot = snapshot
+    task.status = TaskStatus.PENDING.value
+    task.completed_at = None
+    task.cancel_requested = False
+    task.attempts = 0
+    task.lease_expires_at = None
+    task.worker_id = None
+    task.updated_at = now
 
 
 def delete_task_row(session: Session, task: GenerationTask) -> None:

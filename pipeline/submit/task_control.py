@@ -1,4 +1,5 @@
-"""A task after it is submitted: its status, the tasks list with progress, cancel, retry, delete, re-run.
+"""A task after it is submitted: its status, the tasks list with progress, cancel, retry, delete, re-run, and
+resuming a task held at upgrade.
 
 Each function takes the acting user (None from the CLI, which sees every task); to a user who is not an
 administrator, other users' tasks look like missing ones.
@@ -14,12 +15,17 @@ from typing import Any
 import db.queries as q
 from db.models import GenerationTask, TaskStatus, User, utcnow
 from db.session import Database
+from pipeline.core.config import Settings
 from pipeline.core.domain import TaskSpec
-from pipeline.core.errors import ConflictError, NotFoundError
+from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError
+from pipeline.core.identity import snapshot as identity_snapshot
 from pipeline.storage import Storage
-from pipeline.submit.submission import submit_task
+from pipeline.submit.submission import build_snapshot, submit_task
 
 log = logging.getLogger(__name__)
+
+HELD_EXPLANATION = ("left running by the previous version; resuming will call the configured providers and may "
+                    "cost money")
 
 
 def _visible_task(session: Any, task_id: str, actor: User | None) -> GenerationTask:
@@ -112,7 +118,37 @@ def retry_task(db: Database, task_id: str, actor: User | None = None) -> int:
         task = _visible_task(session, task_id, actor)
         if task.status not in (TaskStatus.PARTIAL.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value):
             raise ConflictError(f"task {task_id} is {task.status}: only partial, failed or cancelled tasks can be retried")
+        if not task.config_snapshot:  # it would run with empty bio prompts
+            raise ConflictError(f"task {task_id} has no frozen config to retry (a legacy task): submit it anew")
         return q.reset_task_for_retry(session, task)
+
+
+def resume_task(db: Database, settings: Settings, task_id: str, actor: User | None = None) -> str:
+    """Make a held task (left unfinished by the previous version) claimable; administrators only, since it calls
+    the configured providers. Its bio prompts, toggles and identity-check mode are those frozen at upgrade; the
+    providers and models are this process's (those that will be called). Returns the new status."""
+    if actor is not None and not actor.is_admin:
+        raise AccessDenied("only administrators can resume a held task: it calls the providers and may cost money")
+    current = build_snapshot(db, settings)
+    with db.transaction(immediate=True) as session:
+        task = _visible_task(session, task_id, actor)
+        if task.status != TaskStatus.HELD.value:
+            raise ConflictError(f"task {task_id} is {task.status}: only held tasks can be resumed")
+        q.resume_held_task(session, task, complete_held_snapshot(task.config_snapshot or {}, current))
+        status = task.status
+    log.info("held task %s resumed", task_id)
+    return status
+
+
+def complete_held_snapshot(frozen: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """A held task's configuration as it runs: what the upgrade froze (prompts, toggles, identity mode, when)
+    over this process's snapshot (app version, providers, models, base prompt), with the identity check resolved
+    for the image provider that will be called."""
+    snapshot = {**current, **frozen}
+    mode = (frozen.get("identity") or {}).get("mode")
+    snapshot["identity"] = identity_snapshot(mode, current["providers"]["image"])
+    snapshot["resumed_at"] = utcnow().isoformat()
+    return snapshot
 
 
 def delete_task(db: Database, storage: Storage, task_id: str, actor: User | None = None) -> int:
@@ -131,6 +167,8 @@ def rerun_task(db: Database, task_id: str, actor: User, *, same_seed: bool = Tru
     """A new pending task with the same request and frozen config (same seed, or a new one)."""
     with db.session() as session:
         task = _visible_task(session, task_id, actor)
+        if task.status == TaskStatus.HELD.value:  # its configuration is completed only when it is resumed
+            raise ConflictError(f"task {task_id} is held: an administrator resumes or cancels it first")
         spec = TaskSpec(
             user_id=actor.id,
             description=task.persona_description,

@@ -15,6 +15,7 @@ from db.models import Base
 from db.session import alembic_config, make_engine, migrate
 
 SEED = "fbc78f685fa2"
+UNFINISHED = ("generating-images", "pending")  # statuses the original left behind: held at upgrade
 CHAIN = ["25698f3f906f", "d8cfd3cb4083", "3a0f944324eb", "3d677a879bd9", "36b6aa503da9", "30c18b6939ce",
          "d59663db64e2", "70c50b9233b6", "d8982580d2a4", "7e1fabd32d40", "8a3b5c7d9e0f", "7e69fd85074a", SEED]
 
@@ -169,6 +170,8 @@ def test_populated_seed_database_upgrades_in_place(db_url: str) -> None:
             assert len(after) == len(rows), table
             for old, new in zip(rows, after, strict=True):
                 for key, value in old.items():
+                    if table == "generation_tasks" and old["status"] in UNFINISHED and key in ("status", "updated_at"):
+                        continue  # held at upgrade: checked below (and in test_held_tasks.py)
                     got = new[key]
                     if isinstance(value, str) and key == "images":
                         value = json.loads(value)
@@ -178,6 +181,8 @@ def test_populated_seed_database_upgrades_in_place(db_url: str) -> None:
                         assert str(value)[:19] == str(got)[:19], (table, key)
                     else:
                         assert got == value, (table, key, value, got)
+        statuses = dict(conn.execute(sa.text("SELECT task_id, status FROM generation_tasks")).all())
+        assert statuses == {"legacy01": "completed", "legacy02": "failed", "legacy03": "held", "legacy04": "held"}
         roles = dict(conn.execute(sa.text("SELECT email, role FROM users")).all())
         assert roles == {"first@example.org": "admin", "second@example.org": "user"}
         results = conn.execute(sa.text(
