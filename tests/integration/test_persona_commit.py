@@ -3,6 +3,7 @@ before that commit still resumes to a complete persona."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +14,32 @@ import pipeline.stages.images.stage as image_stage
 from db.models import PersonaStatus, TaskStatus
 from db.session import Database
 from pipeline.core.errors import ProviderError
+from pipeline.storage.local import LocalStorage
 from pipeline.submit.task_control import task_status
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
 from tests.integration.test_executor import referenced_keys, stored_files
 
+RunTask = Callable[[int], tuple[str, LocalStorage]]
+
+
+@pytest.fixture
+def run_image_task(database: Database, db_url: str, tmp_path: Path) -> RunTask:
+    """Submits a task of ``count`` personas with 8 images each (two blocks) and runs a worker until it ends;
+    returns the task id and the storage. Patch the stage before calling it."""
+
+    def run(count: int) -> tuple[str, LocalStorage]:
+        settings = make_settings(db_url, tmp_path)
+        storage = local_storage(tmp_path)
+        task_id = submit(database, settings, make_user(database), count=count, images=8)
+        run_worker(database, storage, settings)
+        return task_id, storage
+
+    return run
+
 
 def test_last_block_and_completion_share_one_transaction(
-    database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: Database, run_image_task: RunTask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(db_url, tmp_path)
-    storage = local_storage(tmp_path)
-    task_id = submit(database, settings, make_user(database), count=3, images=8)
     appends: dict[int, list[Any]] = {}
     marks: dict[int, list[tuple[str, Any]]] = {}
     append_images, mark_persona = q.append_images, q.mark_persona
@@ -38,7 +54,7 @@ def test_last_block_and_completion_share_one_transaction(
 
     monkeypatch.setattr(q, "append_images", record_append)
     monkeypatch.setattr(q, "mark_persona", record_mark)
-    run_worker(database, storage, settings)
+    task_id, _ = run_image_task(3)
 
     assert task_status(database, task_id).status == TaskStatus.COMPLETED.value
     rows = results_of(database, task_id)
@@ -51,11 +67,8 @@ def test_last_block_and_completion_share_one_transaction(
 
 
 def test_crash_before_the_last_block_commits_resumes_to_a_complete_persona(
-    database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: Database, run_image_task: RunTask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(db_url, tmp_path)
-    storage = local_storage(tmp_path)
-    task_id = submit(database, settings, make_user(database), count=2, images=8)
     monkeypatch.setattr(image_stage, "PERSONA_RETRY_PAUSE_SECONDS", 0.0)
     append_images = q.append_images
     failed: list[int] = []
@@ -67,7 +80,7 @@ def test_crash_before_the_last_block_commits_resumes_to_a_complete_persona(
             raise ProviderError("test", "connection reset before the commit", retryable=True)
 
     monkeypatch.setattr(q, "append_images", failing_append)
-    run_worker(database, storage, settings)
+    task_id, storage = run_image_task(2)
 
     report = task_status(database, task_id)
     assert report.status == TaskStatus.COMPLETED.value, report.error_log
