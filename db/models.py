@@ -272,3 +272,38 @@ class WorkerProcess(Base):
     slots: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class ProviderSlot(Base):
+    """A call to a provider in flight, held by one worker across all processes and hosts
+    (``db.queries.limits``): a row counts while ``expires_at`` is ahead (its holder renews it; a dead process's
+    row simply expires), and a finished call's row may stay until a minute after ``started_at`` to count
+    towards the provider's requests-per-minute limit."""
+
+    __tablename__ = "provider_slots"
+    __table_args__ = (sa.Index("ix_provider_slots_provider", "provider"),)
+
+    holder: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    worker_id: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    task_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class ProviderState(Base):
+    """A provider's adaptive state shared by every worker: the limit it is held to after pushing back (429,
+    ``Retry-After``, 503, slow replies), its circuit breaker, and its recent refusals for the Tasks page. Its row
+    is also the lock that admits one call at a time (``SELECT … FOR UPDATE``)."""
+
+    __tablename__ = "provider_state"
+
+    provider: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    effective_limit: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)  # None: the configured one
+    successes: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)  # since the last change
+    refusals_in_row: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_decrease_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    throttled: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)  # refusals since throttled_since
+    throttled_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -2,6 +2,7 @@
 
 from db.queries.gallery import *  # noqa: F403
 from db.queries.identity import *  # noqa: F403
+from db.queries.limits import *  # noqa: F403
 from db.queries.results import *  # noqa: F403
 from db.queries.settings import *  # noqa: F403
 from db.queries.tasks import *  # noqa: F403
