@@ -7,6 +7,8 @@ files nobody prepared for an hour are removed."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
 import os
 import signal
@@ -22,14 +24,16 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from starlette.requests import Request
 
-from db.models import User
+from db.models import GenerationResult, GenerationTask, User, utcnow
 from db.session import Database, migrate
-from pipeline.core.config import Settings
+from pipeline.core.config import Settings, reset_settings_cache
 from pipeline.core.errors import AccessDenied, NotFoundError, ValidationError
 from pipeline.outputs import downloads
 from pipeline.outputs.browse import GalleryFilter, set_favorite
 from pipeline.outputs.exports import export_view
+from pipeline.storage import LocalStorage
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,3 +230,135 @@ def test_prepare_reuses_the_file_while_the_view_is_unchanged(
     later = time.time() + downloads.KEEP_SECONDS + 1  # an hour on, nobody prepared them: removed
     downloads.remove_stale(downloads.downloads_dir(settings), later)
     assert list(downloads.downloads_dir(settings).iterdir()) == []
+
+
+# --- preparing and serving a large download, in this process -------------------------------------------------
+
+LARGE_PERSONAS, LARGE_VARIATIONS = 200, 4
+PHOTO_BYTES = 256 * 1024  # a 1024 x 1024 JPEG from an image model is a few hundred KB
+
+
+class _Photos(LocalStorage):
+    """A local storage whose every image reads as ``PHOTO_BYTES`` of incompressible data behind a JPEG
+    signature, different for every key (as real photos are: no format may deduplicate them), without the
+    disk a thousand real files would take."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.body = os.urandom(PHOTO_BYTES)
+
+    def get(self, uri: str) -> bytes:
+        return b"\xff\xd8\xff\xe0" + hashlib.sha256(uri.encode()).digest() + self.body[36:]
+
+
+def _seed_large_task(database: Database, user: User) -> str:
+    """A completed task of ``LARGE_PERSONAS`` personas, each with a base and ``LARGE_VARIATIONS`` variations."""
+    task_id, now = "largeexport1", utcnow()
+    with database.transaction() as session:
+        session.execute(sa.insert(GenerationTask), [{
+            "task_id": task_id, "user_id": user.id, "persona_description": "a large view", "bio_language": "English",
+            "number_to_generate": LARGE_PERSONAS, "images_per_persona": LARGE_VARIATIONS, "seed": 1,
+            "status": "completed", "created_at": now, "updated_at": now, "started_at": now, "completed_at": now,
+            "attempts": 1, "cancel_requested": False, "config_snapshot": {"providers": {"persona": "offline"}},
+        }])
+        pk = session.scalar(sa.select(GenerationTask.id).where(GenerationTask.task_id == task_id))
+        rows = []
+        for n in range(LARGE_PERSONAS):
+            batch, slot = n // 10 + 1, n % 10
+            keys = [f"{task_id}/b{batch:03d}-s{slot:02d}/{name}.jpg"
+                    for name in ["base", *(f"img{i:02d}" for i in range(1, LARGE_VARIATIONS + 1))]]
+            rows.append({
+                "task_id": pk, "batch_number": batch, "slot": slot, "firstname": f"Ana{n}", "lastname": "Silva",
+                "gender": "f", "age": 30, "bio_facebook": "cyclist " * 40, "status": "completed",
+                "favorite": n == 0, "base_image_url": keys[0], "images": keys[1:], "image_count": LARGE_VARIATIONS,
+                "image_meta": {"base": {"key": keys[0]}, "images": [{"key": k} for k in keys[1:]]},
+                "created_at": now, "updated_at": now,
+            })
+        session.execute(sa.insert(GenerationResult), rows)
+    return task_id
+
+
+def _memory_kb() -> tuple[int, int]:
+    """This process's resident memory now and its peak since the last ``_reset_peak`` (VmRSS, VmHWM)."""
+    found = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            found[line.split(":")[0]] = int(line.split()[1])
+    return found["VmRSS"], found["VmHWM"]
+
+
+def _reset_peak() -> bool:
+    """Start a new peak-memory measurement (Linux: writing 5 to clear_refs resets VmHWM to the current RSS)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    rss, peak = _memory_kb()
+    return peak <= rss + 1024
+
+
+def _serve(token: str) -> int:
+    """Run the app's download route for ``token`` as the server would; the bytes it sends, counted and dropped."""
+    import app  # the Streamlit app module (imported here: it builds the st.App, which only this test needs)
+
+    scope = {"type": "http", "method": "GET", "path": downloads.ROUTE + token, "path_params": {"token": token},
+             "headers": [], "query_string": b"", "http_version": "1.1"}
+    sent = 0
+    status = 0
+
+    requested = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal requested
+        if requested:  # the client stays connected: the response listens for a disconnect while it streams
+            await asyncio.Event().wait()
+        requested = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        nonlocal sent, status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])  # type: ignore[call-overload]
+        elif message["type"] == "http.response.body":
+            sent += len(message.get("body", b""))  # type: ignore[arg-type]
+
+    async def run() -> None:
+        response = await app.download(Request(scope, receive))
+        await response(scope, receive, send)
+
+    asyncio.run(run())
+    assert status == 200, status
+    return sent
+
+
+@pytest.mark.parametrize("fmt", ["zip", "hf", "parquet-images"])
+def test_preparing_and_serving_a_large_download_keeps_memory_flat(
+    fmt: str, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate(sqlite_url)
+    database = Database(sqlite_url)
+    settings = make_settings(sqlite_url, tmp_path, auth_cookie_key=COOKIE_KEY)
+    for key, value in {"DATABASE_URL": sqlite_url, "STORAGE_URL": settings.storage_url,
+                       "DATA_DIR": str(settings.data_dir), "AUTH_COOKIE_KEY": COOKIE_KEY}.items():
+        monkeypatch.setenv(key, value)
+    reset_settings_cache()
+    user = make_user(database)
+    task_id = _seed_large_task(database, user)
+    storage = _Photos(tmp_path / "media")
+    flt = GalleryFilter(task_ids=[task_id])
+    small = downloads.prepare_download(database, storage, settings, user, GalleryFilter(task_ids=[task_id],
+                                                                                       favorite=True), fmt)
+    _serve(small.token)  # first use: imports, connection pools, pyarrow's allocator
+    if not _reset_peak():
+        pytest.skip("peak memory cannot be measured here (needs Linux's /proc/self/clear_refs)")
+    before, _ = _memory_kb()
+    prepared = downloads.prepare_download(database, storage, settings, user, flt, fmt)
+    sent = _serve(prepared.token)
+    _, peak = _memory_kb()
+    reset_settings_cache()
+    images = LARGE_PERSONAS * (1 + LARGE_VARIATIONS)
+    assert sent == prepared.size > images * PHOTO_BYTES
+    growth = (peak - before) * 1024
+    print(f"{fmt}: {prepared.size / 1e6:.0f} MB prepared and served, peak memory +{growth / 1e6:.1f} MB")
+    assert growth < prepared.size / 5, (growth, prepared.size)  # a few personas' images at a time, never the file
+    database.dispose()

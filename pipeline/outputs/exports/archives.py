@@ -222,4 +222,5 @@ def write_parquet_images(rows: Rows, path: Path, ctx: ExportContext) -> None:
                 }
 
     with closing(read_images(rows, ctx.storage)) as personas:
-        write_parquet_rows(path, schema, image_rows(personas), CHUNK_ROWS // 4)
+        write_parquet_rows(path, schema, image_rows(personas), CHUNK_ROWS // 4,
+                           row_bytes=lambda row: len(row["image"]["bytes"]))

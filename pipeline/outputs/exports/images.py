@@ -15,7 +15,8 @@ from pipeline.core.keys import extension_for
 from pipeline.outputs.exports.records import ExportContext, Record, Row, Rows
 from pipeline.storage import Storage, read_image
 
-IMAGE_READERS = 8  # personas read ahead from a remote storage
+IMAGE_READERS = 8  # personas read at once from a remote storage
+READ_AHEAD_IMAGES = 48  # at most this many images read ahead of the one being written
 _SAFE_EXT = re.compile(r"^[a-z0-9]{1,5}$")
 
 Read = tuple[str, int | None, str, bytes | PipelineError]  # role, variation number, uri, the bytes or why not
@@ -40,21 +41,30 @@ def read_images(rows: Rows, storage: Storage) -> Generator[tuple[Record, Row, li
 
 
 def _read_ahead(rows: Rows, storage: Storage) -> Generator[tuple[Record, Row, list[Read]], None, None]:
-    """Remote reads each wait on the network, so the next ``IMAGE_READERS`` personas are read on threads while
-    the current one is written: at most ``IMAGE_READERS + 1`` personas' images are in memory."""
+    """Remote reads each wait on the network, so the next personas are read on ``IMAGE_READERS`` threads while
+    the current one is written. The read-ahead stops at ``READ_AHEAD_IMAGES`` images (but always takes the next
+    persona): personas of 20 large images each would otherwise hold hundreds of MB."""
     pool = ThreadPoolExecutor(IMAGE_READERS, thread_name_prefix="export-read")
-    window: deque[tuple[Record, Row, Future[list[Read]]]] = deque()
+    window: deque[tuple[Record, Row, Future[list[Read]], int]] = deque()
+    ahead = 0  # images of the personas in the window
     try:
         for record, row in rows:
-            window.append((record, row, pool.submit(_read_persona, storage, record)))
-            if len(window) > IMAGE_READERS:
-                record, row, reads = window.popleft()
-                yield record, row, reads.result()
+            images = _image_count(record)
+            while window and ahead + images > READ_AHEAD_IMAGES:
+                done_record, done_row, reads, count = window.popleft()
+                ahead -= count
+                yield done_record, done_row, reads.result()
+            window.append((record, row, pool.submit(_read_persona, storage, record), images))
+            ahead += images
         while window:
-            record, row, reads = window.popleft()
-            yield record, row, reads.result()
+            done_record, done_row, reads, _count = window.popleft()
+            yield done_record, done_row, reads.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _image_count(record: Record) -> int:
+    return (1 if record["base_image"] else 0) + len(record["images"])
 
 
 def _read_persona(storage: Storage, record: Record) -> list[Read]:

@@ -8,7 +8,7 @@ prefixed with ``'`` so spreadsheets never evaluate it.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from pipeline.outputs.exports.records import (
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 PARQUET_ROW_GROUP = 5_000  # rows per row group of the Parquet table (about 10 MB buffered)
+ROW_GROUP_BYTES = 4 << 20  # image data buffered for one row group (each costs about 4x this while written)
 
 
 def neutralise_cell(text: str) -> str:
@@ -92,20 +93,32 @@ def parquet_schema() -> Any:
     return pa.schema(fields)
 
 
-def write_parquet_rows(path: Path, schema: Any, rows: Iterable[dict[str, Any]], batch: int) -> None:
-    """Rows into a Parquet file in row groups of ``batch`` (an empty file still gets the schema)."""
+def write_parquet_rows(
+    path: Path,
+    schema: Any,
+    rows: Iterable[dict[str, Any]],
+    batch: int,
+    *,
+    row_bytes: Callable[[dict[str, Any]], int] | None = None,
+    max_bytes: int = ROW_GROUP_BYTES,
+) -> None:
+    """Rows into a Parquet file in row groups of ``batch`` rows, or fewer once the rows buffered weigh
+    ``max_bytes`` by ``row_bytes``. A row group is held whole until it is written (the rows, their Arrow copy,
+    the encoded pages: about four times its size), so rows holding images are weighed. An empty file still
+    gets the schema."""
     import pyarrow as pa  # see parquet_schema
     import pyarrow.parquet as pq
 
     with pq.ParquetWriter(str(path), schema) as writer:
         buffer: list[dict[str, Any]] = []
-        written = 0
+        weight = written = 0
         for row in rows:
             buffer.append(row)
-            if len(buffer) >= batch:
+            weight += row_bytes(row) if row_bytes is not None else 0
+            if len(buffer) >= batch or weight >= max_bytes:
                 writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
                 written += len(buffer)
-                buffer = []
+                buffer, weight = [], 0
         if buffer or not written:
             writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
 
