@@ -1,0 +1,194 @@
+"""How alike personas are, computed offline with numpy and scipy (nothing downloaded): bio vectors (TF-IDF
+reduced by a truncated SVD, i.e. latent semantic analysis), 2-D projections for the dataset map, nearest
+neighbours, and the diversity figures of a set (Vendi score, mean pairwise distance, distinct-n, unique names,
+the identity check's verification curves).
+
+Pure functions on arrays and texts: the review stage stores the figures, the gallery draws the map.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+WORD = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits of any script; '#', '_' and '@' split words
+MAX_VOCABULARY = 20_000  # the most frequent words kept: enough for bios, bounded for 10,000 personas
+LSA_DIMENSIONS = 64  # components kept for neighbours and for the map's projection
+SAMPLE_LIMIT = 2_000  # pairwise figures use at most this many personas (a seeded sample above it)
+SAME_PERSON = 0.6  # dlib's usual same-person distance (pipeline.core.identity.Thresholds keeps the task's own)
+DISTANCE_EDGES: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(25))  # 0.00 .. 1.20, as the review's
+
+
+def words(text: str | None) -> list[str]:
+    """The lower-cased words of a text."""
+    return WORD.findall((text or "").lower())
+
+
+# --- vectors --------------------------------------------------------------------------------------------------
+
+
+def tfidf(texts: Sequence[str]) -> sp.csr_matrix:
+    """Rows of L2-normalised TF-IDF weights (sublinear term frequency, smoothed IDF), one per text; an empty
+    text gives a zero row. The vocabulary is the ``MAX_VOCABULARY`` words found in most texts."""
+    docs = [Counter(words(t)) for t in texts]
+    frequency: Counter[str] = Counter()
+    for doc in docs:
+        frequency.update(doc.keys())
+    vocabulary = {w: i for i, (w, _) in enumerate(frequency.most_common(MAX_VOCABULARY))}
+    rows, cols, values = [], [], []
+    for r, doc in enumerate(docs):
+        for word, count in doc.items():
+            c = vocabulary.get(word)
+            if c is not None:
+                rows.append(r)
+                cols.append(c)
+                values.append(1.0 + math.log(count))
+    n = len(docs)
+    matrix = sp.csr_matrix((values, (rows, cols)), shape=(n, len(vocabulary)), dtype=np.float64)
+    df = np.zeros(len(vocabulary))
+    for word, c in vocabulary.items():
+        df[c] = frequency[word]
+    matrix = matrix @ sp.diags(np.log((1.0 + n) / (1.0 + df)) + 1.0)
+    return _normalised_rows(matrix)
+
+
+def _normalised_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / norms) @ matrix)
+
+
+def truncated_svd(matrix: sp.spmatrix | np.ndarray, dimensions: int, seed: int = 0) -> np.ndarray:
+    """The rows projected on the ``dimensions`` leading right singular vectors (randomised SVD, Halko et al.,
+    with two power iterations). Each component's sign is fixed (its largest loading positive) so the same data
+    always gives the same picture."""
+    n, d = matrix.shape
+    k = max(0, min(dimensions, n, d))
+    if k == 0:
+        return np.zeros((n, dimensions))
+    rng = np.random.default_rng(seed)
+    width = min(d, k + 10)
+    q, _ = np.linalg.qr(matrix @ rng.standard_normal((d, width)))
+    for _ in range(2):
+        q, _ = np.linalg.qr(matrix @ (matrix.T @ q))
+    small = np.asarray((matrix.T @ q).T)  # width x d
+    vt = np.linalg.svd(small, full_matrices=False)[2]
+    vt = vt[:k]
+    signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    projected = np.asarray(matrix @ (vt * signs[:, None]).T)
+    if k < dimensions:
+        projected = np.hstack([projected, np.zeros((n, dimensions - k))])
+    return projected
+
+
+def bio_vectors(texts: Sequence[str], dimensions: int = LSA_DIMENSIONS) -> np.ndarray:
+    """Dense bio vectors (TF-IDF reduced by a truncated SVD), L2-normalised: a dot product is a cosine."""
+    reduced = truncated_svd(tfidf(texts), dimensions)
+    norms = np.linalg.norm(reduced, axis=1)
+    norms[norms == 0] = 1.0
+    return reduced / norms[:, None]
+
+
+def project_2d(vectors: np.ndarray) -> np.ndarray:
+    """The two principal components of the rows (centred), signs fixed: the dataset map's x and y."""
+    data = np.asarray(vectors, dtype=np.float64)
+    if data.ndim != 2 or data.shape[0] == 0:
+        return np.zeros((0, 2))
+    centred = data - data.mean(axis=0)
+    return truncated_svd(centred, 2)
+
+
+def nearest(vectors: np.ndarray, index: int, k: int, *, metric: str = "cosine") -> list[tuple[int, float]]:
+    """The ``k`` rows nearest to row ``index`` (itself excluded), nearest first, each with its distance:
+    ``cosine`` (1 - cosine similarity of normalised rows) or ``euclidean``."""
+    data = np.asarray(vectors, dtype=np.float64)
+    if data.shape[0] < 2:
+        return []
+    if metric == "cosine":
+        distances = 1.0 - data @ data[index]
+    else:
+        distances = np.linalg.norm(data - data[index], axis=1)
+    distances[index] = np.inf
+    order = np.argsort(distances, kind="stable")[: min(k, data.shape[0] - 1)]
+    return [(int(i), round(float(distances[i]), 4)) for i in order]
+
+
+# --- diversity ------------------------------------------------------------------------------------------------
+
+
+def sample_indices(n: int, limit: int = SAMPLE_LIMIT, seed: int = 0) -> np.ndarray:
+    """All of ``range(n)`` up to ``limit``, else a seeded sample of ``limit`` of them (sorted)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def pairwise_distances(vectors: np.ndarray) -> np.ndarray:
+    """The Euclidean distance matrix of the rows."""
+    data = np.asarray(vectors, dtype=np.float64)
+    norms = (data**2).sum(axis=1)
+    return np.sqrt(np.maximum(norms[:, None] + norms[None, :] - 2.0 * (data @ data.T), 0.0))
+
+
+def upper_pairs(matrix: np.ndarray) -> np.ndarray:
+    """The values above the diagonal: each unordered pair once."""
+    return matrix[np.triu_indices(matrix.shape[0], k=1)]
+
+
+def vendi_score(similarity: np.ndarray) -> float:
+    """The Vendi score (Friedman & Dieng, 2023) of a similarity matrix with ones on its diagonal: the exponential
+    of the Shannon entropy of the eigenvalues of K/n, the effective number of distinct items (1 when all are the
+    same, n when all are unrelated)."""
+    n = similarity.shape[0]
+    if n == 0:
+        return 0.0
+    eigenvalues = np.linalg.eigvalsh(np.asarray(similarity, dtype=np.float64) / n)
+    eigenvalues = eigenvalues[eigenvalues > 1e-12]
+    return float(np.exp(-(eigenvalues * np.log(eigenvalues)).sum()))
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float | None:
+    """Distinct-n (Li et al., 2016): distinct word n-grams over all n-grams of the texts; None without any."""
+    total, seen = 0, set()
+    for text in texts:
+        tokens = words(text)
+        grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        total += len(grams)
+        seen.update(grams)
+    return round(len(seen) / total, 4) if total else None
+
+
+def unique_share(values: Sequence[str]) -> float | None:
+    """The share of distinct values (compared case-insensitively, spaces collapsed); None without any."""
+    keys = [" ".join(v.casefold().split()) for v in values]
+    return round(len(set(keys)) / len(keys), 4) if keys else None
+
+
+def histogram(values: np.ndarray | Sequence[float]) -> dict[str, list[Any]]:
+    """Counts in bins of 0.05 from 0 to 1.2 (the last bin takes everything above)."""
+    data = np.asarray(values, dtype=np.float64)
+    bins = np.clip((np.maximum(data, 0.0) / 0.05).astype(int), 0, len(DISTANCE_EDGES) - 2)
+    counts = np.bincount(bins, minlength=len(DISTANCE_EDGES) - 1)
+    return {"edges": list(DISTANCE_EDGES), "counts": [int(c) for c in counts]}
+
+
+def equal_error_rate(same: np.ndarray | Sequence[float], different: np.ndarray | Sequence[float]) -> dict[str, float]:
+    """Where a distance threshold rejects as many same-person pairs (above it) as it accepts different-person
+    pairs (at or below it). Returns the rate and the threshold; both inputs must be non-empty."""
+    same_sorted = np.sort(np.asarray(same, dtype=np.float64))
+    diff_sorted = np.sort(np.asarray(different, dtype=np.float64))
+    thresholds = np.unique(np.concatenate([same_sorted, diff_sorted, [0.0]]))
+    false_reject = 1.0 - np.searchsorted(same_sorted, thresholds, side="right") / len(same_sorted)
+    false_accept = np.searchsorted(diff_sorted, thresholds, side="right") / len(diff_sorted)
+    best = int(np.argmin(np.abs(false_reject - false_accept)))
+    return {
+        "rate": round(float((false_reject[best] + false_accept[best]) / 2), 4),
+        "threshold": round(float(thresholds[best]), 4),
+    }
