@@ -160,6 +160,7 @@ class GenerationTask(Base):
     )
     quality_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     targets_report: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    diversity: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # review: how varied it is
 
     user: Mapped[User] = relationship(lazy="raise")
 
