@@ -30,6 +30,9 @@ _FLASH_KEY = "adg_flash"
 
 # url path -> (file in this folder, title, icon). "users" is for administrators only.
 PAGES: dict[str, tuple[str, str, str]] = {
+    # The default page's URL path differs from its file's name: in Streamlit's pages/-folder mode (AppTest runs
+    # every script in it) the current page would otherwise run as pages/overview.py alone, without the login gate.
+    "dashboard": ("overview.py", "Overview", ":material/dashboard:"),
     "new": ("new_task.py", "New task", ":material/add_circle:"),
     "tasks": ("tasks.py", "Tasks", ":material/list_alt:"),
     "gallery": ("gallery.py", "Gallery", ":material/photo_library:"),
@@ -40,11 +43,11 @@ ADMIN_PAGES = {"users"}
 
 
 def app_pages(admin: bool) -> list[st.Page]:
-    """The app's pages for ``st.navigation`` (New task is the default), without the administrators' pages
-    unless ``admin``."""
+    """The app's pages for ``st.navigation`` (Overview, the first, is the default), without the administrators'
+    pages unless ``admin``."""
     folder = Path(__file__).resolve().parent
     return [
-        st.Page(folder / file, title=title, icon=icon, url_path=url, default=url == "new")
+        st.Page(folder / file, title=title, icon=icon, url_path=url, default=url == next(iter(PAGES)))
         for url, (file, title, icon) in PAGES.items()
         if admin or url not in ADMIN_PAGES
     ]

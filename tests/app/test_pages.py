@@ -159,7 +159,7 @@ def test_login_succeeds_and_records_last_login(app_env: AppEnv) -> None:
     at = login(run(home()), ADMIN, PASSWORD)
     assert at.session_state[USER_KEY] == ADMIN
     assert not at.error
-    assert "New task" in texts(at.header)  # the default page ran
+    assert "Overview" in texts(at.header)  # the default page ran
     assert user_row(app_env, ADMIN).last_login is not None
 
 
@@ -217,7 +217,7 @@ def test_deactivated_account_cannot_log_in(app_env: AppEnv) -> None:
 
 def test_a_page_without_a_logged_in_user_asks_for_login(app_env: AppEnv) -> None:
     app_env.admin(ADMIN)
-    for name in ("new_task", "tasks", "gallery", "settings", "users"):
+    for name in ("overview", "new_task", "tasks", "gallery", "settings", "users"):
         at = run(direct(name))
         assert "Please log in." in joined(at.warning), name
         assert not at.header, name
@@ -526,7 +526,7 @@ def test_navigation_offers_users_to_admins_only(app_env: AppEnv) -> None:
     app_env.member("bea@example.org")
     for email, role in ((ADMIN, "admin"), ("bea@example.org", "user")):
         at = run(logged_in_home(email))
-        assert "New task" in texts(at.header)  # the default page
+        assert "Overview" in texts(at.header)  # the default page
         assert f"Signed in as `{email}` ({role})" in texts(at.sidebar.caption)
         at.switch_page("pages/settings.py")  # registered for everyone
         if role == "admin":

@@ -208,9 +208,12 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     wait_idle(page)
     log_in(page)
     page.get_by_text("Signed in as").wait_for()
-    expect(page.get_by_role("heading", name="New task")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()  # the landing page
     wait_idle(page)
     shots("logged-in")
+    sidebar_link(page, "New task").click()
+    expect(page.get_by_role("heading", name="New task")).to_be_visible()
+    wait_idle(page)
 
     # New task: 4 personas × 4 images.
     page.get_by_label("Population description").fill(DESCRIPTION)

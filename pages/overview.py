@@ -1,0 +1,130 @@
+"""Overview, the landing page: the user's tasks (an administrator's: everyone's, per user) at a glance: tasks by
+status, personas and images made with a 30-day chart, the tasks running now, recent failures and quality flags.
+While a task runs the page refreshes itself every few seconds; once none runs it stops asking."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import ui
+from pipeline.outputs.overview import DAYS_CHARTED, Overview, provider_usage_this_week, read_overview
+
+REFRESH_SECONDS = 5
+rt = ui.runtime()
+user = ui.current_user(rt)
+st.header("Overview")
+st.caption("Your tasks" + (" and everyone else's (administrator)" if user.is_admin else "") + ".")
+
+
+def _made(ov: Overview) -> None:
+    cols = st.columns(5)
+    cols[0].metric("Tasks", f"{ov.tasks:,}")
+    cols[1].metric("Running or waiting", f"{len(ov.running):,}")
+    cols[2].metric("Personas", f"{ov.made['all'].personas:,}", f"+{ov.made['7 days'].personas:,} in 7 days",
+                   delta_color="off")
+    cols[3].metric("Images", f"{ov.made['all'].images:,}", f"+{ov.made['7 days'].images:,} in 7 days",
+                   delta_color="off")
+    cols[4].metric("Personas in 30 days", f"{ov.made['30 days'].personas:,}",
+                   f"{ov.made['30 days'].images:,} images", delta_color="off")
+    with st.container(horizontal=True):
+        for status, n in sorted(ov.status_counts.items(), key=lambda item: -item[1]):
+            color, icon = ui.STATUS_BADGES.get(status, ("gray", ":material/help:"))
+            st.badge(f"{status} {n:,}", color=color, icon=icon)  # type: ignore[arg-type]
+    frame = pd.DataFrame(ov.daily).set_index("day")
+    st.markdown(f"**Personas and images per day** (last {DAYS_CHARTED} days, UTC)")
+    st.bar_chart(frame, height=220, stack=False)
+
+
+def _running(ov: Overview) -> None:
+    st.subheader("Running now")
+    if not ov.running:
+        st.caption("No task is running or waiting.")
+        return
+    for row in ov.running:
+        task, progress = row.task, row.progress
+        total_images = task.number_to_generate * task.images_per_persona
+        with st.container(border=True):
+            st.markdown(f"**{task.task_id}** · {task.status} · {task.number_to_generate} × {task.images_per_persona}"
+                        f" images" + (f" · `{row.owner_email}`" if user.is_admin else ""))
+            st.progress(min(1.0, progress.personas_total / max(1, task.number_to_generate)),
+                        text=f"personas {progress.personas_total}/{task.number_to_generate}")
+            st.progress(min(1.0, progress.images_done / max(1, total_images)),
+                        text=f"images {progress.images_done}/{total_images} · failed {progress.personas_failed}")
+    st.page_link("pages/tasks.py", label="All tasks", icon=":material/list_alt:")
+
+
+def _failures(ov: Overview) -> None:
+    st.subheader("Recent failures")
+    if not ov.failures:
+        st.caption("No failed or partial task.")
+        return
+    for failure in ov.failures:
+        with st.expander(f"{failure['task_id']} · {failure['status']} · {ui.fmt_time(failure['when'])}"
+                         + (f" · {failure['owner']}" if user.is_admin else "")):
+            st.text(failure["description"][:300])
+            st.code("\n".join(failure["reasons"]) or "no reason recorded", language=None)
+
+
+def _quality(ov: Overview) -> None:
+    st.subheader("Quality at a glance")
+    if not ov.reviewed:
+        st.caption("No finished task yet: quality checks run when a task finishes.")
+        return
+    st.caption(f"{ov.flagged:,} of {ov.reviewed:,} personas of finished tasks flagged by a check "
+               f"({ov.flagged / ov.reviewed:.0%})")
+    if ov.flags:
+        shares = pd.DataFrame({"flag": [ui.flag_label(f) for f in ov.flags],
+                               "share of personas": [n / ov.reviewed for n in ov.flags.values()]})
+        st.bar_chart(shares.set_index("flag"), horizontal=True, height=40 + 28 * len(shares))
+
+
+def _usage() -> None:
+    usage = provider_usage_this_week(rt.db, user)
+    st.subheader("Provider calls this week")
+    if not usage:
+        st.caption("Calls and cost per provider appear here once providers record their usage.")
+        return
+    st.dataframe(pd.DataFrame(usage), hide_index=True, width="stretch")
+
+
+def _per_user(ov: Overview) -> None:
+    if not user.is_admin or not ov.per_user:
+        return
+    st.subheader("Per user")
+    st.dataframe(pd.DataFrame(ov.per_user).rename(columns={"personas_recent": "personas (7 days)",
+                                                           "images_recent": "images (7 days)"}),
+                 hide_index=True, width="stretch")
+
+
+def _show(ov: Overview) -> None:
+    if not ov.tasks:
+        st.info("No tasks yet: describe a population on the New task page to generate your first dataset.")
+        st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
+        return
+    _made(ov)
+    left, right = st.columns(2)
+    with left:
+        _running(ov)
+        _failures(ov)
+    with right:
+        _quality(ov)
+        _usage()
+    _per_user(ov)
+
+
+first = read_overview(rt.db, user)
+if first.is_running:
+    st.caption(f":material/autorenew: refreshing every {REFRESH_SECONDS} s while tasks run")
+    ready = [first]  # the full run's read is shown once; each refresh reads again
+
+    @st.fragment(run_every=REFRESH_SECONDS)
+    def live() -> None:
+        ov = ready.pop() if ready else read_overview(rt.db, ui.current_user(rt))
+        _show(ov)
+        if not ov.is_running:
+            st.rerun()  # the whole page: drawn again without the refresh
+
+    live()
+else:
+    _show(first)
