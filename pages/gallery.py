@@ -137,7 +137,7 @@ with st.sidebar:
         except PipelineError as exc:
             ui.show_error(exc)
         else:
-            st.toast(f"View {view_name!r} saved", icon=":material/bookmark:")
+            st.toast(f"View {ui.plain(view_name)} saved", icon=":material/bookmark:")
 
 sort_labels = list(gallery.SORTS)
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
@@ -223,11 +223,14 @@ def _detail(result_id: int) -> None:
     if persona is None:
         st.warning("This persona is not available.")
         return
-    st.subheader(f"{persona['firstname']} {persona['lastname']}")
-    st.caption(f"{persona.get('gender')} · {persona.get('age') or '?'} · {persona.get('ethnicity') or '?'} · "
-               f"{persona.get('job_title') or '?'} · {persona.get('current_city') or '?'} · status {persona['status']}")
+    # Model text: escaped wherever it meets markdown (ui.plain), shown as text (st.text) otherwise.
+    st.subheader(ui.plain(f"{persona['firstname']} {persona['lastname']}"))
+    st.caption(" · ".join(ui.plain(v) for v in (persona.get("gender"), persona.get("age") or "?",
+                                                 persona.get("ethnicity") or "?", persona.get("job_title") or "?",
+                                                 persona.get("current_city") or "?"))
+               + f" · status {persona['status']}")
     if persona.get("error"):
-        st.error(persona["error"])
+        st.error(ui.plain(persona["error"]))
     identity = (persona.get("quality") or {}).get("identity")
     flags = persona.get("quality_flags") or []
     if flags:
@@ -330,8 +333,10 @@ with cards_tab:
                 source = ui.image_source(rt, row.get("thumb_uri"))
                 if source:
                     st.image(source, width="stretch")
-                st.markdown(f"**{row['firstname']} {row['lastname']}**" + (" ★" if row.get("favorite") else ""))
-                st.caption(f"{row.get('age') or '?'} · {row.get('gender')} · {row.get('job_title') or '?'}")
+                st.markdown(f"**{ui.plain(row['firstname'])} {ui.plain(row['lastname'])}**"
+                            + (" ★" if row.get("favorite") else ""))
+                st.caption(" · ".join(ui.plain(v) for v in (row.get("age") or "?", row.get("gender"),
+                                                             row.get("job_title") or "?")))
                 identity_flags = [f for f in row.get("quality_flags") or [] if f in IDENTITY_FLAGS]
                 if identity_flags:
                     st.markdown(ui.flag_badges(identity_flags))

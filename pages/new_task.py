@@ -124,12 +124,14 @@ if previewed:
             ui.show_error(exc)
         else:
             if batch.rejected:
-                st.warning(f"{batch.rejected} unusable object(s) in the reply: {'; '.join(batch.problems[:3])}")
+                st.warning(f"{batch.rejected} unusable object(s) in the reply: "
+                           + ui.plain("; ".join(batch.problems[:3])))
             for persona in batch.personas:
                 with st.container(border=True):
-                    st.markdown(f"**{persona.firstname} {persona.lastname}**")
-                    st.caption(f"{persona.gender} · {persona.age or '?'} · {persona.ethnicity or '?'} · "
-                               f"{persona.job_title or '?'} · {persona.current_city or '?'}")
+                    st.markdown(f"**{ui.plain(persona.firstname)} {ui.plain(persona.lastname)}**")
+                    st.caption(" · ".join(ui.plain(v) for v in (persona.gender, persona.age or "?",
+                                                                 persona.ethnicity or "?", persona.job_title or "?",
+                                                                 persona.current_city or "?")))
                     tabs = st.tabs(["Facebook", "Instagram", "X", "TikTok", "About"])
                     texts = [persona.bio_facebook, persona.bio_instagram, persona.bio_x, persona.bio_tiktok, persona.about]
                     for tab, bio in zip(tabs, texts, strict=True):

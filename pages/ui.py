@@ -5,6 +5,7 @@ display helpers. Pages are thin: they call ``pipeline`` functions and show ``Pip
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -201,8 +202,19 @@ def current_user(rt: Runtime) -> User:
     return user
 
 
+_MARKDOWN_CHARACTERS = re.compile(r"[!-/:-@\[-`{-~]")  # every ASCII punctuation character
+
+
+def plain(text: object) -> str:
+    """Text written by a model or a user, for an element that renders markdown (headers, captions, alerts,
+    toasts, labels): every markdown, HTML, LaTeX and Streamlit-directive character is escaped, so it shows as
+    written. A name like ``![](https://host/x)`` must never make a browser fetch an outside image, nor
+    ``**bold**`` restyle a page. Long texts (bios, error logs) go to ``st.text``/``st.code`` instead."""
+    return _MARKDOWN_CHARACTERS.sub(lambda m: "\\" + m.group(0), "" if text is None else str(text))
+
+
 def show_error(exc: PipelineError) -> None:
-    st.error(str(exc), icon=":material/error:")
+    st.error(plain(exc), icon=":material/error:")  # messages can quote a model's reply
 
 
 def status_badge(status: str) -> None:
