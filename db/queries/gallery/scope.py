@@ -96,6 +96,7 @@ def gallery_tasks_info(session: Session, c: PersonaCriteria) -> list[dict[str, A
             T.targets,
             T.targets_report,
             T.quality_summary,
+            T.diversity,
         )
         .where(*conds)
         .order_by(T.created_at, T.id)

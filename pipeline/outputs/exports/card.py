@@ -4,6 +4,7 @@ each generation task's request and frozen configuration, the export filter and t
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pipeline.outputs.exports.records import EXPORT_COLUMNS, ExportContext, dumps, task_entries
 
@@ -137,8 +138,38 @@ def _tasks(ctx: ExportContext) -> list[str]:
     for task in task_entries(ctx):
         snapshot = task.pop("config_snapshot")
         description = task.pop("description")
+        diversity = task.pop("diversity")
         lines += [f"### Task `{task['task_id']}`", "", "Population description:", "", fenced(description), ""]
         lines += ["Request:", "", fenced(dumps(task, indent=2), "json"), ""]
         lines += ["Configuration frozen at submit time (bio prompts, toggles, providers, models):", ""]
         lines += [fenced(dumps(snapshot, indent=2), "json") if snapshot else "(none: a legacy task)", ""]
+        lines += _diversity(diversity)
+    return lines
+
+
+def _diversity(diversity: dict[str, Any] | None) -> list[str]:
+    """The task's diversity figures (computed at review time) and, where the identity check ran, the same- and
+    different-person distance histograms with the equal-error rate."""
+    if not diversity:
+        return []
+    lines = ["Diversity (computed when the task was reviewed):", "", "| figure | value | how to read it |",
+             "|---|---|---|"]
+    for figure in (diversity.get("figures") or {}).values():
+        value = "—" if figure.get("value") is None else figure["value"]
+        lines.append(f"| {figure['label']} | {value} | {figure['reading']} |")
+    lines.append("")
+    identity = diversity.get("identity")
+    if identity:
+        eer, above = identity["equal_error_rate"], identity["different_pairs_above_threshold"]
+        lines += [f"Face verification: equal-error rate {eer['rate']:.1%} at distance {eer['threshold']}; "
+                  f"{above['value']:.1%} of different-persona base pairs are farther apart than "
+                  f"{identity['threshold']} (goal ≥ {above['goal']:.0%}).", ""]
+        same, different = identity["same_person"]["histogram"], identity["different_person"]["histogram"]
+        lines += [f"| distance | same person ({identity['same_person']['pairs']} pairs) | different persons "
+                  f"({identity['different_person']['pairs']} pairs) |", "|---|---|---|"]
+        edges = same["edges"]
+        for i, (a, b) in enumerate(zip(same["counts"], different["counts"], strict=True)):
+            upper = f"{edges[i + 1]:.2f}" if i + 2 < len(edges) else "…"
+            lines.append(f"| {edges[i]:.2f}–{upper} | {a} | {b} |")
+        lines.append("")
     return lines

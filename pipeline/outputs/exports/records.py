@@ -137,6 +137,7 @@ def task_entries(ctx: ExportContext) -> list[dict[str, Any]]:
             "demographic_targets": t["targets"],
             "targets_report": t["targets_report"],
             "quality_summary": t["quality_summary"],
+            "diversity": t["diversity"],  # figures computed at review time, each with how to read it
             "identity_check": (t["config_snapshot"] or {}).get("identity"),  # enabled, model and thresholds
         }
         for t in ctx.tasks

@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from db.models import GenerationResult
 from pipeline.core import similarity as sim
+from pipeline.core.identity import Thresholds
+from pipeline.stages.context import TaskContext
+from pipeline.stages.review.identity_lane import is_current
 
 VENDI_LIMIT = 1_000  # a Vendi score needs an n x n eigendecomposition: a seeded sample above this
 DIFFERENT_PAIRS_GOAL = 0.99  # share of different-persona base pairs that should be above the threshold
@@ -132,3 +136,24 @@ def diversity_figures(people: Sequence[PersonaText], threshold: float = sim.SAME
     if curves is not None:
         out["identity"] = curves
     return out
+
+
+def _persona_text(row: GenerationResult) -> PersonaText:
+    """What the figures read of a stored persona: its bios and about text, and its face where the identity check
+    analysed its current base selfie."""
+    bio = " ".join(t for t in (row.bio_facebook, row.bio_instagram, row.bio_x, row.bio_tiktok, row.about) if t)
+    record = (row.image_meta or {}).get("identity") if is_current(row) else None
+    face = ((record or {}).get("base") or {}).get("embedding")
+    same = [e.get("distance") for e in (record or {}).get("images") or [] if e.get("distance") is not None]
+    return PersonaText(row.firstname or "", row.lastname or "", bio, face=face or None, same_person=same if face else [])
+
+
+def review_diversity(ctx: TaskContext, rows: Sequence[GenerationResult]) -> dict[str, Any] | None:
+    """The task's diversity figures from its stored personas, or None when they could not be computed (never a
+    reason to fail the task: the dataset is there)."""
+    threshold = Thresholds.from_dict((ctx.snapshot.get("identity") or {}).get("thresholds")).same_person
+    try:
+        return diversity_figures([_persona_text(r) for r in rows], threshold)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        ctx.log.warning("diversity figures not computed: %s", exc)
+        return None

@@ -21,6 +21,7 @@ from pipeline.core.errors import StorageError
 from pipeline.core.identity import Thresholds
 from pipeline.core.targets import achieved_report
 from pipeline.stages.context import TaskContext
+from pipeline.stages.review.diversity import review_diversity
 from pipeline.stages.review.identity import review_identity
 from pipeline.stages.review.identity_lane import IdentityLane, catch_up, is_current
 from pipeline.stages.review.identity_lane import enabled as identity_enabled
@@ -126,9 +127,11 @@ class Review:
     per_persona: dict[int, dict[str, Any]]
     summary: dict[str, Any]
     targets: dict[str, Any] | None
+    diversity: dict[str, Any] | None = None
 
     def store(self, session: Session, task: Any) -> None:
         q.store_review(session, task, self.per_persona, self.summary, self.targets)
+        q.set_task_diversity(session, task, self.diversity)
 
 
 def review_task(ctx: TaskContext) -> None:
@@ -165,7 +168,7 @@ def compute_review(ctx: TaskContext, prefetch: ReviewPrefetch | None) -> Review:
         ctx.targets, [{"gender": r.gender, "ethnicity": r.ethnicity, "age": r.age} for r in rows]
     )
     ctx.log.info("quality: %d of %d personas flagged", report.summary.get("flagged", 0), len(people))
-    return Review(report.per_persona, report.summary, targets or None)
+    return Review(report.per_persona, report.summary, targets or None, review_diversity(ctx, rows))
 
 
 class ReviewLanes:
