@@ -330,9 +330,7 @@ with cards_tab:
         columns = st.columns(4)
         for i, row in enumerate(result.rows):
             with columns[i % 4].container(border=True):
-                source = ui.image_source(rt, row.get("thumb_uri"))
-                if source:
-                    st.image(source, width="stretch")
+                st.image(ui.thumbnail_source(rt, row.get("thumb_uri")), width="stretch")
                 st.markdown(f"**{ui.plain(row['firstname'])} {ui.plain(row['lastname'])}**"
                             + (" ★" if row.get("favorite") else ""))
                 st.caption(" · ".join(ui.plain(v) for v in (row.get("age") or "?", row.get("gender"),

@@ -4,7 +4,6 @@ display helpers. Pages are thin: they call ``pipeline`` functions and show ``Pip
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 from datetime import datetime
@@ -237,25 +236,49 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-@st.cache_data(max_entries=4000, show_spinner=False)
-def _stored_bytes(storage_url: str, uri: str) -> bytes | None:
-    """An image's bytes, kept for the server process's life (stored images never change under their key)."""
-    return images.image_bytes(runtime().storage, uri)
+IMAGE_CACHE_BYTES = 64 * 1024 * 1024  # images read for the pages, kept per server process
+
+
+@st.cache_resource(show_spinner=False)
+def _image_cache() -> images.ImageCache:
+    return images.ImageCache(IMAGE_CACHE_BYTES)
 
 
 def image_source(rt: Runtime, uri: str | None) -> str | bytes | None:
     """What ``st.image`` may show for a stored image: a short-lived presigned URL, or bytes sent after the login."""
     if not uri:
         return None
-    return images.display_url(rt.storage, uri) or _stored_bytes(rt.settings.storage_url, uri)
+    url = images.display_url(rt.storage, uri)
+    if url:
+        return url
+    key = ("image", rt.settings.storage_url, uri)
+    data = _image_cache().get(key)
+    if data is None:
+        data = images.image_bytes(rt.storage, uri)
+        if data is not None:
+            _image_cache().put(key, data)
+    return data
 
 
-def data_uri(rt: Runtime, uri: str | None) -> str | None:
-    """A thumbnail for ``st.dataframe``'s ImageColumn: a presigned URL or a data URI (never a public path)."""
-    source = image_source(rt, uri)
-    if source is None or isinstance(source, str):
-        return source
-    return "data:image/jpeg;base64," + base64.b64encode(source).decode()
+def thumbnail_source(rt: Runtime, uri: str | None) -> str | bytes:
+    """A small image for a list of personas, always: a presigned URL of the stored thumbnail, or a small JPEG
+    (made from a full image when there is no thumbnail; a placeholder when there is no image)."""
+    url = images.thumbnail_url(rt.storage, uri)
+    if url:
+        return url
+    key = ("thumbnail", rt.settings.storage_url, uri or "")
+    data = _image_cache().get(key)
+    if data is None:
+        data = images.thumbnail_bytes(rt.storage, uri)
+        _image_cache().put(key, data)
+    return data
+
+
+def data_uri(rt: Runtime, uri: str | None) -> str:
+    """A thumbnail for ``st.dataframe``'s ImageColumn: a presigned URL or the data URI of a small JPEG (never a
+    public path, never a full image: 96 full PNGs in one table could pass Streamlit's message limit)."""
+    source = thumbnail_source(rt, uri)
+    return source if isinstance(source, str) else images.data_uri(source)
 
 
 def targets_report(report: dict[str, Any] | None) -> None:

@@ -21,9 +21,17 @@ def variation_key(task_id: str, batch_number: int, slot: int, index: int, ext: s
     return f"{persona_prefix(task_id, batch_number, slot)}/img{index:02d}.{ext}"
 
 
+THUMBNAIL_SUFFIX = "_thumb.jpg"
+
+
 def thumbnail_key(image_key: str) -> str:
     stem, _, _ext = image_key.rpartition(".")
-    return f"{stem}_thumb.jpg"
+    return f"{stem}{THUMBNAIL_SUFFIX}"
+
+
+def is_thumbnail_key(uri: str) -> bool:
+    """Whether a stored key or URI names a thumbnail the image stage made (small), not a full image."""
+    return uri.endswith(THUMBNAIL_SUFFIX)
 
 
 def task_prefix(task_id: str) -> str:
