@@ -19,8 +19,9 @@ RETRYABLE = {TaskStatus.PARTIAL.value, TaskStatus.FAILED.value, TaskStatus.CANCE
 
 
 def _act(label: str, action: object) -> None:
+    me = ui.fresh_user(rt)  # the role as it is now, not as it was at the last full run
     try:
-        result = action() if callable(action) else None
+        result = action(me) if callable(action) else None
     except PipelineError as exc:
         st.session_state["tasks_flash"] = ("error", str(exc))
     else:
@@ -35,7 +36,8 @@ if flash:
 
 @st.fragment(run_every=3)
 def task_list() -> None:
-    rows = list_tasks(rt.db, user)
+    me = ui.fresh_user(rt)  # a fragment run skips the gate: re-read the role (or end a deactivated session)
+    rows = list_tasks(rt.db, me)
     if not rows:
         st.info("No tasks yet: create one on the New task page.")
         st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
@@ -50,7 +52,7 @@ def task_list() -> None:
                 with cols[0]:
                     ui.status_badge(task.status)
                 cols[1].markdown(f"**{task.task_id}** · {task.bio_language} · {task.number_to_generate} × "
-                                 f"{task.images_per_persona} images" + (f" · `{row.owner_email}`" if user.is_admin else ""))
+                                 f"{task.images_per_persona} images" + (f" · `{row.owner_email}`" if me.is_admin else ""))
                 st.text(task.persona_description[:300])
                 data_fraction = min(1.0, progress.personas_total / max(1, task.number_to_generate))
                 image_fraction = min(1.0, progress.images_done / max(1, total_images))
@@ -75,22 +77,22 @@ def task_list() -> None:
                 tid = task.task_id
                 if task.status not in TaskStatus.finished():
                     st.button("Cancel", key=f"cancel_{tid}", icon=":material/cancel:",
-                              on_click=_act, args=("Cancel: {result}", lambda t=tid: cancel_task(rt.db, t, user)))
+                              on_click=_act, args=("Cancel: {result}", lambda who, t=tid: cancel_task(rt.db, t, who)))
                 if task.status in RETRYABLE:
                     st.button("Retry failed", key=f"retry_{tid}", icon=":material/replay:",
                               on_click=_act, args=("{result} persona(s) queued again",
-                                                   lambda t=tid: retry_task(rt.db, t, user)))
+                                                   lambda who, t=tid: retry_task(rt.db, t, who)))
                 c1, c2 = st.columns(2)
                 c1.button("Re-run", key=f"rerun_{tid}", help="Same request, same seed", icon=":material/content_copy:",
-                          on_click=_act, args=("New task {result}", lambda t=tid: rerun_task(rt.db, t, user)))
+                          on_click=_act, args=("New task {result}", lambda who, t=tid: rerun_task(rt.db, t, who)))
                 c2.button("New seed", key=f"reseed_{tid}", help="Same request, a new seed", icon=":material/casino:",
                           on_click=_act, args=("New task {result}",
-                                               lambda t=tid: rerun_task(rt.db, t, user, same_seed=False)))
+                                               lambda who, t=tid: rerun_task(rt.db, t, who, same_seed=False)))
                 if task.status in TaskStatus.finished() or task.status == TaskStatus.PENDING.value:
                     confirm = st.checkbox("confirm delete", key=f"confirm_{tid}")
                     st.button("Delete", key=f"delete_{tid}", icon=":material/delete:", disabled=not confirm,
                               on_click=_act, args=("Deleted ({result} stored objects removed)",
-                                                   lambda t=tid: delete_task(rt.db, rt.storage, t, user)))
+                                                   lambda who, t=tid: delete_task(rt.db, rt.storage, t, who)))
                 if progress.personas_total:
                     st.page_link("pages/gallery.py", label="Open in gallery", icon=":material/photo_library:",
                                  query_params={"tasks": tid})

@@ -212,6 +212,23 @@ def plain(text: object) -> str:
     return _MARKDOWN_CHARACTERS.sub(lambda m: "\\" + m.group(0), "" if text is None else str(text))
 
 
+def fresh_user(rt: Runtime) -> User:
+    """The signed-in user as the database has them now (role, active), for the start of every fragment run and
+    every widget callback that reads or changes data.
+
+    Fragments (the Tasks list refreshes every 3 s) and callbacks do not pass through Home.py's login gate, and a
+    ``User`` kept from the last full run still carries the role it had then: a demoted administrator would keep
+    seeing and deleting everyone's tasks. When the account is gone or deactivated, the whole app reruns (the gate
+    then ends the session) and nothing after this call runs.
+    """
+    email = st.session_state.get(USER_KEY)
+    user = accounts.active_user(rt.db, email) if email else None
+    if user is None:
+        st.session_state.pop(USER_KEY, None)
+        st.rerun()  # from a fragment or a callback alike: a full run, through the gate
+    return user
+
+
 def show_error(exc: PipelineError) -> None:
     st.error(plain(exc), icon=":material/error:")  # messages can quote a model's reply
 

@@ -37,6 +37,47 @@ def test_a_deactivated_user_with_a_live_session_is_refused(app_env: AppEnv) -> N
     assert any("log in" in w.value.lower() for w in at.warning)
 
 
+def _task_exists(app_env: AppEnv, task_id: str) -> bool:
+    with app_env.db.session() as session:
+        return q.get_task(session, task_id) is not None
+
+
+def test_a_demoted_administrator_cannot_delete_from_an_open_tasks_page(app_env: AppEnv) -> None:
+    admin = app_env.admin()
+    boss = app_env.admin("boss@example.org")
+    member = app_env.member()
+    settings = make_settings(app_env.db_url, app_env.tmp)
+    submit(app_env.db, settings, admin)  # their own task: the list is not empty once they are a user
+    task_id = submit(app_env.db, settings, member)  # pending: deletable
+    at = AppTest.from_file(str(ROOT / "pages" / "tasks.py"), default_timeout=60)
+    at.session_state["adg_user_email"] = admin.email
+    at.run()
+    assert not at.exception and any(member.email in m.value for m in at.markdown)  # an administrator sees it
+    at.checkbox(key=f"confirm_{task_id}").check().run()
+    accounts.set_role(app_env.db, boss, admin.email, "user")  # demoted while the tab is open
+    at.button(key=f"delete_{task_id}").click().run()  # the button drawn for the administrator
+    assert not at.exception
+    assert _task_exists(app_env, task_id), "the delete ran with the role of the last full run"
+    assert not any(member.email in m.value for m in at.markdown)
+
+
+def test_a_deactivated_user_cannot_act_from_an_open_tasks_page(app_env: AppEnv) -> None:
+    admin = app_env.admin()
+    member = app_env.member()
+    task_id = submit(app_env.db, make_settings(app_env.db_url, app_env.tmp), member)
+    at = AppTest.from_file(str(ROOT / "pages" / "tasks.py"), default_timeout=60)
+    at.session_state["adg_user_email"] = member.email
+    at.run()
+    assert not at.exception
+    accounts.set_active(app_env.db, admin, member.email, False)
+    at.button(key=f"cancel_{task_id}").click().run()
+    assert not at.exception
+    with app_env.db.session() as session:
+        task = q.get_task(session, task_id)
+        assert task is not None and not task.cancel_requested and task.status == "pending"
+    assert not any(h.value == "Tasks" for h in at.header)
+
+
 def test_production_refuses_to_start_without_a_cookie_key(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, app_env="production", database_url=f"sqlite:///{tmp_path / 'p.db'}",  # type: ignore[call-arg]
                         data_dir=tmp_path)
