@@ -1,6 +1,9 @@
 """Alembic environment: the URL comes from ``db.session.alembic_config`` (the app and the CLI), else from
 ``DATABASE_URL`` (the environment or ``.env``, as the app reads it), never from alembic.ini. SQLite runs in batch mode with foreign keys off during migrations: batch mode recreates
-tables, and with foreign keys on, ON DELETE CASCADE would silently delete child rows."""
+tables, and with foreign keys on, ON DELETE CASCADE would silently delete child rows.
+
+When ``db.session.migrate`` passes a connection (``config.attributes["connection"]``: on PostgreSQL, the one
+holding the migration's advisory lock), the migration runs on it; otherwise on a connection of its own."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Connection
 
 from db.models import Base
 from db.session import database_url_from_environment, make_engine
@@ -32,23 +36,31 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def run_migrations_on(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Outside any transaction, or SQLite ignores it.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=sqlite,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
+
+
 def run_migrations_online() -> None:
+    given = config.attributes.get("connection")
+    if given is not None:
+        run_migrations_on(given)
+        return
     engine = make_engine(database_url())
-    sqlite = engine.dialect.name == "sqlite"
     try:
         with engine.connect() as connection:
-            if sqlite:
-                # Outside any transaction, or SQLite ignores it.
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
-            context.configure(
-                connection=connection,
-                target_metadata=Base.metadata,
-                render_as_batch=sqlite,
-                compare_type=True,
-            )
-            with context.begin_transaction():
-                context.run_migrations()
-            connection.commit()
+            run_migrations_on(connection)
     finally:
         engine.dispose()
 

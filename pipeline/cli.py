@@ -17,7 +17,7 @@ from types import FrameType
 from typing import NoReturn
 
 import db.queries as q
-from db.session import Database, migrate
+from db.session import Database, downgrade, downgrade_losses, is_downgrade, migrate
 from pipeline.core.config import Settings, get_settings
 from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
@@ -54,7 +54,10 @@ def _fail(code: int, message: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description="Avatar Data Generator command line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
+    p = sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL (or up or down to --revision)")
+    p.add_argument("--revision", default="head",
+                   help="a revision id, head or base; below the current one is a downgrade")
+    p.add_argument("--yes", action="store_true", help="downgrade even though it drops stored data")
 
     p = sub.add_parser("create-user", help="create a user (password from --password or one line of stdin)")
     p.add_argument("email")
@@ -126,7 +129,21 @@ def run(argv: Sequence[str]) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    migrate(settings.database_url)
+    url, revision = settings.database_url, args.revision
+    try:
+        going_down = is_downgrade(url, revision)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    if not going_down:
+        migrate(url, revision)
+        return 0
+    losses = downgrade_losses(url, revision)
+    if losses and not args.yes:
+        raise ConflictError(f"downgrading to {revision} drops stored data: {'; '.join(losses)}. Back it up, then run "
+                            f"again with --yes to drop it")
+    downgrade(url, revision)
+    if losses:
+        print(f"downgraded to {revision}; dropped: {'; '.join(losses)}")
     return 0
 
 

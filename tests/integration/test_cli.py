@@ -255,3 +255,42 @@ def test_targets_are_met_exactly_and_reported(cli_env: dict[str, str], tmp_path:
     assert achieved == {"f": 6, "m": 4}
     bands = {r["category"]: r["achieved"] for r in report["targets_report"]["age"]["rows"]}  # type: ignore[index]
     assert bands == {"18-29": 5, "60-75": 5}
+
+
+def current_revision_of(url: str) -> str:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_downgrade_that_drops_data_says_what_and_asks_for_yes(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = cli_env["DATABASE_URL"]
+    seed, older = "fbc78f685fa2", "7e69fd85074a"  # the original's last revision, and the one before it
+    assert cli("create-user", "ana@example.org", "--password", "a long password", "--admin") == 0
+    assert cli("submit", *GOOD) == 0
+    head = current_revision_of(url)
+    capsys.readouterr()
+
+    assert cli("migrate", "--revision", seed) == 2  # our columns hold data: refused, nothing changed
+    err = capsys.readouterr().err
+    assert err.startswith("error: downgrading to fbc78f685fa2 drops stored data:") and "--yes" in err, err
+    assert "column generation_tasks.config_snapshot (1 value)" in err and "column users.role (1 value)" in err, err
+    assert current_revision_of(url) == head
+    assert count_rows(url, "generation_tasks") == 1
+
+    assert cli("migrate", "--revision", seed, "--yes") == 0
+    assert "dropped: " in capsys.readouterr().out
+    assert current_revision_of(url) == seed
+    assert count_rows(url, "generation_tasks") == 1  # the seed's own columns keep their rows
+
+    assert cli("migrate", "--revision", older) == 0  # drops only empty columns (no personas): no --yes needed
+    assert current_revision_of(url) == older
+    assert cli("migrate", "--revision", "no-such-revision") == 2
+    assert "unknown revision" in capsys.readouterr().err
+    assert cli("migrate") == 0
+    assert current_revision_of(url) == head
