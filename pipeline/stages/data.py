@@ -1,5 +1,8 @@
 """The data stage: personas requested in batches of 10, up to 5 in flight, committed in batch order, names
-de-duplicated within the task, short batches topped up, and each persona matched to an open demographic slot."""
+de-duplicated within the task, short batches topped up, and each persona matched to an open demographic slot.
+
+It runs alongside the image stage: after each batch is committed, ``Handoff.stored`` tells the image stage to
+start on the new personas."""
 
 from __future__ import annotations
 
@@ -22,12 +25,15 @@ from pipeline.core.errors import ProviderError
 from pipeline.core.personas import name_key
 from pipeline.core.targets import allocate_slots, fill_slot
 from pipeline.stages.context import TaskContext
+from pipeline.stages.handoff import Handoff
 
 MAX_EXCLUDED_NAMES = 200  # the newest names a batch request asks the provider not to repeat
 
 
-def run_data_stage(ctx: TaskContext) -> None:
-    """Request personas in batches of 10, up to 5 in flight, committed in batch order, topped up when short."""
+def run_data_stage(ctx: TaskContext, handoff: Handoff | None = None) -> None:
+    """Request personas in batches of 10, up to 5 in flight, committed in batch order, topped up when short;
+    ``handoff`` hears of each committed batch (the image stage starts on its personas)."""
+    handoff = handoff or Handoff()
     with ctx.db.session() as session:
         stored = q.count_personas(session, ctx.task_pk)
         next_batch = q.max_batch_number(session, ctx.task_pk) + 1
@@ -50,7 +56,7 @@ def run_data_stage(ctx: TaskContext) -> None:
             while remaining > 0:
                 in_flight = sum(n for _, n, _ in window)
                 while len(window) < MAX_BATCHES_IN_FLIGHT and in_flight < remaining and requests_made < max_requests:
-                    ctx.checkpoint()
+                    handoff.check(ctx)
                     n = min(PERSONA_BATCH_SIZE, remaining - in_flight)
                     # Slots of the personas still missing; those in flight are asked for again only on top-up.
                     slots = tuple(open_slots[in_flight:in_flight + n]) if open_slots else ()
@@ -64,7 +70,7 @@ def run_data_stage(ctx: TaskContext) -> None:
                         exclude_names=tuple(recent),
                         slots=slots,
                     )
-                    window.append((next_batch, n, pool.submit(ctx.providers.persona.generate, request)))
+                    window.append((next_batch, n, pool.submit(_generate, ctx, request)))
                     next_batch += 1
                     requests_made += 1
                     in_flight += n
@@ -76,7 +82,7 @@ def run_data_stage(ctx: TaskContext) -> None:
                 except ProviderError as exc:
                     ctx.note(f"persona batch {batch_number} failed: {exc}")
                     continue
-                ctx.checkpoint()
+                handoff.check(ctx)
                 fresh = []
                 for persona in batch.personas:
                     key = name_key(persona.firstname, persona.lastname)
@@ -95,6 +101,7 @@ def run_data_stage(ctx: TaskContext) -> None:
                         continue  # committed by an earlier attempt: never insert a batch twice
                     inserted = q.insert_personas(session, ctx.task_pk, batch_number, fresh)
                 remaining -= inserted
+                handoff.stored()
                 for stored_persona in fresh[:inserted]:
                     fill_slot(open_slots, stored_persona)
                 recent = (recent + [f"{p['firstname']} {p['lastname']}" for p in fresh])[-MAX_EXCLUDED_NAMES:]
@@ -103,6 +110,11 @@ def run_data_stage(ctx: TaskContext) -> None:
                 future.cancel()
     if remaining > 0:
         ctx.note(f"data stage: {remaining} of {ctx.count} personas missing after {requests_made} batch requests")
+
+
+def _generate(ctx: TaskContext, request: PersonaRequest) -> PersonaBatch:
+    with ctx.provider_call("persona"):
+        return ctx.providers.persona.generate(request)
 
 
 def _open_slots(ctx: TaskContext) -> list[dict[str, Any]]:

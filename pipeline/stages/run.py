@@ -1,10 +1,13 @@
-"""One claimed task from start to final status: the data stage, the image stage, the review and finalize, and
-what happens when a task is cancelled, loses its lease, is stopped or fails."""
+"""One claimed task from start to final status: the data stage and the image stage (overlapping: a persona's
+images start once its batch is stored), the review and finalize, and what happens when a task is cancelled,
+loses its lease, is stopped or fails."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError
 
@@ -14,6 +17,7 @@ from db.session import Database
 from pipeline.core.errors import LeaseLost, PipelineError, TaskCancelled
 from pipeline.stages.context import TaskContext, WorkerStopping
 from pipeline.stages.data import run_data_stage
+from pipeline.stages.handoff import Handoff, StageAborted
 from pipeline.stages.images.stage import run_image_stage
 from pipeline.stages.review.task_review import Review, ReviewLanes
 
@@ -24,9 +28,8 @@ def run_task(ctx: TaskContext) -> str:
     """Run (or resume) a claimed task to a final status; returns it ('released' when handed back)."""
     lanes = ReviewLanes(ctx)
     try:
-        run_data_stage(ctx)
         lanes.start()
-        run_image_stage(ctx, on_persona_done=lanes.persona_done)
+        run_stages(ctx, on_persona_done=lanes.persona_done)
         return finalize(ctx, run_review(ctx, lanes))
     except TaskCancelled:
         with ctx.guarded() as (session, task):
@@ -59,6 +62,28 @@ def run_task(ctx: TaskContext) -> str:
         return TaskStatus.FAILED.value
     finally:
         lanes.close()
+
+
+def run_stages(ctx: TaskContext, on_persona_done: Callable[[int], None]) -> None:
+    """The data stage and the image stage at once: the image stage (on a thread of its own) starts on each batch's
+    personas when the data stage has stored it. When either fails, the other stops at its next checkpoint, and the
+    error that stopped the first is raised."""
+    handoff = Handoff()
+    with ThreadPoolExecutor(1, thread_name_prefix=f"images-{ctx.task_id}") as pool:
+        images = pool.submit(run_image_stage, ctx, handoff, on_persona_done)
+        try:
+            run_data_stage(ctx, handoff)
+        except BaseException as data_error:
+            handoff.abort()
+            try:
+                images.result()
+            except BaseException as image_error:
+                if isinstance(data_error, StageAborted):
+                    raise image_error from None  # the image stage failed first: its error is the task's
+            raise
+        finally:
+            handoff.data_done()
+        images.result()
 
 
 def fail_unstartable(db: Database, task_pk: int, worker_id: str, reason: str) -> None:

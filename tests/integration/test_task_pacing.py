@@ -65,22 +65,72 @@ class _MeteredProviders(ProviderCache):
         return Providers(base.persona, _Slow(base.prompt, self.meter), _Slow(base.image, self.meter))
 
 
-def test_a_task_has_persona_threads_calls_in_flight_and_more_personas_under_way(
+class _SlowGrids(ProviderCache):
+    """Offline providers whose grids take ``latency`` (far longer than a grid prompt, as with real providers)."""
+
+    def __init__(self, settings: Any, latency: float):
+        super().__init__(settings)
+        self.latency = latency
+
+    def for_names(self, persona: str, image: str) -> Providers:
+        base = super().for_names(persona, image)
+        outer = self
+
+        class Image:
+            name = "slow-grids-offline"
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(base.image, name)
+
+            def make_grid(self, image: bytes, prompt: str, *, seed: int) -> bytes:
+                time.sleep(outer.latency)
+                return base.image.make_grid(image, prompt, seed=seed)
+
+        return Providers(base.persona, base.prompt, Image())
+
+
+def test_personas_in_flight_bounds_the_personas_under_way_not_persona_threads(
     database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``PERSONA_THREADS`` bounds the task's provider calls in flight, not its personas: more personas are under
-    way, so while some store and process what they got, that many calls are still out."""
-    settings = make_settings(db_url, tmp_path, persona_threads=2)
+    """``PERSONAS_IN_FLIGHT`` personas of a task are made at once, whatever ``PERSONA_THREADS`` says: their calls
+    wait for the providers' limits, not for each other."""
+    settings = make_settings(db_url, tmp_path, personas_in_flight=6)
     meter = _Meter(CALL_SECONDS)  # the providers' calls
     under_way = _Meter()  # the personas being made
     real = image_stage.make_persona_images
-    monkeypatch.setattr(image_stage, "make_persona_images", lambda ctx, rid: under_way.call(real, ctx, rid))
-    task_id = submit(database, settings, make_user(database), count=8, images=4)
+    monkeypatch.setattr(image_stage, "make_persona_images", lambda ctx, rid, *a: under_way.call(real, ctx, rid, *a))
+    task_id = submit(database, settings, make_user(database), count=12, images=4)
     run_worker(database, local_storage(tmp_path), settings, providers=_MeteredProviders(settings, meter))
     rows = results_of(database, task_id)
     assert task_row(database, task_id).status == "completed" and all(r.image_count == 4 for r in rows)
-    assert meter.max_calls == 2  # never more than PERSONA_THREADS calls, and both slots used
-    assert under_way.max_calls == 4  # twice as many personas under way
+    assert under_way.max_calls == 6  # PERSONAS_IN_FLIGHT personas at once, never more
+
+
+def test_a_personas_grids_run_in_parallel_and_its_blocks_are_stored_in_order(
+    database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A persona's second grid is asked for as soon as its second prompt is there, while the first grid is still
+    out (the prompts stay one after another); the blocks are stored in order all the same."""
+    blocks: dict[tuple[str, int], tuple[float, float]] = {}
+    real = image_stage._make_block
+
+    def timed(ctx: Any, persona: Any, persona_key: str, base: bytes, block: int, *args: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return real(ctx, persona, persona_key, base, block, *args)
+        finally:
+            blocks[persona_key, block] = (start, time.monotonic())
+
+    monkeypatch.setattr(image_stage, "_make_block", timed)
+    settings = make_settings(db_url, tmp_path)
+    task_id = submit(database, settings, make_user(database), count=2, images=8)
+    run_worker(database, local_storage(tmp_path), settings, providers=_SlowGrids(settings, 0.5))
+    assert task_row(database, task_id).status == "completed"
+    for row in results_of(database, task_id):
+        key = f"b{row.batch_number}-s{row.slot}"
+        assert blocks[key, 1][0] < blocks[key, 0][1], f"persona {key}: its second grid waited for the first"
+        assert [image["index"] for image in row.image_meta["images"]] == list(range(8))
+        assert [block["block"] for block in row.image_meta["blocks"]] == [0, 1]
 
 
 def test_the_review_uses_the_stored_hashes_and_prefetched_languages_and_equals_a_review_from_scratch(

@@ -7,7 +7,9 @@ optionally ``crop_white_borders`` -> optionally ``randomize_style`` -> JPEG + 25
 from __future__ import annotations
 
 import io
+import os
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,22 @@ THUMBNAIL_SIDE = 256
 DEFAULT_JPEG_QUALITY = 92
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), as ``Image.crop`` takes it
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# The image work of a whole process (every task's grids) runs on at most this many threads at once: a worker has
+# many calls in flight, and their grids must not all be decoded and styled at the same time, each slowing the
+# others and holding its memory, while the calls whose replies are due wait for the interpreter.
+_CPU_SLOTS = threading.BoundedSemaphore(_cores())
+
+
+def cpu_slot() -> threading.BoundedSemaphore:
+    """Hold while doing a grid's CPU work (``with cpu_slot(): ...``): one of the process's per-core slots."""
+    return _CPU_SLOTS
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,24 @@
-"""The image stage: each pending persona's base selfie (or a library face edited into it), then blocks of 4
-variations, several personas in parallel; a persona whose provider calls ran out of retries is resumed a few
-times before it is marked failed.
+"""The image stage: each pending persona's base selfie (or a library face edited into it), then its blocks of 4
+variations: the grid prompts one after another (each avoids the ideas before it), each block's grid asked for as
+soon as its prompt is there, so a persona's grids run in parallel. Many personas run at once; their calls wait for
+the providers' limits (``TaskContext.provider_call``), not for each other. A persona whose provider calls ran out of
+retries is resumed a few times before it is marked failed.
 
-Resumable: a stored base is reused (never regenerated) and finished blocks are kept. Objects are written
-under deterministic keys before their row is committed, so a retried block overwrites the same keys instead
-of leaving orphans.
+It overlaps the data stage: personas are started as their batches are committed (``Handoff``), read from the
+database as pending, so a resume starts from what is committed.
+
+Resumable: a stored base is reused (never regenerated) and finished blocks are kept. Blocks are committed in
+order (a block finished early waits in memory for the ones before it), so a persona's first ``image_count / 4``
+blocks are its done ones. Objects are written
+under new keys just before their row is committed (never over a recorded image); what a run wrote but never
+recorded is removed when the persona is next worked on (``sweep``).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -32,49 +39,96 @@ from pipeline.core.images import image_size
 from pipeline.core.keys import base_image_key, content_type_for, extension_for, thumbnail_key, variation_key
 from pipeline.providers.prompts import base_selfie_prompt, face_edit_prompt
 from pipeline.stages.context import TaskContext, WorkerStopping
-from pipeline.stages.images.imaging import ProcessedImage, process_grid
+from pipeline.stages.handoff import Handoff, StageAborted
+from pipeline.stages.images.imaging import ProcessedImage, cpu_slot, process_grid
+from pipeline.stages.images.sweep import sweep_unreferenced
 from pipeline.storage import read_image
 from pipeline.storage.faces import FaceLibrary
 
 GRID_ATTEMPTS = 3  # a grid that is not 2x2 is asked for again, with another seed
 FACE_ATTEMPTS = 3  # up to 3 different library faces when the provider refuses one
+# The driver looks for newly stored personas when the data stage says it stored some, and at least this often
+# (so a cancel or a lost lease is noticed while nothing is stored).
+POLL_SECONDS = 1.0
+_STOPS = (LeaseLost, TaskCancelled, WorkerStopping, StageAborted, DBAPIError)  # the task stops, not a persona
 
 
-def run_image_stage(ctx: TaskContext, on_persona_done: Callable[[int], None] | None = None) -> None:
-    """Make each pending persona's base and variations, several personas in parallel; ``on_persona_done`` is
-    called with each persona that completes (the review's lanes start on it)."""
-    with ctx.guarded() as (session, task):  # the data stage's end and this stage's start: one transaction
-        pending = q.pending_persona_ids(session, ctx.task_pk)
-        status = TaskStatus.GENERATING_IMAGES if pending else TaskStatus.DATA_GENERATED
-        q.set_task_status(session, task, status.value)
-    if not pending:
-        return
-    ctx.log.info("image stage: %d personas", len(pending))
+def run_image_stage(
+    ctx: TaskContext, handoff: Handoff | None = None, on_persona_done: Callable[[int], None] | None = None
+) -> None:
+    """Make each pending persona's base and variations, many personas at once, starting on the personas the data
+    stage stores while it runs (``handoff``; without one, the data stage is over). ``on_persona_done`` is called
+    with each persona that completes (the review's lanes start on it)."""
+    if handoff is None:
+        handoff = Handoff()
+        handoff.data_done()
     on_persona_done = on_persona_done or (lambda _result_id: None)
-    # Twice the calls in flight: a persona between two calls (storing its base, processing its grid) does not
-    # hold one of the task's call slots (``TaskContext.provider_call``).
-    threads = max(1, min(2 * ctx.settings.persona_threads, len(pending)))
-    with ThreadPoolExecutor(threads, thread_name_prefix=f"img-{ctx.task_id}") as pool:
-        futures = [pool.submit(_persona_unit, ctx, result_id, on_persona_done) for result_id in pending]
+    n_blocks = max(1, ctx.images_per_persona // IMAGES_PER_BLOCK)
+    personas_at_once = max(1, int(ctx.settings.personas_in_flight))
+    started: set[int] = set()
+    running: set[Future[None]] = set()
+    # Threads wait on HTTP most of the time: one per persona under way and one per grid of each (the CPU work in
+    # them is bounded separately, ``cpu_slot``).
+    with ThreadPoolExecutor(personas_at_once, thread_name_prefix=f"img-{ctx.task_id}") as personas, \
+            ThreadPoolExecutor(personas_at_once * n_blocks, thread_name_prefix=f"grid-{ctx.task_id}") as grids:
         try:
-            for future in futures:
-                future.result()
+            seen, status_written = -1, False
+            while True:
+                seen, data_done = handoff.wait(seen, POLL_SECONDS)
+                handoff.check(ctx)
+                for future in [f for f in running if f.done()]:
+                    running.discard(future)
+                    future.result()  # raises what stops the task (a persona's own failure is recorded on it)
+                if len(running) >= personas_at_once:
+                    continue  # a persona's end wakes the wait
+                pending = _pending(ctx, write_status=data_done and not status_written)
+                status_written = status_written or data_done
+                for result_id in pending:
+                    if result_id not in started and len(running) < personas_at_once:
+                        started.add(result_id)
+                        future = personas.submit(_persona_unit, ctx, result_id, grids, handoff, on_persona_done)
+                        future.add_done_callback(lambda _f: handoff.wake())
+                        running.add(future)
+                if data_done and started.issuperset(pending):
+                    break
+            while running:
+                finished, running = wait(running, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    future.result()
         except BaseException:
-            for future in futures:
+            handoff.abort()  # the data stage stops too; the personas under way stop at their next call
+            for future in running:
                 future.cancel()
             raise
+
+
+def _pending(ctx: TaskContext, *, write_status: bool) -> list[int]:
+    """The task's stored pending personas; ``write_status`` (the data stage has ended): and the task's status
+    says so (``generating-images``, or ``data-generated`` when no persona is left to make), in one transaction."""
+    if not write_status:
+        with ctx.db.session() as session:
+            return q.pending_persona_ids(session, ctx.task_pk)
+    with ctx.guarded() as (session, task):
+        pending = q.pending_persona_ids(session, ctx.task_pk)
+        status = TaskStatus.GENERATING_IMAGES if pending else TaskStatus.DATA_GENERATED
+        if task.status != status.value:
+            q.set_task_status(session, task, status.value)
+    return pending
 
 
 PERSONA_ATTEMPTS = 3  # a persona whose provider calls ran out of retries is resumed up to this many times
 PERSONA_RETRY_PAUSE_SECONDS = 2.0
 
 
-def _persona_unit(ctx: TaskContext, result_id: int, on_done: Callable[[int], None]) -> None:
-    ctx.checkpoint()
+def _persona_unit(
+    ctx: TaskContext, result_id: int, grids: Executor, handoff: Handoff, on_done: Callable[[int], None]
+) -> None:
+    handoff.check(ctx)
     try:
         for attempt in range(1, PERSONA_ATTEMPTS + 1):
             try:
-                make_persona_images(ctx, result_id)  # resumes: the stored base and finished blocks are kept
+                # resumes: the stored base and finished blocks are kept
+                make_persona_images(ctx, result_id, grids, handoff)
                 on_done(result_id)
                 return
             except ProviderError as exc:
@@ -83,7 +137,7 @@ def _persona_unit(ctx: TaskContext, result_id: int, on_done: Callable[[int], Non
                 ctx.log.warning("persona %d: %s; resuming it (attempt %d of %d)", result_id, exc, attempt + 1,
                                 PERSONA_ATTEMPTS)
                 ctx.sleep(PERSONA_RETRY_PAUSE_SECONDS * attempt)
-    except (LeaseLost, TaskCancelled, WorkerStopping, DBAPIError):
+    except _STOPS:
         raise  # not the persona's fault: the whole task stops (and resumes later where needed)
     except PipelineError as exc:
         _fail_persona(ctx, result_id, str(exc))
@@ -104,7 +158,10 @@ def _draft(row: GenerationResult) -> PersonaDraft:
     return PersonaDraft(**{name: getattr(row, name) for name in PERSONA_FIELDS})
 
 
-def make_persona_images(ctx: TaskContext, result_id: int) -> None:
+def make_persona_images(ctx: TaskContext, result_id: int, grids: Executor, handoff: Handoff) -> None:
+    """One persona's base (unless stored) and its missing blocks. The grid prompts are asked for one after
+    another (each avoids the ideas before it); each block's grid goes out on ``grids`` as soon as its prompt is
+    there, and the blocks are committed in order."""
     with ctx.db.session() as session:
         row = q.get_result(session, result_id)
         if row is None or row.status != PersonaStatus.PENDING.value:
@@ -117,11 +174,12 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
     persona_key = f"b{batch}-s{slot}"
     append = str(ctx.snapshot.get("base_prompt_append") or "")
     n_blocks = ctx.images_per_persona // IMAGES_PER_BLOCK
+    sweep_unreferenced(ctx, result_id, batch, slot)  # what an earlier run wrote but never recorded
 
     if base_uri:
         base = read_image(ctx.storage, base_uri)  # resume: reuse the stored base, never regenerate it
     else:
-        ctx.checkpoint()
+        handoff.check(ctx)
         base, meta = _make_base(ctx, persona, persona_key, append)
         key = base_image_key(ctx.task_id, batch, slot, extension_for(base))
         uri = ctx.storage.put(key, base, content_type_for(key))
@@ -131,34 +189,22 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
             if row is not None:
                 q.set_base_image(session, row, uri, meta)
 
-    for block in range(done_blocks, n_blocks):
-        ctx.checkpoint()
-        prompt, processed, retries = _make_block(ctx, persona, persona_key, base, block, history, append)
-        uris, metas = [], []
-        for i, image in enumerate(processed):
-            index = block * IMAGES_PER_BLOCK + i
-            key = variation_key(ctx.task_id, batch, slot, index)
-            uri = ctx.storage.put(key, image.data, "image/jpeg")
-            thumb = ctx.storage.put(thumbnail_key(key), image.thumb, "image/jpeg")
-            uris.append(uri)
-            metas.append(
-                ImageMeta(
-                    key=uri, thumb_key=thumb, width=image.width, height=image.height, format="JPEG",
-                    bytes=len(image.data), block=block, index=index, style=image.style, phash=f"{image.phash:016x}",
-                ).as_dict()
-                | {"quality": image.quality}
-            )
-        with ctx.guarded() as (session, _task):
-            row = q.get_result(session, result_id)
-            if row is None:
+    blocks: list[Future[tuple[str, list[ProcessedImage], int]]] = []
+    try:
+        for block in range(done_blocks, n_blocks):
+            handoff.check(ctx)
+            prompt = _grid_prompt(ctx, persona, persona_key, block, 0, history, append)
+            blocks.append(grids.submit(_make_block, ctx, persona, persona_key, base, block, prompt, list(history),
+                                       append, handoff))
+            history.append(prompt)  # the next block's prompt avoids this one's idea
+        for block, future in enumerate(blocks, start=done_blocks):
+            prompt, processed, retries = future.result()
+            if _store_block(ctx, result_id, batch, slot, block, prompt, processed, retries):
                 return
-            q.append_images(session, row, uris, metas, {"block": block, "prompt": prompt, "retries": retries})
-            if row.image_count >= ctx.images_per_persona:
-                # The last block and the completion in one transaction: a crash before it commits leaves the
-                # persona pending with its earlier blocks, and a resume redoes only this block.
-                q.mark_persona(session, row, PersonaStatus.COMPLETED.value)
-                return
-        history.append(prompt)
+    finally:
+        for future in blocks:
+            future.cancel()
+        wait(blocks)  # a grid still out is waited for: nothing of this persona runs once it is over
 
     with ctx.guarded() as (session, _task):  # nothing left to make (resumed after the last block committed)
         row = q.get_result(session, result_id)
@@ -166,18 +212,50 @@ def make_persona_images(ctx: TaskContext, result_id: int) -> None:
             q.mark_persona(session, row, PersonaStatus.COMPLETED.value)
 
 
+def _store_block(
+    ctx: TaskContext, result_id: int, batch: int, slot: int, block: int, prompt: str, processed: list[ProcessedImage],
+    retries: int,
+) -> bool:
+    """Write one block's images and commit them; returns whether that completed the persona (or it is gone)."""
+    uris, metas = [], []
+    for i, image in enumerate(processed):
+        index = block * IMAGES_PER_BLOCK + i
+        key = variation_key(ctx.task_id, batch, slot, index)
+        uri = ctx.storage.put(key, image.data, "image/jpeg")
+        thumb = ctx.storage.put(thumbnail_key(key), image.thumb, "image/jpeg")
+        uris.append(uri)
+        metas.append(
+            ImageMeta(
+                key=uri, thumb_key=thumb, width=image.width, height=image.height, format="JPEG",
+                bytes=len(image.data), block=block, index=index, style=image.style, phash=f"{image.phash:016x}",
+            ).as_dict()
+            | {"quality": image.quality}
+        )
+    with ctx.guarded() as (session, _task):
+        row = q.get_result(session, result_id)
+        if row is None:
+            return True
+        q.append_images(session, row, uris, metas, {"block": block, "prompt": prompt, "retries": retries})
+        if row.image_count >= ctx.images_per_persona:
+            # The last block and the completion in one transaction: a crash before it commits leaves the
+            # persona pending with its earlier blocks, and a resume redoes only this block.
+            q.mark_persona(session, row, PersonaStatus.COMPLETED.value)
+            return True
+    return False
+
+
 def _make_base(ctx: TaskContext, persona: PersonaDraft, persona_key: str, append: str) -> tuple[bytes, dict[str, Any]]:
     seed = derive_seed(ctx.seed, persona_key, "base")
     if not ctx.toggle("randomize_face_base"):
         prompt = base_selfie_prompt(persona, append)
         try:
-            with ctx.provider_call():
+            with ctx.provider_call("image"):
                 data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
         except RefusalError:
             # The bio text is the usual trigger of a moderation refusal: ask once more without it.
             ctx.log.info("base selfie refused; retrying without the bio text")
             prompt = base_selfie_prompt(persona, append, include_bio=False)
-            with ctx.provider_call():
+            with ctx.provider_call("image"):
                 data = ctx.providers.image.generate_base(persona, prompt, seed=seed)
         return data, _base_meta(data, prompt, None)
     library = FaceLibrary.from_settings(ctx.settings)
@@ -192,7 +270,7 @@ def _make_base(ctx: TaskContext, persona: PersonaDraft, persona_key: str, append
         tried.add(ref)
         reference = library.read(ref)
         try:
-            with ctx.provider_call():
+            with ctx.provider_call("image"):
                 data = ctx.providers.image.edit_face(reference, persona, prompt, seed=seed)
         except RefusalError as exc:  # moderation refused this face: try another one
             last = exc
@@ -215,27 +293,31 @@ def _base_meta(data: bytes, prompt: str, face_ref: str | None) -> dict[str, Any]
     }
 
 
+def _grid_prompt(
+    ctx: TaskContext, persona: PersonaDraft, persona_key: str, block: int, attempt: int, history: list[str], append: str
+) -> str:
+    """A grid prompt for ``block`` that avoids the ideas in ``history`` (``attempt``: a refused grid's new idea)."""
+    seed = derive_seed(ctx.seed, persona_key, "prompt", block, *((attempt,) if attempt else ()))
+    with ctx.provider_call("prompt"):
+        text = ctx.providers.prompt.grid_prompt(persona, history, seed=seed)
+    return f"{text} {append}" if append and append not in text else text
+
+
 def _make_block(
-    ctx: TaskContext, persona: PersonaDraft, persona_key: str, base: bytes, block: int, history: list[str], append: str
+    ctx: TaskContext, persona: PersonaDraft, persona_key: str, base: bytes, block: int, prompt: str,
+    history: list[str], append: str, handoff: Handoff,
 ) -> tuple[str, list[ProcessedImage], int]:
-    """Ask for a grid prompt, edit the stored base into a 2x2 grid, split and post-process it.
+    """Edit the stored base into a 2x2 grid for ``prompt``, split and post-process it.
 
-    Returns the prompt, the four processed images and how many grids were rejected before this one. A grid
-    that is not 2x2 is asked for again; a refused one is asked for with a new prompt (another idea).
+    Returns the prompt used, the four processed images and how many grids were rejected before this one. A grid
+    that is not 2x2 is asked for again; a refused one is asked for with a new prompt (another idea, avoiding
+    ``history``: the earlier blocks' prompts).
     """
-
-    def new_prompt(attempt: int) -> str:
-        seed = derive_seed(ctx.seed, persona_key, "prompt", block, *((attempt,) if attempt else ()))
-        with ctx.provider_call():
-            text = ctx.providers.prompt.grid_prompt(persona, history, seed=seed)
-        return f"{text} {append}" if append and append not in text else text
-
-    prompt = new_prompt(0)
     last: ImageCheckError | RefusalError | None = None
     for attempt in range(GRID_ATTEMPTS):
-        ctx.checkpoint()
+        handoff.check(ctx)
         try:
-            with ctx.provider_call():
+            with ctx.provider_call("image"):
                 grid = ctx.providers.image.make_grid(
                     base, prompt, seed=derive_seed(ctx.seed, persona_key, "grid", block, attempt)
                 )
@@ -243,17 +325,18 @@ def _make_block(
             last = exc
             ctx.log.warning("grid %d of %s refused (attempt %d); asking for another idea", block, persona_key,
                             attempt + 1)
-            prompt = new_prompt(attempt + 1)
+            prompt = _grid_prompt(ctx, persona, persona_key, block, attempt + 1, history, append)
             continue
         try:
-            processed = process_grid(
-                grid,
-                crop_borders=ctx.toggle("crop_white_borders"),
-                randomize=ctx.toggle("randomize_image_style"),
-                seed=ctx.seed,
-                persona_key=persona_key,
-                first_index=block * IMAGES_PER_BLOCK,
-            )
+            with cpu_slot():
+                processed = process_grid(
+                    grid,
+                    crop_borders=ctx.toggle("crop_white_borders"),
+                    randomize=ctx.toggle("randomize_image_style"),
+                    seed=ctx.seed,
+                    persona_key=persona_key,
+                    first_index=block * IMAGES_PER_BLOCK,
+                )
         except ImageCheckError as exc:
             last = exc
             ctx.log.warning("grid %d of %s rejected (attempt %d): %s", block, persona_key, attempt + 1, exc)

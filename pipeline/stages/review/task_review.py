@@ -92,6 +92,10 @@ class ReviewPrefetch:
 
     def _detect_language(self, result_id: int) -> None:
         text = self._texts.get(result_id)
+        if text is None:  # stored after the texts were read (the data stage runs alongside the images)
+            with self.ctx.db.session() as session:
+                row = q.get_result(session, result_id)
+                text = language_text(_bios(row), row.about) if row is not None else None
         if text is not None and text not in self.languages and not self.ctx.cancel.is_set():
             self.languages[text] = detect_language(text)
 
