@@ -305,6 +305,7 @@ class ProviderState(Base):
     refusals_in_row: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_decrease_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_refusal_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     throttled: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)  # refusals since throttled_since
     throttled_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("refusals_in_row", sa.Integer(), nullable=False),
         sa.Column("paused_until", sa.DateTime(), nullable=True),
         sa.Column("last_decrease_at", sa.DateTime(), nullable=True),
+        sa.Column("last_refusal_at", sa.DateTime(), nullable=True),
         sa.Column("throttled", sa.Integer(), nullable=False),
         sa.Column("throttled_since", sa.DateTime(), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),

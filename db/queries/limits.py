@@ -232,15 +232,19 @@ def record_pushback(
     """The provider pushed back: a refusal (``throttled``: 429, 503 or a ``Retry-After``; else another 5xx or no
     reply) or a reply far slower than usual (``slow``). A throttle or a slow reply halves its effective limit (not
     below 1, at most once per ``cooldown_seconds``: the calls already out when it halved come back refused too);
-    ``BREAKER_REFUSALS`` refusals in a row open the circuit breaker: no call until a pause is over (at least the
+    ``BREAKER_REFUSALS`` refusals in a row (no success between them, at least ``cooldown_seconds`` apart) open the
+    circuit breaker: no call until a pause is over (at least the
     ``Retry-After``), then one probe at a time."""
     state = _locked_state(session, provider, now)
     if throttled:
         if state.throttled_since is None or now - state.throttled_since > THROTTLE_WINDOW:
             state.throttled, state.throttled_since = 0, now
         state.throttled += 1
-    if not slow:
+    if not slow and (state.last_refusal_at is None
+                     or (now - state.last_refusal_at).total_seconds() >= cooldown_seconds):
+        # One refusal per cooldown: a burst of calls refused together is one refusal, not a sustained run.
         state.refusals_in_row += 1
+        state.last_refusal_at = now
     cooled = state.last_decrease_at is None or (now - state.last_decrease_at).total_seconds() >= cooldown_seconds
     if (throttled or slow) and cooled:
         state.effective_limit = max(1, effective_limit(state, configured) // 2)

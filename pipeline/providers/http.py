@@ -1,20 +1,25 @@
-"""The one HTTP client of all providers: timeouts, bounded retries, a per-process in-flight limit, safe errors.
+"""The one HTTP client of all providers: timeouts, bounded retries, safe errors, and a report of each attempt.
 
 Retried (exponential backoff with jitter, ``Retry-After`` honoured): timeouts, connection errors, a reply cut
 off mid-body, invalid JSON, 408, 429 and 5xx. Not retried: other 4xx, and moderation refusals, which raise
-``RefusalError``. Error messages name the provider and the status and carry at most the upstream error
-*message*, clipped — never a whole body, a header or an API key.
+``RefusalError``, and an exhausted quota (429 ``insufficient_quota``: waiting does not refill it). Error messages
+name the provider and the status and carry at most the upstream error *message*, clipped — never a whole body, a
+header or an API key.
+
+How many calls are in flight is not decided here but by the provider limiter (``pipeline.stages.limits``), which
+learns what each attempt came to (status, ``Retry-After``, latency) through ``observe``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Self
@@ -37,23 +42,38 @@ CONNECT_TIMEOUT_CAP_SECONDS = 10.0
 MESSAGE_MAX_CHARS = 200
 RETRIED_STATUSES = frozenset({408, 429})
 REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
-
-_SEMAPHORES: dict[str, tuple[int, threading.BoundedSemaphore]] = {}
-_SEMAPHORES_LOCK = threading.Lock()
+QUOTA_CODES = frozenset({"insufficient_quota"})
 
 
-def provider_semaphore(provider: str, max_in_flight: int) -> threading.BoundedSemaphore:
-    """The process-wide in-flight limit of ``provider``, shared by every client of that provider.
+@dataclass(frozen=True)
+class Attempt:
+    """What one HTTP attempt came to, as the provider limiter sees it (``observe``)."""
 
-    A different limit for the same provider (settings rebuilt, e.g. in tests) replaces the semaphore.
-    """
-    limit = max(1, int(max_in_flight))
-    with _SEMAPHORES_LOCK:
-        current = _SEMAPHORES.get(provider)
-        if current is None or current[0] != limit:
-            current = (limit, threading.BoundedSemaphore(limit))
-            _SEMAPHORES[provider] = current
-        return current[1]
+    endpoint: str  # method and path, e.g. "POST /v1/images/edits": latencies are compared per endpoint
+    status: int | None  # None: no reply (a timeout, a refused or dropped connection)
+    seconds: float
+    retry_after: float | None = None
+
+
+_observers = threading.local()
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[[Attempt], None]) -> Iterator[None]:
+    """Call ``callback`` with each HTTP attempt this thread makes inside the block (it may block or raise: the
+    attempt is over, and an exception ends the request)."""
+    previous = getattr(_observers, "callback", None)
+    _observers.callback = callback
+    try:
+        yield
+    finally:
+        _observers.callback = previous
+
+
+def _report(attempt: Attempt) -> None:
+    callback = getattr(_observers, "callback", None)
+    if callback is not None:
+        callback(attempt)
 
 
 @dataclass(frozen=True)
@@ -134,7 +154,6 @@ class HttpClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.retry_after_cap = retry_after_cap
-        self._semaphore = provider_semaphore(provider, max_in_flight)
         self._secrets = [v.split(" ", 1)[-1] for k, v in (headers or {}).items() if v and _is_secret_header(k)]
         self._session = requests.Session()  # trust_env: proxies, NO_PROXY, CA bundle and ~/.netrc, per call
         extra = dict(headers or {})
@@ -144,6 +163,7 @@ class HttpClient:
             # set, and a netrc entry for the provider's host would otherwise replace the provider's key.
             self._session.auth = _Authorization(extra.pop(authorization))
         self._session.headers.update(extra)
+        # Connections kept open for reuse; more calls than this at once still go out (on fresh connections).
         pool = max(1, int(max_in_flight))
         adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
         self._session.mount("http://", adapter)
@@ -214,29 +234,36 @@ class HttpClient:
         read_timeout = self.timeout if timeout is None else timeout
         limits = (min(read_timeout, CONNECT_TIMEOUT_CAP_SECONDS), read_timeout)
         host = urlsplit(url).netloc or url
-        with self._semaphore:
+        endpoint = f"{method} {urlsplit(url).path}"
+        started = time.monotonic()
+        try:
+            response = self._session.request(method, url, json=json, data=data, files=files, timeout=limits)
             try:
-                response = self._session.request(method, url, json=json, data=data, files=files, timeout=limits)
-                try:
-                    body = response.content  # reads the whole body: a cut-off reply fails here
-                finally:
-                    response.close()
-            except requests.Timeout:
-                raise TransientError(f"timed out after {read_timeout:g} s waiting for {host}") from None
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
-                raise TransientError(f"connection to {host} closed mid-reply") from None
-            except (
-                requests.exceptions.InvalidURL,
-                requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema,
-            ):
-                raise ProviderError(
-                    self.provider, f"invalid URL for {host}: check the base URL", retryable=False
-                ) from None
-            except requests.ConnectionError:
-                raise TransientError(f"could not connect to {host}") from None
-            except requests.RequestException as exc:
-                raise TransientError(f"request to {host} failed ({type(exc).__name__})") from None
+                body = response.content  # reads the whole body: a cut-off reply fails here
+            finally:
+                response.close()
+        except requests.Timeout:
+            _report(Attempt(endpoint, None, time.monotonic() - started))
+            raise TransientError(f"timed out after {read_timeout:g} s waiting for {host}") from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            _report(Attempt(endpoint, None, time.monotonic() - started))
+            raise TransientError(f"connection to {host} closed mid-reply") from None
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ):
+            raise ProviderError(
+                self.provider, f"invalid URL for {host}: check the base URL", retryable=False
+            ) from None
+        except requests.ConnectionError:
+            _report(Attempt(endpoint, None, time.monotonic() - started))
+            raise TransientError(f"could not connect to {host}") from None
+        except requests.RequestException as exc:
+            _report(Attempt(endpoint, None, time.monotonic() - started))
+            raise TransientError(f"request to {host} failed ({type(exc).__name__})") from None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), self.retry_after_cap)
+        _report(Attempt(endpoint, response.status_code, time.monotonic() - started, retry_after))
         return _Reply(response.status_code, response.headers, body)
 
     def _decode(self, reply: _Reply) -> dict[str, Any]:
@@ -248,6 +275,8 @@ class HttpClient:
                 text = f"{text} (check the API key)"
             if code in REFUSAL_CODES:
                 raise RefusalError(self.provider, f"refused by moderation: {text}", status=status)
+            if code in QUOTA_CODES:
+                raise ProviderError(self.provider, f"quota exhausted: {text}", status=status, retryable=False)
             if status in RETRIED_STATUSES or status >= 500:
                 retry_after = parse_retry_after(reply.headers.get("Retry-After"), self.retry_after_cap)
                 raise TransientError(text, status=status, retry_after=retry_after)

@@ -2,7 +2,9 @@
 
 Every write goes through ``TaskContext.guarded()``, which re-checks in the same transaction that this worker
 still holds the lease (row-locked on PostgreSQL): a worker that lost its lease stops touching the task.
-Between units of work ``checkpoint()`` honours cancel, lease loss and worker shutdown.
+Between units of work ``checkpoint()`` honours cancel, lease loss and worker shutdown. Every provider call goes
+through ``TaskContext.provider_call(kind)``, which holds a slot of that provider's limit over all workers and hosts
+(``pipeline.stages.limits``) and stops the task's calls to a provider that refuses most of them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import db.queries as q
 from db.models import GenerationTask, utcnow
 from db.session import Database
 from pipeline.core.config import Settings
-from pipeline.core.errors import LeaseLost, PipelineError, TaskCancelled
+from pipeline.core.errors import LeaseLost, PipelineError, ProviderError, RefusalError, TaskCancelled
 from pipeline.providers.registry import Providers
+from pipeline.stages.limits import CallRecord, ProviderFailing, ProviderLimiter, limiter_for, provider_key
 from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -62,20 +65,46 @@ class TaskContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     log: TaskLog = field(init=False)
-    _call_slots: threading.BoundedSemaphore = field(init=False)
+    limiter: ProviderLimiter = field(init=False)
+    calls: CallRecord = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = TaskLog(logger, {"task_id": self.task_id})
-        self._call_slots = threading.BoundedSemaphore(max(1, self.settings.persona_threads))
+        self.limiter = limiter_for(self.db)
+        self.calls = CallRecord()
 
     @contextlib.contextmanager
-    def provider_call(self, kind: str = "") -> Iterator[None]:
-        """One of the task's ``PERSONA_THREADS`` provider calls in flight (``kind``: "persona", "prompt" or
-        "image", the provider called). The image stage runs more personas than that, so while one persona's
-        grid is split, styled and stored, another's call is already out."""
-        with self._call_slots:
+    def provider_call(self, kind: str) -> Iterator[None]:
+        """Around one call to the ``kind`` provider ("persona", "prompt" or "image"; the call runs in this thread):
+        waits for a slot of that provider's limit, shared by every task, worker and host (cancel and a lost lease
+        are honoured while waiting), and gives it back after. Raises ``ProviderFailing`` once the provider refused
+        most of this task's recent calls for good (a revoked key, an exhausted quota)."""
+        def checkpoint() -> None:  # while waiting for a slot, and once admitted
             self.checkpoint()
-            yield
+            if self.calls.stopped is not None:
+                raise ProviderFailing(kind, self.calls.stopped)
+
+        checkpoint()
+        provider = provider_key(kind, self.snapshot, self.settings.persona_provider, self.settings.image_provider)
+        try:
+            with self.limiter.call(provider, kind, task=self.task_pk, task_id=self.task_id, worker_id=self.worker_id,
+                                   checkpoint=checkpoint):
+                checkpoint()
+                yield
+        except ProviderFailing:
+            raise
+        except RefusalError:  # the content was refused, not the account: the provider works
+            self._record(kind, None)
+            raise
+        except ProviderError as exc:
+            self._record(kind, None if exc.retryable else exc)
+            raise
+        self._record(kind, None)
+
+    def _record(self, kind: str, failure: ProviderError | None) -> None:
+        note = self.calls.add(kind, failure)
+        if note is not None:
+            self.note(note)
 
     @classmethod
     def from_task(cls, task: GenerationTask, **kwargs: Any) -> TaskContext:
