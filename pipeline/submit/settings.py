@@ -1,13 +1,14 @@
-"""Global settings: the four bio prompts, ``max_concurrent_tasks``, ``identity_check`` (``settings``) and the four
-toggles (``config``).
+"""Global settings: the four bio prompts, ``max_concurrent_tasks``, ``identity_check``, the providers' limits
+(``settings``) and the four toggles (``config``).
 
 Changes are validated, restricted to administrators and audited. A running task keeps its frozen snapshot;
-new values apply to the next submitted task (and the cap to the next claim).
+new values apply to the next submitted task (the cap to the next claim, a provider's limits within seconds to
+every running task: they are read at each call's admission).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import db.queries as q
 from db.models import User
@@ -18,7 +19,9 @@ from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, normali
 
 MAX_PROMPT_CHARS = 20_000
 MAX_CONCURRENT_LIMIT = q.MAX_CONCURRENT_LIMIT
-SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES)
+PROVIDER_LIMIT_KEYS: tuple[str, ...] = q.limit_setting_keys()  # {persona,prompt,image}_{concurrency,rate_per_minute}
+SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES,
+                                 *PROVIDER_LIMIT_KEYS)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -29,6 +32,7 @@ class GlobalSettings:
     max_concurrent_tasks: int
     toggles: dict[str, bool]
     identity_check: str = "auto"  # auto (on for real image providers), on or off
+    provider_limits: dict[str, q.ProviderLimits] = field(default_factory=dict)  # by kind: persona, prompt, image
 
 
 def read_settings(db: Database) -> GlobalSettings:
@@ -36,11 +40,13 @@ def read_settings(db: Database) -> GlobalSettings:
         values = q.get_settings_map(session)
         toggles = q.get_config_values(session)
         cap = q.read_max_concurrent_tasks(session)
+        limits = {kind: q.read_provider_limits(session, kind) for kind in q.LIMIT_KINDS}
     return GlobalSettings(
         bio_prompts={key: values.get(key, "") for key in BIO_PROMPT_KEYS},
         max_concurrent_tasks=cap,
         toggles={key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
         identity_check=normalise_mode(values.get(IDENTITY_SETTING_KEY)),
+        provider_limits=limits,
     )
 
 
@@ -54,6 +60,11 @@ def get_setting_value(db: Database, key: str) -> str:
         return str(current.max_concurrent_tasks)
     if key == IDENTITY_SETTING_KEY:
         return current.identity_check
+    if key in PROVIDER_LIMIT_KEYS:
+        limits = current.provider_limits[key.split("_", 1)[0]]
+        if key.endswith("_concurrency"):
+            return str(limits.concurrency)
+        return q.RATE_OFF if limits.rate_per_minute is None else str(limits.rate_per_minute)
     return current.bio_prompts[key]
 
 
@@ -77,6 +88,18 @@ def parse_cap(value: str) -> int:
         return q.parse_max_concurrent_tasks(value)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
+
+
+def parse_provider_limit(key: str, value: str) -> str:
+    """A provider's concurrency (a whole number from 1 to 512) or requests per minute (1 to 100000, or off) as an
+    admin typed it, in its stored form."""
+    try:
+        if key.endswith("_concurrency"):
+            return str(q.parse_provider_concurrency(value, key))
+        rate = q.parse_provider_rate(value, key)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    return q.RATE_OFF if rate is None else str(rate)
 
 
 def parse_identity_mode(value: str) -> str:
@@ -108,6 +131,8 @@ def set_setting_value(db: Database, key: str, value: str, actor: User | None) ->
         text = str(parse_cap(value))
     elif key == IDENTITY_SETTING_KEY:
         text = parse_identity_mode(value)
+    elif key in PROVIDER_LIMIT_KEYS:
+        text = parse_provider_limit(key, value)
     else:
         text = clean_prompt(value)
     with db.transaction(immediate=True) as session:

@@ -11,6 +11,10 @@ script is empty it answers normally, like the real service would::
 (seconds, default 0) makes every reply leave at least that long after its request line arrived (plus any
 scripted delay), like a remote service's fixed response time (the executor benchmark uses it): parsing the
 request and building the reply happen within it, as a remote service's own work is part of its latency.
+
+Provider limits: ``hidden_limit`` makes the fake answer 429 with ``Retry-After: hidden_retry_after`` to a request
+that arrives while that many are already in flight (a provider's limit the client does not know; ``throttled``
+counts them), and ``always`` answers every unscripted request with one behaviour (e.g. a revoked key's 401).
 """
 
 from __future__ import annotations
@@ -209,6 +213,10 @@ class FakeServer:
         self.requests: list[Recorded] = []
         self.max_in_flight = 0
         self._in_flight = 0
+        self.hidden_limit: int | None = None
+        self.hidden_retry_after = 1.0
+        self.throttled = 0
+        self.always: Behaviour | None = None
         self._script: deque[Behaviour] = deque()
         self._made = 0
         self._lock = threading.Lock()
@@ -256,7 +264,10 @@ class FakeServer:
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            behaviour = self._script.popleft() if self._script else Behaviour()
+            behaviour = self._script.popleft() if self._script else (self.always or Behaviour())
+            if self.hidden_limit is not None and self._in_flight > self.hidden_limit and behaviour.kind == "ok":
+                behaviour = rate_limited(self.hidden_retry_after)
+                self.throttled += 1
         counted = True
         try:
             reply = self._reply(self._record(h), behaviour)

@@ -8,10 +8,8 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from pipeline.core.config import Settings
 from pipeline.core.domain import BIO_PROMPT_KEYS, PersonaDraft, PersonaRequest
 from pipeline.core.errors import ConfigError, ProviderError, RefusalError
 from pipeline.providers.flowise import FlowisePersonaProvider, FlowisePromptProvider
-from pipeline.providers.http import HttpClient, parse_retry_after
+from pipeline.providers.http import Attempt, HttpClient, observe, parse_retry_after
 from pipeline.providers.openai_chat import OpenAIChatPersonaProvider, OpenAIChatPromptProvider
 from pipeline.providers.openai_images import OpenAIImageProvider
 from pipeline.providers.registry import ProviderCache
@@ -282,13 +280,23 @@ def test_the_api_key_never_appears_in_errors(openai: FakeOpenAI, tmp_path: Path)
     assert OPENAI_KEY not in repr(provider.client) and OPENAI_KEY not in repr(provider.settings)
 
 
-def test_in_flight_limit_per_provider(openai: FakeOpenAI, tmp_path: Path) -> None:
-    provider = openai_images(openai, tmp_path, provider_max_in_flight=2)
-    openai.script(*[slow(0.3)] * 6)
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda i: provider.generate_base(PERSONA, f"selfie {i}", seed=i), range(6)))
-    assert len(results) == 6 and all(r.startswith(b"\x89PNG") for r in results)
-    assert openai.max_in_flight == 2
+def test_each_attempt_is_reported_to_the_observer_of_the_thread(openai: FakeOpenAI, tmp_path: Path) -> None:
+    """The provider limiter (``pipeline.stages.limits``) bounds the calls in flight; the client tells it what each
+    attempt came to: the status, the ``Retry-After`` and the latency, or no status when there was no reply."""
+    provider = openai_images(openai, tmp_path)
+    openai.script(rate_limited(retry_after=0.2), slow(0.3))
+    seen: list[Attempt] = []
+    with observe(seen.append):
+        assert provider.generate_base(PERSONA, "a selfie", seed=1).startswith(b"\x89PNG")
+    assert [(a.endpoint, a.status, a.retry_after) for a in seen] == [
+        ("POST /v1/images/generations", 429, 0.2), ("POST /v1/images/generations", 200, None)]
+    assert seen[1].seconds >= 0.3
+    provider.generate_base(PERSONA, "a selfie", seed=1)  # outside the block: no one is told
+    assert len(seen) == 2
+    client = HttpClient("nowhere", timeout=1, max_attempts=1, max_in_flight=1)
+    with observe(seen.append), pytest.raises(ProviderError):
+        client.request("GET", free_port_url() + "/v1/models")
+    assert seen[-1].status is None
 
 
 def test_proxies_and_no_proxy_come_from_the_environment(flowise: FakeFlowise, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,17 +339,6 @@ def test_netrc_never_replaces_the_providers_key(
     keyed, keyless = flowise.requests
     assert keyed.headers["Authorization"] == f"Bearer {FLOWISE_KEY}"
     assert keyless.headers["Authorization"].startswith("Basic ")  # requests' standard netrc behaviour
-
-
-def test_in_flight_limit_is_shared_by_the_clients_of_a_provider(openai: FakeOpenAI) -> None:
-    clients = [HttpClient("shared-test", timeout=5, max_attempts=1, max_in_flight=1, headers={}) for _ in range(3)]
-    openai.script(*[slow(0.2)] * 3)
-    threads = [threading.Thread(target=c.request, args=("GET", openai.url + "/v1/models")) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert openai.max_in_flight == 1 and len(openai.requests) == 3
 
 
 def test_parse_retry_after() -> None:
