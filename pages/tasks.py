@@ -1,5 +1,6 @@
 """Tasks: the user's tasks (everyone's for an administrator) with their progress, refreshed every few seconds;
-cancel, retry, re-run and delete; each task's frozen configuration, dataset report and error log."""
+cancel, retry, re-run and delete, and (administrators) resume a task held at upgrade; each task's frozen
+configuration, dataset report and error log."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import streamlit as st
 from pages import ui
 from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import PipelineError
-from pipeline.submit.task_control import cancel_task, delete_task, eta_seconds, list_tasks, rerun_task, retry_task
+from pipeline.submit.task_control import (
+    HELD_EXPLANATION,
+    cancel_task,
+    delete_task,
+    eta_seconds,
+    list_tasks,
+    rerun_task,
+    resume_task,
+    retry_task,
+)
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -63,6 +73,9 @@ def task_list() -> None:
                            f"finished {ui.fmt_time(task.completed_at)} · ETA {ui.fmt_duration(eta_seconds(row))} · "
                            f"seed {task.seed if task.seed is not None else '—'}"
                            + (" · cancel requested" if task.cancel_requested else ""))
+                if task.status == TaskStatus.HELD.value:
+                    st.warning(f"Held: {HELD_EXPLANATION}. " + ("Resume it or cancel it." if me.is_admin else
+                               "An administrator resumes or cancels it."), icon=":material/pause_circle:")
                 if task.config_snapshot:
                     with st.expander("Configuration frozen with this task"):
                         st.json(task.config_snapshot, expanded=False)
@@ -78,17 +91,25 @@ def task_list() -> None:
                 if task.status not in TaskStatus.finished():
                     st.button("Cancel", key=f"cancel_{tid}", icon=":material/cancel:",
                               on_click=_act, args=("Cancel: {result}", lambda who, t=tid: cancel_task(rt.db, t, who)))
+                if task.status == TaskStatus.HELD.value and me.is_admin:
+                    st.button("Resume", key=f"resume_{tid}", icon=":material/play_arrow:",
+                              help="Calls the configured providers: may cost money",
+                              on_click=_act, args=("Resumed: {result}",
+                                                   lambda who, t=tid: resume_task(rt.db, rt.settings, t, who)))
                 if task.status in RETRYABLE:
                     st.button("Retry failed", key=f"retry_{tid}", icon=":material/replay:",
                               on_click=_act, args=("{result} persona(s) queued again",
                                                    lambda who, t=tid: retry_task(rt.db, t, who)))
-                c1, c2 = st.columns(2)
-                c1.button("Re-run", key=f"rerun_{tid}", help="Same request, same seed", icon=":material/content_copy:",
-                          on_click=_act, args=("New task {result}", lambda who, t=tid: rerun_task(rt.db, t, who)))
-                c2.button("New seed", key=f"reseed_{tid}", help="Same request, a new seed", icon=":material/casino:",
-                          on_click=_act, args=("New task {result}",
-                                               lambda who, t=tid: rerun_task(rt.db, t, who, same_seed=False)))
-                if task.status in TaskStatus.finished() or task.status == TaskStatus.PENDING.value:
+                if task.status != TaskStatus.HELD.value:  # resumed or cancelled first
+                    c1, c2 = st.columns(2)
+                    c1.button("Re-run", key=f"rerun_{tid}", help="Same request, same seed",
+                              icon=":material/content_copy:",
+                              on_click=_act, args=("New task {result}", lambda who, t=tid: rerun_task(rt.db, t, who)))
+                    c2.button("New seed", key=f"reseed_{tid}", help="Same request, a new seed",
+                              icon=":material/casino:",
+                              on_click=_act, args=("New task {result}",
+                                                   lambda who, t=tid: rerun_task(rt.db, t, who, same_seed=False)))
+                if task.status in (*TaskStatus.finished(), TaskStatus.PENDING.value, TaskStatus.HELD.value):
                     confirm = st.checkbox("confirm delete", key=f"confirm_{tid}")
                     st.button("Delete", key=f"delete_{tid}", icon=":material/delete:", disabled=not confirm,
                               on_click=_act, args=("Deleted ({result} stored objects removed)",

@@ -61,6 +61,7 @@ STATUS_BADGES: dict[str, tuple[str, str]] = {
     "partial": ("orange", ":material/warning:"),
     "failed": ("red", ":material/error:"),
     "cancelled": ("gray", ":material/cancel:"),
+    "held": ("orange", ":material/pause_circle:"),
 }
 
 
