@@ -6,6 +6,7 @@ None, text clipped to the column sizes); only a persona without a usable name is
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any
 from pipeline.core.domain import PERSONA_FIELDS, PersonaDraft
 
 MIN_AGE, MAX_AGE = 13, 100
+_AGE_NUMBER = re.compile(r"(\d+)(?:\.\d+)?")
 
 # Column sizes of generation_results (seed schema); Text columns get a generous cap of our own.
 FIELD_LIMITS: dict[str, int] = {
@@ -76,20 +78,29 @@ def normalise_gender(value: Any) -> str:
 
 
 def normalise_age(value: Any) -> int | None:
-    """An int in 13–100, or None. Accepts numbers, numeric strings and text like "34 years old"."""
+    """An int in 13–100, or None. Accepts numbers, numeric strings and text like "34 years old".
+
+    Never raises: a model may write ``1e400``, ``Infinity`` or a 400-digit number (``float()`` of a huge int
+    and ``round()`` of an infinite float raise ``OverflowError``)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        number = float(value)
-    else:
-        match = re.search(r"\d+(?:\.\d+)?", str(value))
-        if match is None:
+    number: int | float
+    if isinstance(value, int):
+        number = value  # compared as an int: no conversion that could overflow
+    elif isinstance(value, float):
+        number = value
+    elif isinstance(value, str):
+        match = _AGE_NUMBER.search(value)
+        if match is None or len(match.group(1).lstrip("0")) > 3:  # four digits or more: out of range anyway
             return None
         number = float(match.group())
-    if number != number:  # NaN
+    else:
         return None
-    age = round(number)
-    return age if MIN_AGE <= age <= MAX_AGE else None
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            return None
+        number = round(number)
+    return number if MIN_AGE <= number <= MAX_AGE else None
 
 
 def clean_text(value: Any, limit: int = TEXT_LIMIT) -> str | None:
@@ -97,13 +108,23 @@ def clean_text(value: Any, limit: int = TEXT_LIMIT) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, list | tuple):
-        value = ", ".join(str(v) for v in value if v is not None)
-    elif isinstance(value, dict):
-        return None
-    text = "".join(ch for ch in str(value) if ch in "\n\t" or unicodedata.category(ch)[0] != "C").strip()
+        # Only the scalars of a list: str() of a nested container recurses (a deep one raises RecursionError).
+        value = ", ".join(_scalar_text(v) for v in value if isinstance(v, str | int | float) and not isinstance(v, bool))
+    elif isinstance(value, str | int | float):
+        value = _scalar_text(value)
+    else:
+        return None  # an object (or anything else) is not a text field
+    text = "".join(ch for ch in value if ch in "\n\t" or unicodedata.category(ch)[0] != "C").strip()
     if not text or text.casefold() in {"null", "none", "n/a"}:
         return None
     return text[:limit]
+
+
+def _scalar_text(value: str | int | float) -> str:
+    """The text of a scalar field value; an int too long for ``str()`` (4,300 digits) is cut to a marker."""
+    if isinstance(value, int) and value.bit_length() > 10_000:
+        return "(a number too long to show)"
+    return str(value)
 
 
 def flatten_persona(obj: Mapping[str, Any], bios: Mapping[str, Any] | None) -> dict[str, Any]:

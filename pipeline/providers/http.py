@@ -119,7 +119,7 @@ def upstream_error(body: bytes) -> tuple[str | None, str | None]:
     """``(message, code)`` of a JSON error body: ``error.message``/``error.code`` (OpenAI) or ``message`` (Flowise)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than json can read
         return None, None
     if not isinstance(data, dict):
         return None, None
@@ -283,7 +283,7 @@ class HttpClient:
             raise ProviderError(self.provider, text, status=status, retryable=False)
         try:
             parsed = json.loads(reply.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to read
             raise TransientError("invalid JSON reply", status=status) from None
         if not isinstance(parsed, dict):
             raise TransientError("invalid JSON reply (not an object)", status=status)

@@ -5,6 +5,11 @@ after another, an array, a ``{"personas": [...]}`` wrapper, fenced in Markdown, 
 ``bios`` as a JSON *string* or an object, with trailing commas or cut off mid-object. Every piece that looks
 like JSON is tried; what cannot be used is counted and described in ``PersonaBatch.problems`` — never
 silently dropped, never an exception that loses the rest of the batch.
+
+The reply is untrusted, so the work is bounded: a reply is read up to ``MAX_REPLY_CHARS``, a value nested
+deeper than ``MAX_DEPTH`` is refused (Python's decoder would otherwise recurse until ``RecursionError``), an
+integer of more than ``MAX_INT_DIGITS`` digits is read as a float (``int()`` refuses 4,300 digits), and each
+bracket is matched at most once (a cut-off reply of many unclosed arrays is not scanned again and again).
 """
 
 from __future__ import annotations
@@ -18,72 +23,140 @@ from pipeline.core.domain import PersonaBatch
 from pipeline.core.errors import ProviderError
 from pipeline.core.personas import flatten_persona, normalise_persona
 
-_DECODER = json.JSONDecoder()
+MAX_REPLY_CHARS = 2_000_000  # ten personas of a dozen 5,000-character fields are well under a megabyte
+MAX_DEPTH = 20  # a persona reply needs 4 levels ({"personas": [{"bios": {...}}]}); room for odd wrappers
+MAX_INT_DIGITS = 30
+SCAN_BUDGET_PER_CHAR = 4  # tokens scanned per character of the reply: a normal reply needs one or two passes
+
+
+def _parse_int(digits: str) -> int | float:
+    """A JSON integer; a longer one than any field needs becomes a float (``inf`` if huge), never an error."""
+    return int(digits) if len(digits) <= MAX_INT_DIGITS else float(digits)
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+_OPENING = re.compile(r"[{\[]")
+# A string (its end quote may be missing: cut off) or a bracket; a string is skipped in one step.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 _PERSONA_KEYS = {"firstname", "first_name", "firstName", "lastname", "last_name", "lastName", "bios"}
 MAX_PROBLEMS = 20
 
 
-def _matching_end(text: str, start: int) -> int | None:
-    """Index just past the bracket closing the one at ``start`` (string-aware), or None if it never closes."""
-    stack: list[str] = []
-    in_string = escaped = False
-    pairs = {"{": "}", "[": "]"}
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in pairs:
-            stack.append(pairs[ch])
-        elif ch in "}]":
-            if not stack or stack[-1] != ch:
-                return None
-            stack.pop()
+class _TooDeep(ValueError):
+    """A JSON value nested deeper than ``MAX_DEPTH``."""
+
+
+class _TooCostly(Exception):
+    """The reply's brackets took more than their budget to match (a crafted, not a cut-off, reply)."""
+
+
+class _Brackets:
+    """Where the brackets of one text close (string-aware), each bracket matched at most once.
+
+    A scan from one bracket records the answer of every bracket it opens on the way: an inner bracket is reached
+    outside a string and sees the same characters after it. A bracket inside a string of every earlier scan needs
+    a scan of its own; the total work is bounded by a budget of tokens (``_TooCostly``).
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.known: dict[int, int | None] = {}
+        self.budget = SCAN_BUDGET_PER_CHAR * len(text) + 1000
+
+    def end(self, start: int) -> int | None:
+        """Index just past the bracket closing the one at ``start``, or None if it never closes."""
+        if start in self.known:
+            return self.known[start]
+        text, stack = self.text, []
+        for token in _TOKEN.finditer(text, start):
+            self.budget -= 1
+            if self.budget < 0:
+                raise _TooCostly
+            at = token.start()
+            ch = text[at]
+            if ch == '"':
+                continue
+            if ch in "{[":
+                stack.append(("}" if ch == "{" else "]", at))
+                continue
+            if not stack or stack[-1][0] != ch:
+                break  # a mismatched close: this bracket and those still open around it never close
+            opened = stack.pop()[1]
+            self.known[opened] = at + 1
             if not stack:
-                return i + 1
-    return None
+                return at + 1
+        for _closer, opened in stack:
+            self.known[opened] = None
+        return None
+
+
+def _check_depth(value: Any) -> Any:
+    """``value`` itself; ``_TooDeep`` when it nests deeper than ``MAX_DEPTH`` (walked without recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise _TooDeep
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return value
+
+
+def _decode(segment: str) -> Any:
+    """The one JSON value ``segment`` holds, its depth bounded: ``_TooDeep``, or ``ValueError`` if broken."""
+    try:
+        value = _DECODER.decode(segment)
+    except RecursionError:  # Python's decoder recurses once per level
+        raise _TooDeep from None
+    return _check_depth(value)
 
 
 def iter_json_values(text: str, problems: list[str] | None = None) -> Iterator[Any]:
     """Every top-level JSON object or array in ``text``, in order; broken ones are reported in ``problems``."""
-    i, n = 0, len(text)
-    while i < n:
-        brace, bracket = text.find("{", i), text.find("[", i)
-        candidates = [p for p in (brace, bracket) if p >= 0]
-        if not candidates:
-            return
-        start = min(candidates)
+    def report(start: int, reason: str) -> None:
+        if problems is not None:
+            problems.append(f"a JSON fragment at character {start} is {reason}")
+
+    if len(text) > MAX_REPLY_CHARS:
+        report(MAX_REPLY_CHARS, f"past the reply's limit of {MAX_REPLY_CHARS:,} characters; the rest was not read")
+        text = text[:MAX_REPLY_CHARS]
+    brackets = _Brackets(text)
+    inside_cut_off = False  # inside an unclosed array: its cut-off is reported once, not for each piece in it
+    i = 0
+    while (found := _OPENING.search(text, i)) is not None:
+        start = found.start()
         try:
-            value, end = _DECODER.raw_decode(text, start)
-        except json.JSONDecodeError:
-            close = _matching_end(text, start)
-            segment = text[start:close] if close else text[start:]
-            repaired = _TRAILING_COMMA.sub(r"\1", segment)
+            close = brackets.end(start)
+        except _TooCostly:
+            report(start, "too malformed to read further")
+            return
+        if close is None:
+            # Without a quote up to the end it is prose in brackets ("[citation needed"), not a broken object.
+            if not inside_cut_off and text.find('"', start) >= 0:
+                report(start, "cut off before its end")
+            if text[start] != "[":
+                return
+            inside_cut_off = True  # an unclosed array may still hold whole objects: look inside
+            i = start + 1
+            continue
+        i = close
+        segment = text[start:close]  # the fragments decoded are disjoint: each character is copied once
+        try:
             try:
-                value = json.loads(repaired) if close else None
-            except json.JSONDecodeError:
-                value = None
-            if value is None:
-                if '"' in segment and problems is not None:
-                    reason = "cut off before its end" if close is None else "not valid JSON"
-                    problems.append(f"a JSON fragment at character {start} is {reason}")
-                if close is None:
-                    if text[start] == "[":  # an unclosed array may still hold whole objects: look inside
-                        i = start + 1
-                        continue
-                    return
-                i = close
-                continue
-            end = close or len(text)
+                value = _decode(segment)
+            except _TooDeep:
+                raise
+            except ValueError:
+                value = _decode(_TRAILING_COMMA.sub(r"\1", segment))
+        except _TooDeep:
+            report(start, f"nested more than {MAX_DEPTH} levels deep")
+            continue
+        except ValueError:
+            if '"' in segment:  # without a quote: prose in brackets, not a broken object
+                report(start, "not valid JSON")
+            continue
         yield value
-        i = end
 
 
 def _persona_objects(value: Any) -> Iterator[Any]:

@@ -239,6 +239,14 @@ def test_malformed_reply_fails_without_the_body(flowise: FakeFlowise, tmp_path: 
     assert "upstream proxy" not in str(caught.value) and caught.value.retryable
 
 
+def test_a_deeply_nested_reply_is_invalid_json_not_a_crash(flowise: FakeFlowise, tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads recurses once per level: RecursionError
+    flowise.script(*[malformed(deep)] * 3)
+    with pytest.raises(ProviderError, match="invalid JSON reply") as caught:
+        flowise_personas(flowise, tmp_path).generate(persona_request(2))
+    assert caught.value.retryable
+
+
 def test_truncated_reply_on_every_attempt(flowise: FakeFlowise, tmp_path: Path) -> None:
     flowise.script(*[truncated()] * 3)
     with pytest.raises(ProviderError, match="closed mid-reply"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from pipeline.core.personas import name_key, normalise_age, normalise_gender, normalise_persona
-from pipeline.providers.parsing import parse_json_object, personas_from_text
+from pipeline.providers.parsing import MAX_REPLY_CHARS, parse_json_object, personas_from_text
 
 
 def _obj(first: str, last: str, **extra: object) -> dict[str, object]:
@@ -90,3 +91,85 @@ def test_parse_json_object_finds_the_object_in_prose() -> None:
     assert parse_json_object('Prompt:\n```json\n{"final_prompt": "at a cafe"}\n```') == {"final_prompt": "at a cafe"}
     with pytest.raises(ValueError):
         parse_json_object("no json here")
+
+
+# -- untrusted replies: never an exception, always bounded ------------------------------------------------------
+@pytest.mark.parametrize(
+    "age",
+    ["1e400", "-1e400", "9" * 400, "9" * 5000, '"' + "9" * 400 + '"', '"1e400 years"', "Infinity", "NaN", '"34.' + "5" * 400 + '"'],
+    ids=["1e400", "-1e400", "400-digits", "5000-digits", "400-digit-string", "1e400-string", "Infinity", "NaN",
+         "long-fraction"],
+)
+def test_an_absurd_age_is_dropped_not_raised(age: str) -> None:
+    text = '{"firstname": "Ana", "lastname": "Costa", "age": ' + age + "}\n" + json.dumps(_obj("Rui", "Lopes"))
+    batch = personas_from_text(text)
+    assert [p.firstname for p in batch.personas] == ["Ana", "Rui"]
+    assert batch.personas[0].age in (None, 35) and batch.personas[1].age == 30  # 34.5… rounds to 35
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [10**400, -(10**400), float("inf"), float("nan"), "9" * 400, 2**20000, object()],
+    ids=["10**400", "-10**400", "inf", "nan", "400-digit-string", "2**20000", "object"],
+)
+def test_normalise_age_of_absurd_values_is_none(raw: object) -> None:
+    assert normalise_age(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("deep", "reason"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested more than 20 levels"),
+        ('{"a": ' * 50_000 + "1" + "}" * 50_000, "nested more than 20 levels"),
+        ('{"firstname": "X", "lastname": "Y", "job": ' + "[" * 5_000 + "]" * 5_000 + "}", "nested more than 20 levels"),
+        ('{"personas": [' + '{"a": ' * 30 + "1" + "}" * 30 + "]}", "nested more than 20 levels"),
+        ("[" * 100_000, "cut off"),  # unclosed: what follows is read as its inside
+    ],
+    ids=["closed-array", "closed-object", "in-a-field", "just-over-the-limit", "unclosed"],
+)
+def test_deeply_nested_json_is_one_counted_problem(deep: str, reason: str) -> None:
+    text = json.dumps(_obj("Ana", "Costa")) + "\n" + deep + "\n" + json.dumps(_obj("Rui", "Lopes"))
+    batch = personas_from_text(text)
+    assert [p.firstname for p in batch.personas] == ["Ana", "Rui"]
+    assert batch.rejected == 1 and len(batch.problems) == 1 and reason in batch.problems[0]
+
+
+def test_a_deep_grid_prompt_reply_is_no_object() -> None:
+    with pytest.raises(ValueError):
+        parse_json_object("[" * 100_000 + "]" * 100_000)
+
+
+def test_a_text_field_holding_deep_or_huge_values_is_kept_as_text() -> None:
+    nested: list[object] = ["a"]
+    for _ in range(5_000):  # deeper than str() can print (RecursionError)
+        nested = [nested]
+    persona = normalise_persona({"firstname": "Ana", "lastname": "Costa", "job_title": ["Nurse", nested, 10**5000],
+                                 "about": 10**5000})
+    assert persona.job_title is not None and persona.job_title.startswith("Nurse")
+    assert persona.about is not None and len(persona.about) <= 5000
+
+
+def test_many_unclosed_brackets_are_read_in_linear_time() -> None:
+    text = '[{"firstname": "Ana", "lastname": "Costa"}, ' + '[x "' * 200_000  # 800 kB, cut off everywhere
+    started = time.monotonic()
+    batch = personas_from_text(text)
+    assert [p.firstname for p in batch.personas] == ["Ana"]
+    assert time.monotonic() - started < 20  # generous on a loaded machine; quadratic would take hours
+
+
+def test_a_reply_past_the_limit_is_read_up_to_it() -> None:
+    one = json.dumps(_obj("Ana", "Costa"))
+    batch = personas_from_text(one + " " * (MAX_REPLY_CHARS + 10) + json.dumps(_obj("Rui", "Lopes")))
+    assert [p.firstname for p in batch.personas] == ["Ana"]
+    assert batch.rejected == 1 and any("limit" in p for p in batch.problems)
+
+
+def test_brackets_hidden_in_ever_new_strings_stop_at_the_scan_budget() -> None:
+    # Each bracket here is inside a string for every earlier scan (escaped quotes flip the phase back), so each
+    # needs a scan to the end of its own: quadratic (10,000 repeats already take ~40 s) without the budget.
+    text = '{"firstname": "Ana", "lastname": "Costa"} ' + '[ "\\" ' * 50_000
+    started = time.monotonic()
+    batch = personas_from_text(text)
+    assert time.monotonic() - started < 20
+    assert [p.firstname for p in batch.personas] == ["Ana"]
+    assert any("too malformed to read further" in p for p in batch.problems)
