@@ -17,6 +17,7 @@ BENCHES = {
     "gallery": ("tests.bench.bench_gallery", "bench_gallery"),
     "render": ("tests.bench.bench_render", "bench_gallery_render"),
     "executor": ("tests.bench.bench_executor", "bench_executor_efficiency"),
+    "pacing": ("tests.bench.bench_pacing", "bench_pacing"),
     "export": ("tests.bench.bench_exports", "bench_table_exports"),
     "zip": ("tests.bench.bench_exports", "bench_zip_export"),
     "identity": ("tests.bench.bench_identity", "bench_identity"),
