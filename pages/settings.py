@@ -13,7 +13,7 @@ from pipeline.core.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT
 from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
 from pipeline.submit.connectivity import check_providers, face_counts
-from pipeline.submit.settings import read_settings, set_setting_value, setting_history
+from pipeline.submit.settings import MAX_PROVIDER_CONCURRENCY, read_settings, set_setting_value, setting_history
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -108,3 +108,27 @@ with providers:
         else:
             st.metric("Face library", f"{sum(counts.values())} faces",
                       help=", ".join(f"{n} {g}" for g, n in counts.items()))
+    st.subheader("Provider limits")
+    st.caption("How many calls each provider may have in flight at once, and optionally per minute, counted over "
+               "every worker and host together (the provider account's limit). A change applies within seconds to "
+               "running tasks too. When a provider answers 429 or slows down, fewer calls are sent until it recovers.")
+    with st.form("provider_limits"):
+        limit_values: dict[str, str] = {}
+        for kind, label in (("persona", "Persona LLM"), ("prompt", "Grid-prompt LLM"), ("image", "Image API")):
+            limits = current.provider_limits[kind]
+            left, right = st.columns(2)
+            concurrency = left.number_input(f"{label}: calls at once", min_value=1, max_value=MAX_PROVIDER_CONCURRENCY,
+                                            value=limits.concurrency, step=1, disabled=not editable,
+                                            key=f"limit_{kind}")
+            rate = right.text_input(f"{label}: calls per minute (a number, or off)",
+                                    value=str(limits.rate_per_minute or "off"), disabled=not editable,
+                                    key=f"rate_{kind}")
+            if int(concurrency) != limits.concurrency:
+                limit_values[f"{kind}_concurrency"] = str(int(concurrency))
+            if rate.strip() != str(limits.rate_per_minute or "off"):
+                limit_values[f"{kind}_rate_per_minute"] = rate
+        if st.form_submit_button("Save limits", disabled=not editable):
+            for key, value in limit_values.items():
+                _save(key, value)
+            if not limit_values:
+                st.toast("limits unchanged", icon=":material/check:")

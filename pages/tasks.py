@@ -9,6 +9,7 @@ import streamlit as st
 from pages import ui
 from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import PipelineError
+from pipeline.submit.providers_status import provider_status
 from pipeline.submit.task_control import (
     HELD_EXPLANATION,
     cancel_task,
@@ -24,6 +25,23 @@ rt = ui.runtime()
 user = ui.current_user(rt)
 st.header("Tasks")
 st.caption("Your tasks" + (" and everyone else's (administrator)" if user.is_admin else "") + ". Refreshes every 3 s.")
+
+
+@st.fragment(run_every=3)
+def provider_limits() -> None:
+    """The providers' limits as every task shares them: calls in flight over all workers and hosts, the limit in
+    force (lower than the configured one while a provider pushes back) and its recent 429s."""
+    rows = provider_status(rt.db)
+    if rows:
+        st.dataframe(
+            [{"provider": r.provider, "in flight": r.in_flight, "limit in force": r.effective,
+              "configured": r.configured, "per minute": str(r.rate_per_minute or "off"),
+              "recent 429s": r.recent_throttles, "state": r.note} for r in rows],
+            hide_index=True,
+        )
+
+
+provider_limits()
 
 RETRYABLE = {TaskStatus.PARTIAL.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value}
 

@@ -19,6 +19,7 @@ from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, normali
 
 MAX_PROMPT_CHARS = 20_000
 MAX_CONCURRENT_LIMIT = q.MAX_CONCURRENT_LIMIT
+MAX_PROVIDER_CONCURRENCY = q.MAX_PROVIDER_CONCURRENCY
 PROVIDER_LIMIT_KEYS: tuple[str, ...] = q.limit_setting_keys()  # {persona,prompt,image}_{concurrency,rate_per_minute}
 SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES,
                                  *PROVIDER_LIMIT_KEYS)
