@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages import ui
+from pages import dataset_map, ui
 from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_FLAGS, Thresholds
 from pipeline.outputs import browse as gallery
@@ -270,6 +270,7 @@ def _detail(result_id: int) -> None:
                     cols[i % 4].image(source, caption=f"img{i + 1:02d}" + _image_identity(identity, i))
     with st.expander("All fields and raw JSON"):
         st.json(json.loads(json.dumps(persona, default=str)), expanded=False)
+    dataset_map.similar(rt, user, result_id)
 
 
 def _reports() -> dict[str, Any]:
@@ -277,8 +278,8 @@ def _reports() -> dict[str, Any]:
 
 
 # Only the open tab runs (on_change="rerun"): charts, comparisons and downloads cost nothing until asked for.
-table_tab, cards_tab, charts_tab, curate_tab, compare_tab, download_tab = st.tabs(
-    ["Table", "Cards", "Charts", "Curate", "Compare", "Download"], key="g_tab", on_change="rerun"
+table_tab, cards_tab, map_tab, charts_tab, curate_tab, compare_tab, download_tab = st.tabs(
+    ["Table", "Cards", "Map", "Charts", "Curate", "Compare", "Download"], key="g_tab", on_change="rerun"
 )
 with table_tab:
     if table_tab.open:
@@ -344,8 +345,13 @@ with cards_tab:
             st.divider()
             _detail(int(st.session_state["g_detail"]))
 
+with map_tab:
+    if map_tab.open and (picked := dataset_map.render_map(rt, user, flt)) is not None:
+        _detail(picked)
+
 with charts_tab:
     if charts_tab.open:
+        dataset_map.diversity(rt, user, flt.task_ids)
         reports = _reports()
         for tid in flt.task_ids:
             report = reports[tid]
@@ -392,6 +398,7 @@ with compare_tab:
             st.info("Pick two or more tasks above to compare their distributions and configurations.")
         else:
             reports = _reports()
+            dataset_map.diversity(rt, user, flt.task_ids)
             snapshots = {tid: _flatten(r.config_snapshot or {}) for tid, r in reports.items()}
             keys = sorted({k for snap in snapshots.values() for k in snap} - {"frozen_at"})
             differing = [k for k in keys if len({str(snap.get(k)) for snap in snapshots.values()}) > 1]

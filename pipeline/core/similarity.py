@@ -64,27 +64,38 @@ def _normalised_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1.0 / norms) @ matrix)
 
 
+def _orthonormal(block: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the columns of a tall ``block``, from the eigendecomposition of its small Gram
+    matrix (no QR of the tall matrix: on a busy machine that is most of the cost); near-null directions dropped."""
+    values, vectors = np.linalg.eigh(block.T @ block)
+    keep = values > max(values.max(initial=0.0), 1e-300) * 1e-10
+    return np.asarray(block @ (vectors[:, keep] / np.sqrt(values[keep])))
+
+
 def truncated_svd(matrix: sp.spmatrix | np.ndarray, dimensions: int, seed: int = 0) -> np.ndarray:
     """The rows projected on the ``dimensions`` leading right singular vectors (randomised SVD, Halko et al.,
     with two power iterations). Each component's sign is fixed (its largest loading positive) so the same data
-    always gives the same picture."""
+    always gives the same picture. Only matrix products and eigendecompositions of small square matrices."""
     n, d = matrix.shape
     k = max(0, min(dimensions, n, d))
     if k == 0:
         return np.zeros((n, dimensions))
     rng = np.random.default_rng(seed)
-    width = min(d, k + 10)
-    q, _ = np.linalg.qr(matrix @ rng.standard_normal((d, width)))
+    block = np.asarray(matrix @ rng.standard_normal((d, min(d, n, k + 10))))
     for _ in range(2):
-        q, _ = np.linalg.qr(matrix @ (matrix.T @ q))
-    small = np.asarray((matrix.T @ q).T)  # width x d
-    vt = np.linalg.svd(small, full_matrices=False)[2]
-    vt = vt[:k]
-    signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
+        q = _orthonormal(block)
+        block = np.asarray(matrix @ np.asarray(matrix.T @ q))
+    q = _orthonormal(block)
+    small = np.asarray(matrix.T @ q).T  # columns of q x d
+    values, vectors = np.linalg.eigh(small @ small.T)
+    order = np.argsort(values)[::-1][:k]
+    order = order[values[order] > max(values.max(initial=0.0), 1e-300) * 1e-12]
+    vt = (vectors[:, order].T @ small) / np.sqrt(values[order])[:, None]  # right singular vectors, one per row
+    signs = np.sign(vt[np.arange(len(order)), np.abs(vt).argmax(axis=1)])
     signs[signs == 0] = 1.0
     projected = np.asarray(matrix @ (vt * signs[:, None]).T)
-    if k < dimensions:
-        projected = np.hstack([projected, np.zeros((n, dimensions - k))])
+    if projected.shape[1] < dimensions:
+        projected = np.hstack([projected, np.zeros((n, dimensions - projected.shape[1]))])
     return projected
 
 

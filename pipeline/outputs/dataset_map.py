@@ -1,0 +1,158 @@
+"""The dataset map: the personas of a gallery view placed in 2-D by their bios (TF-IDF + truncated SVD, then
+the two principal components) and, where the identity check stored them, by their face embeddings; the
+personas most similar to one persona; and each task's stored diversity figures.
+
+Computed on the server from one query (``db.queries.map_rows``), nothing downloaded, no model to load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import db.queries as q
+from db.models import User
+from db.session import Database
+from pipeline.core import similarity as sim
+from pipeline.outputs.browse import GalleryFilter, resolve_criteria
+
+__all__ = ["COLOURS", "MAX_MAP_POINTS", "DatasetMap", "dataset_map", "diversity_of", "similar_personas",
+           "view_version"]
+
+MAX_MAP_POINTS = 20_000  # a view larger than this is mapped by its first personas in generation order
+MAP_DIMENSIONS = 16  # bio components the map's two axes are drawn from (its picture, not a search: fewer suffice)
+SIMILAR = 5
+# facet -> how a point reads it (the map colours by any of them)
+COLOURS: dict[str, str] = {
+    "gender": "gender",
+    "age group": "age_group",
+    "ethnicity": "ethnicity",
+    "language": "language",
+    "city": "current_city",
+    "status": "status",
+    "curation": "curation",
+    "favourite": "favorite",
+    "flagged": "flagged",
+    "task": "task_id",
+}
+
+
+@dataclass(frozen=True)
+class DatasetMap:
+    """One point per persona: ``id``, ``name``, ``thumb_uri``, the ``COLOURS`` facets, ``bio_x``/``bio_y`` and,
+    for personas with a face embedding, ``face_x``/``face_y`` (else None). ``truncated``: the view had more
+    personas than ``MAX_MAP_POINTS``."""
+
+    points: list[dict[str, Any]]
+    faces: int
+    truncated: bool
+
+
+def _viewer(user: User) -> int | None:
+    return None if user.is_admin else user.id
+
+
+def _bio(row: dict[str, Any]) -> str:
+    return " ".join(str(row[f]) for f in q.MAP_BIO_FIELDS if row.get(f))
+
+
+def _age_group(age: int | None) -> str:
+    if age is None:
+        return "unknown"
+    start = 13 if age < 20 else age // 10 * 10
+    return f"{start}-{19 if start == 13 else start + 9}"
+
+
+def _point(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": f"{row['firstname']} {row['lastname']}",
+        "thumb_uri": row["thumb_key"],
+        "task_id": row["task_id"],
+        "gender": row["gender"],
+        "age": row["age"],
+        "age_group": _age_group(row["age"]),
+        "ethnicity": row["ethnicity"] or "unknown",
+        "language": row["language"],
+        "current_city": row["current_city"] or "unknown",
+        "status": row["status"],
+        "curation": row["curation"] or "unset",
+        "favorite": "yes" if row["favorite"] else "no",
+        "flagged": ", ".join(row["quality_flags"]) or "none",
+    }
+
+
+def _faces(rows: list[dict[str, Any]]) -> tuple[list[int], np.ndarray]:
+    """The positions of the rows with a face embedding (all of one length), and the embeddings."""
+    with_face = [i for i, r in enumerate(rows) if r["face"]]
+    if not with_face:
+        return [], np.zeros((0, 0))
+    size = len(rows[with_face[0]]["face"])
+    with_face = [i for i in with_face if len(rows[i]["face"]) == size]
+    return with_face, np.asarray([rows[i]["face"] for i in with_face], dtype=np.float64)
+
+
+def dataset_map(db: Database, user: User, flt: GalleryFilter, limit: int = MAX_MAP_POINTS) -> DatasetMap:
+    """The map of the filtered view (at most ``limit`` personas)."""
+    criteria = resolve_criteria(db, user, flt)
+    with db.session() as session:
+        rows = q.map_rows(session, criteria, limit=limit + 1)
+    truncated = len(rows) > limit
+    rows = rows[:limit]
+    points = [_point(r) for r in rows]
+    if rows:
+        bio_xy = sim.project_2d(sim.bio_vectors([_bio(r) for r in rows], MAP_DIMENSIONS))
+        for point, (x, y) in zip(points, bio_xy.tolist(), strict=True):
+            point["bio_x"], point["bio_y"] = round(x, 5), round(y, 5)
+    with_face, faces = _faces(rows)
+    for point in points:
+        point["face_x"] = point["face_y"] = None
+    if len(with_face) >= 2:
+        for i, (x, y) in zip(with_face, sim.project_2d(faces).tolist(), strict=True):
+            points[i]["face_x"], points[i]["face_y"] = round(x, 5), round(y, 5)
+    return DatasetMap(points, len(with_face), truncated)
+
+
+def similar_personas(db: Database, user: User, result_id: int, k: int = SIMILAR) -> dict[str, list[dict[str, Any]]]:
+    """The ``k`` personas of the same task nearest to ``result_id`` by bio (cosine distance of the bio vectors)
+    and by face (embedding distance; empty without the identity check), each with ``id``, ``name``,
+    ``thumb_uri`` and ``distance``. Empty lists when the persona is not visible."""
+    with db.session() as session:
+        persona = q.gallery_persona(session, _viewer(user), result_id)
+        if persona is None:
+            return {"bio": [], "face": []}
+        criteria = q.PersonaCriteria(viewer_id=_viewer(user), task_ids=(persona["task_id"],))
+        rows = q.map_rows(session, criteria, limit=MAX_MAP_POINTS)
+    index = next((i for i, r in enumerate(rows) if r["id"] == result_id), None)
+    if index is None:
+        return {"bio": [], "face": []}
+
+    def entry(row: dict[str, Any], distance: float) -> dict[str, Any]:
+        return {"id": row["id"], "name": f"{row['firstname']} {row['lastname']}", "thumb_uri": row["thumb_key"],
+                "distance": distance}
+
+    vectors = sim.bio_vectors([_bio(r) for r in rows])
+    by_bio = [entry(rows[i], d) for i, d in sim.nearest(vectors, index, k)]
+    with_face, faces = _faces(rows)
+    by_face: list[dict[str, Any]] = []
+    if index in with_face:
+        own = with_face.index(index)
+        by_face = [entry(rows[with_face[i]], d) for i, d in sim.nearest(faces, own, k, metric="euclidean")]
+    return {"bio": by_bio, "face": by_face}
+
+
+def diversity_of(db: Database, user: User, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored diversity figures of the visible tasks among ``task_ids`` (tasks reviewed before the figures
+    existed have none)."""
+    with db.session() as session:
+        return q.task_diversity(session, _viewer(user), task_ids)
+
+
+def view_version(db: Database, user: User, flt: GalleryFilter) -> str:
+    """A text that changes whenever a persona of the view (or one of its tasks) changes: a map drawn for the same
+    text is still current."""
+    criteria = resolve_criteria(db, user, flt)
+    with db.session() as session:
+        return q.gallery_view_version(session, criteria)
