@@ -309,3 +309,19 @@ class ProviderState(Base):
     throttled: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)  # refusals since throttled_since
     throttled_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class StorageCleanup(Base):
+    """Stored objects (every key below ``prefix``) whose rows are gone but whose removal from storage failed: a
+    worker retries it (``pipeline.worker.cleanups``) until the storage confirms, then the row goes."""
+
+    __tablename__ = "storage_cleanups"
+    __table_args__ = (sa.Index("ix_storage_cleanups_next_attempt_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    reason: Mapped[str] = mapped_column(sa.String(255), nullable=False)  # what removed the rows, e.g. a task delete
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

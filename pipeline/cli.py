@@ -36,6 +36,7 @@ from pipeline.submit.task_control import (
     retry_task,
     task_status,
 )
+from pipeline.worker.cleanups import run_storage_cleanups
 from pipeline.worker.executor import Worker
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError, AccessDenied)
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("value")
 
     sub.add_parser("check-providers", help="report whether each configured provider is reachable")
+    p = sub.add_parser("cleanups", help="list the stored objects a delete left to remove (a worker retries them)")
+    p.add_argument("--run", action="store_true", help="retry the due ones now")
     return parser
 
 
@@ -264,6 +267,19 @@ def cmd_check_providers(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(c.ok for c in results) else 1
 
 
+def cmd_cleanups(args: argparse.Namespace, settings: Settings) -> int:
+    db = _open(settings)
+    if args.run:
+        print(f"{run_storage_cleanups(db, _storage(settings))} cleanup(s) done")
+    with db.session() as session:
+        pending = q.list_storage_cleanups(session)
+    for c in pending:
+        print(f"{c.prefix}  {c.reason}  since {c.created_at:%Y-%m-%d %H:%M}  attempts {c.attempts}  "
+              f"next {c.next_attempt_at:%Y-%m-%d %H:%M}  {c.last_error or ''}".rstrip())
+    print(f"{len(pending)} storage cleanup(s) pending")
+    return 0
+
+
 COMMANDS = {
     "migrate": cmd_migrate,
     "create-user": cmd_create_user,
@@ -278,6 +294,7 @@ COMMANDS = {
     "export": cmd_export,
     "settings": cmd_settings,
     "check-providers": cmd_check_providers,
+    "cleanups": cmd_cleanups,
 }
 
 

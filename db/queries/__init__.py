@@ -1,5 +1,6 @@
 """Every database read and write, split by noun. Pages and the executor never build ``select()`` themselves."""
 
+from db.queries.cleanups import *  # noqa: F403
 from db.queries.dataset_map import *  # noqa: F403
 from db.queries.gallery import *  # noqa: F403
 from db.queries.identity import *  # noqa: F403

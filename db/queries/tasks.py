@@ -74,8 +74,13 @@ def insert_task(session: Session, **values: Any) -> GenerationTask:
     return task
 
 
-def get_task(session: Session, task_id: str) -> GenerationTask | None:
-    return session.scalar(sa.select(GenerationTask).where(GenerationTask.task_id == task_id))
+def get_task(session: Session, task_id: str, *, for_update: bool = False) -> GenerationTask | None:
+    """The task ``task_id``; ``for_update``: row-locked on PostgreSQL until the transaction ends (a delete reads
+    the lease and removes the row with no claim in between; SQLite's write transaction already excludes one)."""
+    query = sa.select(GenerationTask).where(GenerationTask.task_id == task_id)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.scalar(query)
 
 
 def get_task_by_pk(session: Session, pk: int) -> GenerationTask | None:

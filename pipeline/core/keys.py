@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import unicodedata
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -13,12 +14,19 @@ def persona_prefix(task_id: str, batch_number: int, slot: int) -> str:
     return f"{task_id}/b{batch_number:03d}-s{slot:02d}"
 
 
+def _fresh() -> str:
+    return secrets.token_hex(4)
+
+
 def base_image_key(task_id: str, batch_number: int, slot: int, ext: str) -> str:
-    return f"{persona_prefix(task_id, batch_number, slot)}/base.{ext}"
+    """A new key for a persona's base image: every call gives another (a random part), so an object once written
+    is never overwritten, not even by a worker whose lease expired while it was uploading."""
+    return f"{persona_prefix(task_id, batch_number, slot)}/base-{_fresh()}.{ext}"
 
 
 def variation_key(task_id: str, batch_number: int, slot: int, index: int, ext: str = "jpg") -> str:
-    return f"{persona_prefix(task_id, batch_number, slot)}/img{index:02d}.{ext}"
+    """A new key for a persona's variation ``index`` (see ``base_image_key``)."""
+    return f"{persona_prefix(task_id, batch_number, slot)}/img{index:02d}-{_fresh()}.{ext}"
 
 
 THUMBNAIL_SUFFIX = "_thumb.jpg"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import db.queries as q
@@ -17,8 +17,9 @@ from db.models import GenerationTask, TaskStatus, User, utcnow
 from db.session import Database
 from pipeline.core.config import Settings
 from pipeline.core.domain import TaskSpec
-from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError
+from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError
 from pipeline.core.identity import snapshot as identity_snapshot
+from pipeline.core.keys import task_prefix
 from pipeline.storage import Storage
 from pipeline.submit.submission import build_snapshot, submit_task
 
@@ -28,9 +29,10 @@ HELD_EXPLANATION = ("left running by the previous version; resuming will call th
                     "cost money")
 
 
-def _visible_task(session: Any, task_id: str, actor: User | None) -> GenerationTask:
-    """The task if the actor may see it. Other users' tasks look like missing ones (no id probing)."""
-    task = q.get_task(session, task_id)
+def _visible_task(session: Any, task_id: str, actor: User | None, *, lock: bool = False) -> GenerationTask:
+    """The task if the actor may see it (``lock``: row-locked on PostgreSQL). Other users' tasks look like missing
+    ones (no id probing)."""
+    task = q.get_task(session, task_id, for_update=lock)
     if task is None or (actor is not None and not actor.is_admin and task.user_id != actor.id):
         raise NotFoundError(f"no task {task_id!r}")
     return task
@@ -152,13 +154,28 @@ def complete_held_snapshot(frozen: dict[str, Any], current: dict[str, Any]) -> d
 
 
 def delete_task(db: Database, storage: Storage, task_id: str, actor: User | None = None) -> int:
-    """Delete a task's rows and stored objects. Refused while a worker holds it (cancel first)."""
+    """Delete a task's rows and stored objects. Refused while a worker holds it (cancel first).
+
+    The task row is locked while its lease is read and the rows go, so no worker claims it in between. The
+    objects are removed after the rows; a storage cleanup recorded with the rows makes sure they go even when
+    the storage fails now (a worker retries it: ``pipeline.worker.cleanups``)."""
+    prefix = task_prefix(task_id)
     with db.transaction(immediate=True) as session:
-        task = _visible_task(session, task_id, actor)
+        task = _visible_task(session, task_id, actor, lock=True)
         if task.lease_expires_at is not None and task.lease_expires_at > utcnow():
             raise ConflictError(f"task {task_id} is running: cancel it first, then delete it")
         q.delete_task_row(session, task)
-    removed = storage.delete_prefix(f"{task_id}/")
+        cleanup_id = q.add_storage_cleanup(session, prefix, f"task {task_id} deleted", utcnow()).id
+    try:
+        removed = storage.delete_prefix(prefix)
+    except (PipelineError, OSError) as exc:
+        log.warning("task %s deleted, but its stored objects could not be removed yet (%s): a worker retries", task_id,
+                    exc)
+        with db.transaction() as session:
+            q.note_storage_cleanup_failure(session, cleanup_id, str(exc), utcnow(), retry_after=timedelta(0))
+        return 0
+    with db.transaction() as session:
+        q.remove_storage_cleanup(session, cleanup_id)
     log.info("task %s deleted with %d stored objects", task_id, removed)
     return removed
 

@@ -29,6 +29,7 @@ from pipeline.providers.registry import ProviderCache
 from pipeline.stages.context import TaskContext
 from pipeline.stages.run import fail_unstartable, run_task
 from pipeline.storage import Storage
+from pipeline.worker.cleanups import StorageCleaner
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.finished: list[tuple[str, str]] = []  # (task_id, outcome), for callers and tests
+        self._cleaner = StorageCleaner(db, storage)  # storage removals deletes left over
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -102,6 +104,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._reap()
+                self._cleaner.maybe_run()
                 if self._free_slots() > 0 and self._claim_and_start():
                     continue  # there may be more waiting: claim again at once
                 if until_idle and not self._held and not self._runnable_exists():
