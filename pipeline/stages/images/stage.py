@@ -9,9 +9,8 @@ database as pending, so a resume starts from what is committed.
 
 Resumable: a stored base is reused (never regenerated) and finished blocks are kept. Blocks are committed in
 order (a block finished early waits in memory for the ones before it), so a persona's first ``image_count / 4``
-blocks are its done ones. Objects are written
-under new keys just before their row is committed (never over a recorded image); what a run wrote but never
-recorded is removed when the persona is next worked on (``sweep``).
+blocks are its done ones. Objects are written under new keys just before their row is committed (never over a
+recorded image); what a run wrote but never recorded is removed when the persona is next worked on (``sweep``).
 """
 
 from __future__ import annotations
