@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from db.models import ProviderSlot, ProviderState, Setting
 
 __all__ = [
+    "BREAKER_REFUSALS",
     "DEFAULT_CONCURRENCY",
     "LIMIT_KINDS",
     "MAX_PROVIDER_CONCURRENCY",

@@ -1,0 +1,111 @@
+"""The provider limiter's rules, one at a time, on both databases with a controlled clock: slots expire, the rate
+limit counts the calls started in the last minute, the limit halves and grows back, refusals in a row open the
+circuit breaker; and a process's waiting calls are served round-robin by task."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import db.queries as q
+from db.models import ProviderState, utcnow
+from db.session import Database
+from pipeline.stages.limits import _Gate, provider_key
+
+P = "image:openai:gpt-image-1.5"
+
+
+def acquire(db: Database, holder: str, now: datetime, limits: q.ProviderLimits, ttl: float = 30) -> float | None:
+    with db.transaction() as session:
+        return q.try_acquire(session, provider=P, holder=holder, worker_id="w", task_id="t", limits=limits, now=now,
+                             ttl_seconds=ttl).wait
+
+
+def state(db: Database) -> ProviderState:
+    with db.session() as session:
+        row = session.get(ProviderState, P)
+        assert row is not None
+        return row
+
+
+def test_a_slot_of_a_dead_process_expires_and_a_released_one_frees_at_once(database: Database) -> None:
+    limits, t0 = q.ProviderLimits(1, None), utcnow()
+    assert acquire(database, "dead", t0, limits, ttl=30) is None
+    assert acquire(database, "b", t0 + timedelta(seconds=10), limits) == 0.0  # full: wait for a call to end
+    assert acquire(database, "b", t0 + timedelta(seconds=31), limits) is None  # never renewed: expired
+    with database.transaction() as session:
+        q.release_slot(session, "b", t0 + timedelta(seconds=32), keep_for_rate=False)
+    assert acquire(database, "c", t0 + timedelta(seconds=32), limits) is None
+
+
+def test_the_rate_limit_counts_the_calls_started_in_the_last_minute(database: Database) -> None:
+    limits, t0 = q.ProviderLimits(10, 3), utcnow()
+    for i in range(3):
+        assert acquire(database, f"h{i}", t0 + timedelta(seconds=i), limits) is None
+        with database.transaction() as session:
+            q.release_slot(session, f"h{i}", t0 + timedelta(seconds=i, milliseconds=500), keep_for_rate=True)
+    wait = acquire(database, "h3", t0 + timedelta(seconds=5), limits)
+    assert wait is not None and 54 < wait <= 55  # until the first call is a minute old
+    assert acquire(database, "h3", t0 + timedelta(seconds=60, milliseconds=1), limits) is None
+
+
+def test_pushback_halves_the_limit_once_per_cooldown_and_successes_grow_it_back(database: Database) -> None:
+    t0 = utcnow()
+
+    def pushback(seconds: float) -> None:
+        with database.transaction() as session:
+            q.record_pushback(session, P, configured=8, now=t0 + timedelta(seconds=seconds), throttled=True,
+                              slow=False, retry_after=None, cooldown_seconds=2.0)
+
+    pushback(0)
+    assert state(database).effective_limit == 4
+    pushback(1)  # the same burst: no second halving
+    assert state(database).effective_limit == 4
+    pushback(3)
+    assert state(database).effective_limit == 2
+    with database.transaction() as session:
+        q.record_successes(session, P, 2, 8, t0 + timedelta(seconds=4))  # one window of 2: +1
+    assert (state(database).effective_limit, state(database).refusals_in_row) == (3, 0)
+    with database.transaction() as session:
+        q.record_successes(session, P, 3 + 4 + 5 + 6 + 7, 8, t0 + timedelta(seconds=5))
+    assert state(database).effective_limit is None  # back to the configured limit
+    assert acquire(database, "x", t0 + timedelta(seconds=6), q.ProviderLimits(8, None)) is None
+
+
+def test_refusals_in_row_open_the_breaker_for_the_retry_after_then_one_probe(database: Database) -> None:
+    t0 = utcnow()
+    for i in range(q.BREAKER_REFUSALS):
+        with database.transaction() as session:
+            q.record_pushback(session, P, configured=8, now=t0 + timedelta(seconds=3 * i), throttled=False,
+                              slow=False, retry_after=30.0, cooldown_seconds=2.0)
+    opened = t0 + timedelta(seconds=3 * (q.BREAKER_REFUSALS - 1))
+    assert state(database).paused_until == opened + timedelta(seconds=30)
+    limits = q.ProviderLimits(8, None)
+    wait = acquire(database, "a", opened + timedelta(seconds=10), limits)
+    assert wait is not None and 19 < wait <= 20
+    after = opened + timedelta(seconds=31)
+    assert acquire(database, "probe", after, limits) is None
+    assert acquire(database, "second", after, limits) == 0.0  # one probe at a time
+
+
+def test_waiting_calls_are_served_round_robin_by_task() -> None:
+    gate = _Gate()
+    a1, a2, a3, b1, c1 = (object() for _ in range(5))
+    with gate.cond:
+        for task, token in (("A", a1), ("A", a2), ("A", a3), ("B", b1), ("C", c1)):
+            gate.join(task, token)
+        served = []
+        while gate.head() is not None:
+            head = gate.head()
+            task = next(t for t, waiting in gate.queues.items() if waiting[0] is head)
+            served.append(head)
+            gate.leave(task, head, served=True)
+    assert served == [a1, b1, c1, a2, a3]  # task A's burst does not hold B and C back
+
+
+def test_a_provider_is_named_by_kind_provider_and_model() -> None:
+    snapshot = {"providers": {"persona": "flowise", "prompt": "flowise", "image": "openai"},
+                "models": {"image": "gpt-image-1.5", "flowise_persona_flow": "f1", "flowise_prompt_flow": "f2"}}
+    assert provider_key("image", snapshot) == "image:openai:gpt-image-1.5"
+    assert provider_key("persona", snapshot) == "persona:flowise:f1"
+    assert provider_key("prompt", snapshot) == "prompt:flowise:f2"
+    assert provider_key("image", {"providers": {"image": "offline"}}) is None  # no network: no shared limit
