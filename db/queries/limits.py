@@ -234,8 +234,7 @@ def record_pushback(
     reply) or a reply far slower than usual (``slow``). A throttle or a slow reply halves its effective limit (not
     below 1, at most once per ``cooldown_seconds``: the calls already out when it halved come back refused too);
     ``BREAKER_REFUSALS`` refusals in a row (no success between them, at least ``cooldown_seconds`` apart) open the
-    circuit breaker: no call until a pause is over (at least the
-    ``Retry-After``), then one probe at a time."""
+    circuit breaker: no call until a pause is over (at least the ``Retry-After``), then one probe at a time."""
     state = _locked_state(session, provider, now)
     if throttled:
         if state.throttled_since is None or now - state.throttled_since > THROTTLE_WINDOW:
