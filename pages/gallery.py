@@ -241,20 +241,25 @@ def _detail(result_id: int) -> None:
         if base:
             st.image(base, caption="base selfie" + (f" · {_faces(identity.get('base_faces'))}" if identity else ""))
         _identity_note(identity)
+        # What the form's widgets were drawn with (kept while they live): a save writes only what changed since.
+        drawn_key = f"drawn_{result_id}"
+        if f"tags_{result_id}" not in st.session_state:
+            st.session_state[drawn_key] = gallery.Curation.of(persona)
         fav = st.toggle("Favourite", value=bool(persona.get("favorite")), key=f"fav_{result_id}")
         tags_text = st.text_input("Tags (comma-separated)", value=", ".join(persona.get("tags") or []),
                                   key=f"tags_{result_id}")
         stars = st.feedback("stars", key=f"stars_{result_id}")
         if st.button("Save curation", key=f"save_{result_id}", icon=":material/save:"):
+            drawn = st.session_state[drawn_key]
+            edited = gallery.Curation(fav, tuple(t for t in tags_text.split(",") if t.strip()),
+                                      drawn.rating if stars is None else int(stars) + 1)
             try:
-                gallery.set_favorite(rt.db, user, result_id, fav)
-                gallery.set_tags(rt.db, user, result_id, [t for t in tags_text.split(",") if t.strip()])
-                _facet_counts.clear()
-                if stars is not None:
-                    gallery.set_rating(rt.db, user, result_id, int(stars) + 1)
+                gallery.save_curation(rt.db, user, result_id, drawn, edited)
             except PipelineError as exc:
                 ui.show_error(exc)
             else:
+                st.session_state[drawn_key] = edited  # what the form shows from now on
+                _facet_counts.clear()
                 st.toast("Saved", icon=":material/check:")
         st.caption(f"rating: {persona.get('rating') or '—'}")
     with right:

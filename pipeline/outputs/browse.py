@@ -36,6 +36,7 @@ __all__ = [
     "MAX_TAG_CHARS",
     "SORTS",
     "STATUSES",
+    "Curation",
     "FilterSpec",
     "GalleryFilter",
     "GalleryPage",
@@ -43,8 +44,10 @@ __all__ = [
     "distributions",
     "facet_counts",
     "get_persona",
+    "merge_tags",
     "query_page",
     "resolve_criteria",
+    "save_curation",
     "set_favorite",
     "set_rating",
     "set_tags",
@@ -395,9 +398,18 @@ def get_persona(db: Database, user: User, result_id: int) -> dict[str, Any] | No
         return q.gallery_persona(session, _viewer_id(user), result_id)
 
 
-def _update(db: Database, user: User, result_id: int, **values: Any) -> None:
+def _check_id(result_id: int) -> None:
     if isinstance(result_id, bool) or not isinstance(result_id, int):
         raise NotFoundError(f"no persona {result_id!r}")
+
+
+def _check_rating(rating: int | None) -> None:
+    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+        raise ValidationError(f"rating must be a whole number from 1 to 5 (or none), got {rating!r}")
+
+
+def _update(db: Database, user: User, result_id: int, **values: Any) -> None:
+    _check_id(result_id)
     with db.transaction() as session:
         if not q.gallery_update_persona(session, _viewer_id(user), result_id, **values):
             raise NotFoundError(f"no persona {result_id}")
@@ -436,9 +448,56 @@ def set_tags(db: Database, user: User, result_id: int, tags: list[str]) -> None:
 
 
 def set_rating(db: Database, user: User, result_id: int, rating: int | None) -> None:
-    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
-        raise ValidationError(f"rating must be a whole number from 1 to 5 (or none), got {rating!r}")
+    _check_rating(rating)
     _update(db, user, result_id, rating=rating)
+
+
+@dataclass(frozen=True)
+class Curation:
+    """One persona's curation as a form shows it: favourite, tags (as typed) and rating (1–5 or none)."""
+
+    favorite: bool = False
+    tags: tuple[str, ...] = ()
+    rating: int | None = None
+
+    @classmethod
+    def of(cls, persona: Mapping[str, Any]) -> Curation:
+        """The curation of a persona as ``get_persona`` returns it."""
+        return cls(bool(persona.get("favorite")), tuple(persona.get("tags") or ()), persona.get("rating"))
+
+
+def merge_tags(current: list[str], drawn: list[str], edited: list[str]) -> list[str]:
+    """``current`` with the change from ``drawn`` to ``edited`` applied (all three clean): a tag no longer in
+    ``edited`` is removed (ignoring case), a tag new in it is added at the end, every other tag stays as it is.
+    A tag whose case was changed is removed and added again in its new case."""
+    removed = {tag.casefold() for tag in drawn if tag not in edited}
+    added = [tag for tag in edited if tag not in drawn]
+    return clean_tags([tag for tag in current if tag.casefold() not in removed] + added)
+
+
+def save_curation(db: Database, user: User, result_id: int, drawn: Curation, edited: Curation) -> None:
+    """Save what a curation form changed: ``drawn`` is what the form showed when it was drawn, ``edited`` what it
+    shows now. In one transaction on the persona as it is now, only the differences are written: a tag added in
+    the form is added, one removed is removed, favourite and rating are written only when they changed. What
+    others changed meanwhile (another tab, a bulk tag) is kept."""
+    _check_id(result_id)
+    _check_rating(edited.rating)
+    drawn_tags, edited_tags = clean_tags(list(drawn.tags)), clean_tags(list(edited.tags))
+    viewer = _viewer_id(user)
+    with db.transaction() as session:
+        current = q.gallery_curation_for_update(session, viewer, result_id)
+        if current is None:
+            raise NotFoundError(f"no persona {result_id}")
+        values: dict[str, Any] = {}
+        if bool(edited.favorite) != bool(drawn.favorite):
+            values["favorite"] = bool(edited.favorite)
+        if edited.rating != drawn.rating:
+            values["rating"] = edited.rating
+        tags = merge_tags(current["tags"], drawn_tags, edited_tags)
+        if tags != current["tags"]:
+            values["tags"] = tags
+        if values:
+            q.gallery_update_persona(session, viewer, result_id, **values)
 
 
 # --- bulk curation and saved views ----------------------------------------------------------------------------
@@ -467,12 +526,11 @@ def bulk_curate(
         criteria = _criteria(session, user, flt)
         changed = q.gallery_bulk_update(session, criteria, **values) if values else 0
         if tag is not None:
-            tagged = 0
-            for result_id, tags in q.gallery_ids_and_tags(session, criteria):
-                if tag.casefold() not in {t.casefold() for t in tags}:
-                    q.set_persona_tags(session, result_id, clean_tags([*tags, tag]))
-                    tagged += 1
-            changed = max(changed, tagged)
+            full = q.gallery_count_full_without_tag(session, criteria, tag, max_tags=MAX_TAGS)
+            if full:
+                raise ValidationError(f"{full} persona(s) of the view already have {MAX_TAGS} tags, the most a "
+                                      f"persona may have: remove some of theirs first, or narrow the view")
+            changed = max(changed, q.gallery_add_tag(session, criteria, tag, max_tags=MAX_TAGS))
     return changed
 
 

@@ -7,15 +7,46 @@ distributions), ``curation`` (favourite, tags, rating, bulk), ``saved_views`` an
 from ``db.queries``; every statement here runs on SQLite and PostgreSQL.
 """
 
-from db.queries.gallery.criteria import *  # noqa: F403
-from db.queries.gallery.curation import *  # noqa: F403
-from db.queries.gallery.export_rows import *  # noqa: F403
-from db.queries.gallery.facets import *  # noqa: F403
-from db.queries.gallery.page import *  # noqa: F403
-from db.queries.gallery.saved_views import *  # noqa: F403
-from db.queries.gallery.scope import *  # noqa: F403
+from db.queries.gallery.criteria import (
+    FILTER_EXPRESSIONS,
+    GALLERY_PERSONA_FIELDS,
+    GALLERY_TEXT_FIELDS,
+    Condition,
+    Facet,
+    PersonaCriteria,
+)
+from db.queries.gallery.curation import (
+    gallery_add_tag,
+    gallery_bulk_update,
+    gallery_count_full_without_tag,
+    gallery_curation_for_update,
+    gallery_update_persona,
+)
+from db.queries.gallery.export_rows import (
+    gallery_export_rows,
+    gallery_view_version,
+)
+from db.queries.gallery.facets import (
+    gallery_distributions,
+    gallery_facets,
+)
+from db.queries.gallery.page import (
+    GALLERY_SORT_COLUMNS,
+    gallery_count,
+    gallery_page,
+    gallery_persona,
+)
+from db.queries.gallery.saved_views import (
+    delete_saved_view,
+    list_saved_views,
+    save_view,
+)
+from db.queries.gallery.scope import (
+    gallery_task_choices,
+    gallery_tasks_info,
+    gallery_visible_task_ids,
+)
 
-# Listed here as well as in each module: a type checker follows a star import only through a written list.
 __all__ = [
     "FILTER_EXPRESSIONS",
     "GALLERY_PERSONA_FIELDS",
@@ -25,12 +56,14 @@ __all__ = [
     "Facet",
     "PersonaCriteria",
     "delete_saved_view",
+    "gallery_add_tag",
     "gallery_bulk_update",
     "gallery_count",
+    "gallery_count_full_without_tag",
+    "gallery_curation_for_update",
     "gallery_distributions",
     "gallery_export_rows",
     "gallery_facets",
-    "gallery_ids_and_tags",
     "gallery_page",
     "gallery_persona",
     "gallery_task_choices",
@@ -40,5 +73,4 @@ __all__ = [
     "gallery_visible_task_ids",
     "list_saved_views",
     "save_view",
-    "set_persona_tags",
 ]

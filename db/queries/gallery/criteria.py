@@ -118,12 +118,24 @@ class PersonaCriteria:
 # --- SQL helpers ---------------------------------------------------------------------------------------------
 
 
-def _dialect(session: Session) -> str:
+def dialect(session: Session) -> str:
+    """The database's dialect name: "sqlite" or "postgresql"."""
     return session.get_bind().dialect.name
 
 
 def _py_lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
+
+
+def lower_text(session: Session, text: Col) -> sa.ColumnElement[Any]:
+    """``text`` lower-cased. SQLite's own ``lower`` folds ASCII only, so there it is Python's, registered on the
+    connection; PostgreSQL's follows the database's locale."""
+    if dialect(session) == "sqlite":
+        driver = session.connection().connection.driver_connection
+        if driver is not None:
+            driver.create_function("adg_lower", 1, _py_lower, deterministic=True)
+            return sa.func.adg_lower(text)
+    return sa.func.lower(text)
 
 
 def _search_text(session: Session, terms: list[str]) -> sa.ColumnElement[Any]:
@@ -135,14 +147,9 @@ def _search_text(session: Session, terms: list[str]) -> sa.ColumnElement[Any]:
     text: sa.ColumnElement[Any] = sa.func.coalesce(getattr(R, GALLERY_TEXT_FIELDS[0]), "")
     for name in GALLERY_TEXT_FIELDS[1:]:
         text = text + "\n" + sa.func.coalesce(getattr(R, name), "")
-    if _dialect(session) == "sqlite":
-        if all(term.isascii() for term in terms):
-            return text
-        driver = session.connection().connection.driver_connection
-        if driver is not None:
-            driver.create_function("adg_lower", 1, _py_lower, deterministic=True)
-            return sa.func.adg_lower(text)
-    return sa.func.lower(text)
+    if dialect(session) == "sqlite" and all(term.isascii() for term in terms):
+        return text
+    return lower_text(session, text)
 
 
 def _text_matches(session: Session, terms: list[str]) -> list[sa.ColumnElement[bool]]:
@@ -152,7 +159,7 @@ def _text_matches(session: Session, terms: list[str]) -> list[sa.ColumnElement[b
     stops at the first field that matches and builds no concatenated text. A term holds no whitespace, so it
     never spans two fields either way.
     """
-    if _dialect(session) == "sqlite" and all(term.isascii() for term in terms):
+    if dialect(session) == "sqlite" and all(term.isascii() for term in terms):
         return [
             sa.or_(*(getattr(R, name).like(_like_pattern(term), escape="\\") for name in GALLERY_TEXT_FIELDS))
             for term in terms
@@ -167,26 +174,26 @@ def _like_pattern(term: str) -> str:
 
 
 def is_json_array(session: Session, column: Col) -> sa.ColumnElement[bool]:
-    typeof = sa.func.jsonb_typeof if _dialect(session) == "postgresql" else sa.func.json_type
+    typeof = sa.func.jsonb_typeof if dialect(session) == "postgresql" else sa.func.json_type
     return cast(sa.ColumnElement[bool], typeof(column) == "array")
 
 
-def _safe_tags(session: Session, column: Col) -> sa.ColumnElement[Any]:
+def safe_tags(session: Session, column: Col) -> sa.ColumnElement[Any]:
     """The tags column as a JSON array whatever is stored (SQL NULL, JSON null, a scalar)."""
-    empty = "'[]'::jsonb" if _dialect(session) == "postgresql" else "'[]'"
+    empty = "'[]'::jsonb" if dialect(session) == "postgresql" else "'[]'"
     return sa.case((is_json_array(session, column), column), else_=sa.literal_column(empty))
 
 
 def array_elements(session: Session, array: Any) -> Any:
     """A table-valued function with one ``value`` row per element of the JSON array ``array``."""
-    if _dialect(session) == "postgresql":
+    if dialect(session) == "postgresql":
         return sa.func.jsonb_array_elements_text(array).table_valued("value")
     return sa.func.json_each(array).table_valued("value")
 
 
-def _tag_values(session: Session, column: Col) -> Any:
+def tag_values(session: Session, column: Col) -> Any:
     """A table-valued function with one ``value`` row per tag of ``column`` (correlated to its row)."""
-    return array_elements(session, _safe_tags(session, column))
+    return array_elements(session, safe_tags(session, column))
 
 
 def gender_bucket(column: Col) -> sa.ColumnElement[Any]:
@@ -227,7 +234,7 @@ def condition_sql(session: Session, cond: Condition) -> sa.ColumnElement[bool]:
             options.append(column.is_(None))
         return sa.or_(*options) if options else sa.false()
     if cond.test in ("any", "empty"):
-        elements = _tag_values(session, column)
+        elements = tag_values(session, column)
         found = sa.select(sa.literal(1)).select_from(elements)
         if cond.test == "empty":
             return ~sa.exists(found)
