@@ -8,9 +8,7 @@ Pure functions on arrays and texts: the review stage stores the figures, the gal
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,24 +34,19 @@ def words(text: str | None) -> list[str]:
 def tfidf(texts: Sequence[str]) -> sp.csr_matrix:
     """Rows of L2-normalised TF-IDF weights (sublinear term frequency, smoothed IDF), one per text; an empty
     text gives a zero row. The vocabulary is the ``MAX_VOCABULARY`` words found in most texts."""
-    docs = [Counter(words(t)) for t in texts]
-    frequency: Counter[str] = Counter()
-    for doc in docs:
-        frequency.update(doc.keys())
-    vocabulary = {w: i for i, (w, _) in enumerate(frequency.most_common(MAX_VOCABULARY))}
-    rows, cols, values = [], [], []
-    for r, doc in enumerate(docs):
-        for word, count in doc.items():
-            c = vocabulary.get(word)
-            if c is not None:
-                rows.append(r)
-                cols.append(c)
-                values.append(1.0 + math.log(count))
+    docs = [words(t) for t in texts]
     n = len(docs)
-    matrix = sp.csr_matrix((values, (rows, cols)), shape=(n, len(vocabulary)), dtype=np.float64)
-    df = np.zeros(len(vocabulary))
-    for word, c in vocabulary.items():
-        df[c] = frequency[word]
+    index: dict[str, int] = {}
+    ids = np.fromiter((index.setdefault(w, len(index)) for doc in docs for w in doc), dtype=np.int64)
+    rows = np.repeat(np.arange(n), [len(doc) for doc in docs])
+    counts = sp.csr_matrix((np.ones(len(ids)), (rows, ids)), shape=(n, len(index)))  # duplicates add up
+    counts.sum_duplicates()
+    df = np.bincount(counts.indices, minlength=len(index))
+    if len(index) > MAX_VOCABULARY:
+        keep = np.sort(np.argsort(-df, kind="stable")[:MAX_VOCABULARY])
+        counts, df = counts[:, keep], df[keep]
+    matrix = counts.astype(np.float64)
+    matrix.data = 1.0 + np.log(matrix.data)
     matrix = matrix @ sp.diags(np.log((1.0 + n) / (1.0 + df)) + 1.0)
     return _normalised_rows(matrix)
 

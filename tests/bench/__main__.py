@@ -21,6 +21,7 @@ BENCHES = {
     "export": ("tests.bench.bench_exports", "bench_table_exports"),
     "zip": ("tests.bench.bench_exports", "bench_zip_export"),
     "identity": ("tests.bench.bench_identity", "bench_identity"),
+    "map": ("tests.bench.bench_map", "bench_map"),
 }
 
 
