@@ -14,20 +14,19 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from pipeline.core.errors import ImageCheckError
-from pipeline.core.images import image_hash
-from pipeline.core.keys import extension_for
-from pipeline.stages.images.imaging import (
+from pipeline.core.image_ops import (
     DEFAULT_JPEG_QUALITY,
     _vignette,
     crop_white_borders,
     encode_jpeg,
     make_thumbnail,
-    process_grid,
     randomize_style,
-    split_grid,
     style_rng,
     trim_white_margins,
 )
+from pipeline.core.images import image_hash
+from pipeline.core.keys import extension_for
+from pipeline.stages.images.imaging import process_grid, split_grid
 
 
 def _tile(color: tuple[int, int, int], side: int = 200) -> Image.Image:
