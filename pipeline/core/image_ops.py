@@ -167,3 +167,17 @@ def make_thumbnail(img: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     thumb = img.copy()
     thumb.thumbnail((side, side), Image.Resampling.BICUBIC)
     return encode_jpeg(thumb, 82)
+
+
+def finish_tile(
+    tile: Image.Image, *, crop_borders: bool, style_rng: random.Random | None
+) -> tuple[Image.Image, dict[str, Any] | None, int]:
+    """One photo as a task stores it: pure-white margins trimmed, border-cropped when ``crop_borders``, styled
+    when a ``style_rng`` is given. Returns the image, the style drawn (None unstyled) and its JPEG quality."""
+    tile = trim_white_margins(tile)
+    if crop_borders:
+        tile = crop_white_borders(tile)
+    if style_rng is None:
+        return tile, None, DEFAULT_JPEG_QUALITY
+    tile, style = randomize_style(tile, style_rng)
+    return tile, style, int(style["jpeg_quality"])

@@ -18,18 +18,15 @@ from PIL import Image
 from pipeline.core.domain import IMAGES_PER_BLOCK
 from pipeline.core.errors import ImageCheckError
 from pipeline.core.image_ops import (
-    DEFAULT_JPEG_QUALITY,
     MIN_TILE_SIDE,
     WHITE_LINE_FRACTION,
     WHITE_MIN,
     Box,
     channel_min,
-    crop_white_borders,
     encode_jpeg,
+    finish_tile,
     make_thumbnail,
-    randomize_style,
     style_rng,
-    trim_white_margins,
     white_share,
 )
 from pipeline.core.images import decode_image, image_hash
@@ -141,14 +138,8 @@ def _finish_tile(
 ) -> ProcessedImage:
     """A tile trimmed (and border-cropped), styled when ``randomize``, as a JPEG, its thumbnail and the
     thumbnail's hash (computed here, while its bytes are in memory, rather than read back by the review)."""
-    tile = trim_white_margins(tile)
-    if crop_borders:
-        tile = crop_white_borders(tile)
-    style: dict[str, Any] | None = None
-    quality = DEFAULT_JPEG_QUALITY
-    if randomize:
-        tile, style = randomize_style(tile, style_rng(seed, persona_key, index))
-        quality = int(style["jpeg_quality"])
+    rng = style_rng(seed, persona_key, index) if randomize else None
+    tile, style, quality = finish_tile(tile, crop_borders=crop_borders, style_rng=rng)
     thumb = make_thumbnail(tile)
     return ProcessedImage(
         data=encode_jpeg(tile, quality),
