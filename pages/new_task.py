@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from pages import ui
@@ -11,6 +9,7 @@ from pipeline.core.domain import ALLOWED_IMAGES_PER_PERSONA, MAX_DESCRIPTION_CHA
 from pipeline.core.errors import PipelineError
 from pipeline.core.identity import resolve_mode
 from pipeline.core.languages import LANGUAGES
+from pipeline.core.targets import load_targets_json
 from pipeline.submit.settings import read_settings
 from pipeline.submit.submission import build_snapshot, estimate_task, preview_personas, submit_task, validate_spec
 
@@ -76,10 +75,9 @@ with right:
             st.caption(key.removeprefix("bio_prompt_").upper())
             st.text(text or "(empty)")
 
-def _targets() -> dict[str, object] | str | None:
-    if extra.strip() and not (use_gender or use_age):
-        return extra
-    chosen: dict[str, object] = json.loads(extra) if extra.strip() else {}
+def _targets() -> dict[str, object] | None:
+    """The JSON targets with the ticked boxes' targets over them; ``ValidationError`` when the JSON is unusable."""
+    chosen: dict[str, object] = load_targets_json(extra) if extra.strip() else {}
     if use_gender:
         chosen["gender"] = {"f": share_f, "m": share_m, "other": share_o}
     if use_age:
@@ -90,10 +88,6 @@ def _targets() -> dict[str, object] | str | None:
 if submitted:
     try:
         targets = _targets()
-    except json.JSONDecodeError as exc:
-        st.error(f"targets are not valid JSON: {exc.msg} at line {exc.lineno}")
-        st.stop()
-    try:
         spec = validate_spec(
             user_id=user.id,
             description=description,

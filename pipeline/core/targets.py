@@ -25,6 +25,38 @@ from pipeline.core.domain import GENDERS
 from pipeline.core.errors import ValidationError
 
 MAX_CATEGORIES = 50
+MAX_SHARE = 1_000_000_000  # shares are relative weights; a bound keeps their sum a finite float
+MAX_TARGETS_CHARS = 20_000  # 50 categories of 100-character names, 20 age bands and every locale fit easily
+
+
+def load_targets_json(text: str) -> dict[str, Any]:
+    """The JSON object of targets written as text, not yet validated (``parse_targets`` does that).
+
+    ``ValidationError`` with a message a user can act on for anything else: not JSON, not an object, longer
+    than ``MAX_TARGETS_CHARS``, nested deeper than Python's decoder goes (``RecursionError``), or an integer too
+    long to read (``int()`` refuses 4,300 digits with a ``ValueError`` that is no ``JSONDecodeError``)."""
+    if len(text) > MAX_TARGETS_CHARS:
+        raise ValidationError(f"targets are {len(text):,} characters; the limit is {MAX_TARGETS_CHARS:,}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"targets are not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except ValueError:
+        raise ValidationError("targets are not valid JSON: a number is too long") from None
+    except RecursionError:
+        raise ValidationError("targets are not valid JSON: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ValidationError("targets must be a JSON object")
+    return value
+
+
+def _share(value: object, what: str) -> float:
+    """A share as a float; an int is compared before any conversion (``float(10**400)`` overflows)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SHARE:
+        return float(value)
+    if isinstance(value, float) and math.isfinite(value) and 0 <= value <= MAX_SHARE:
+        return value
+    raise ValidationError(f"targets.{what} must be a non-negative number up to {MAX_SHARE:,}")
 
 
 def _shares(value: object, what: str, allowed: Sequence[str] | None = None) -> dict[str, float]:
@@ -39,9 +71,7 @@ def _shares(value: object, what: str, allowed: Sequence[str] | None = None) -> d
             raise ValidationError(f"targets.{what}: unknown category {name!r}; use {', '.join(allowed)}")
         if not name or len(name) > 100:
             raise ValidationError(f"targets.{what}: category names must be 1–100 characters")
-        if isinstance(share, bool) or not isinstance(share, int | float) or not math.isfinite(share) or share < 0:
-            raise ValidationError(f"targets.{what}.{name} must be a non-negative number")
-        out[name] = float(share)
+        out[name] = _share(share, f"{what}.{name}")
     total = sum(out.values())
     if total <= 0:
         raise ValidationError(f"targets.{what}: the shares add up to zero")
@@ -82,10 +112,7 @@ def parse_targets(raw: object) -> dict[str, Any] | None:
     if raw is None or raw == "" or raw == {}:
         return None
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"targets are not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        raw = load_targets_json(raw)
     if not isinstance(raw, Mapping):
         raise ValidationError("targets must be a JSON object")
     unknown = set(raw) - {"gender", "age", "ethnicity", "locales"}

@@ -26,6 +26,19 @@ from pipeline.core.targets import achieved_report, allocate_slots, exact_counts,
         ({"age": {"bands": []}}, "1–20 bands"),
         ({"locales": ["xx_YY"]}, "unknown locale"),
         ({"locales": "pt_PT"}, "non-empty list"),
+        # Issue 20, item 8: none of these may escape as anything but a ValidationError.
+        ("null", "must be a JSON object"),
+        ({"gender": {"f": 10**400}}, "non-negative number up to"),
+        ({"gender": {"f": -(10**400)}}, "non-negative number up to"),
+        ('{"gender": {"f": 1%s}}' % ("0" * 400), "non-negative number up to"),
+        ('{"ethnicity": {"A": 1e400}}', "non-negative number up to"),
+        ({"gender": {"f": 1e308, "m": 1e308}}, "non-negative number up to"),  # their sum is infinite
+        ({"age": {"bands": [{"min": 20, "max": 30, "share": 10**400}]}}, "non-negative number up to"),
+        ({"age": {"min": 10**400, "max": 20}}, "13 to 100"),
+        ('{"gender": {"f": %s}}' % ("9" * 5000), "a number is too long"),
+        ("[" * 9_000 + "]" * 9_000, "nested too deeply"),
+        ('{"age": ' * 2_000 + "1" + "}" * 2_000, "nested too deeply"),
+        ("[" * 100_000 + "]" * 100_000, "the limit is 20,000"),
     ],
 )
 def test_bad_targets_are_explained(raw: object, message: str) -> None:
