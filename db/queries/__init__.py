@@ -7,6 +7,7 @@ from db.queries.identity import *  # noqa: F403
 from db.queries.limits import *  # noqa: F403
 from db.queries.overview import *  # noqa: F403
 from db.queries.results import *  # noqa: F403
+from db.queries.samples import *  # noqa: F403
 from db.queries.settings import *  # noqa: F403
 from db.queries.tasks import *  # noqa: F403
 from db.queries.users import *  # noqa: F403

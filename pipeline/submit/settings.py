@@ -4,11 +4,16 @@
 Changes are validated, restricted to administrators and audited. A running task keeps its frozen snapshot;
 new values apply to the next submitted task (the cap to the next claim, a provider's limits within seconds to
 every running task: they are read at each call's admission).
+
+The toggles, the identity check and the bio prompts are also each task's own to set at submit time (the global
+values are the defaults); ``parse_task_settings`` checks them with the same rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import db.queries as q
 from db.models import User
@@ -23,6 +28,10 @@ MAX_PROVIDER_CONCURRENCY = q.MAX_PROVIDER_CONCURRENCY
 PROVIDER_LIMIT_KEYS: tuple[str, ...] = q.limit_setting_keys()  # {persona,prompt,image}_{concurrency,rate_per_minute}
 SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES,
                                  *PROVIDER_LIMIT_KEYS)
+# What a task may set for itself at submit time (New task, ``submit --set``/``--config``); the global values are
+# its defaults. Each is checked by the rule that checks the global setting.
+TASK_SETTING_KEYS: tuple[str, ...] = (*CONFIG_TOGGLES, IDENTITY_SETTING_KEY, *BIO_PROMPT_KEYS)
+TaskSettings = dict[str, bool | str]
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -117,6 +126,53 @@ def clean_prompt(value: str) -> str:
     if len(text) > MAX_PROMPT_CHARS:
         raise ValidationError(f"a bio prompt is limited to {MAX_PROMPT_CHARS} characters, got {len(text)}")
     return text
+
+
+def parse_task_setting(key: str, value: object) -> bool | str:
+    """One of a task's own settings (``TASK_SETTING_KEYS``), checked as the Settings page checks the global one:
+    a toggle is true or false, the identity check auto, on or off, a bio prompt non-empty text within the limit."""
+    if key not in TASK_SETTING_KEYS:
+        raise ValidationError(f"unknown task setting {key[:60]!r}; a task can set: {', '.join(TASK_SETTING_KEYS)}")
+    if key in CONFIG_TOGGLES and isinstance(value, bool):
+        return value
+    if not isinstance(value, str):  # a JSON number, list or null
+        wanted = "true or false" if key in CONFIG_TOGGLES else "text"
+        raise ValidationError(f"{key} must be {wanted}, got {type(value).__name__} {str(value)[:40]!r}")
+    try:
+        if key in CONFIG_TOGGLES:
+            return parse_bool(value)
+        if key == IDENTITY_SETTING_KEY:
+            return parse_identity_mode(value)
+        return clean_prompt(value)
+    except ValidationError as exc:
+        raise ValidationError(f"{key}: {exc}") from None
+
+
+def parse_task_settings(values: object) -> TaskSettings:
+    """A task's own settings from a mapping of key to value (a ``--config`` file's JSON object, ``--set`` pairs,
+    the form's changed fields); ``ValidationError`` on the first unknown key or bad value, or when ``values`` is
+    not a mapping."""
+    if not isinstance(values, Mapping):
+        raise ValidationError(f"a task's settings must be a JSON object of setting: value, got {type(values).__name__}")
+    return {str(key): parse_task_setting(str(key), value) for key, value in values.items()}
+
+
+def default_task_settings(current: GlobalSettings) -> TaskSettings:
+    """The global values of ``TASK_SETTING_KEYS``: what a task gets unless it sets its own."""
+    return {**current.toggles, IDENTITY_SETTING_KEY: current.identity_check, **current.bio_prompts}
+
+
+def task_settings_of(snapshot: Mapping[str, Any] | None) -> TaskSettings:
+    """The values of ``TASK_SETTING_KEYS`` a task's frozen configuration holds (to show it, or to start a new
+    task from it)."""
+    snapshot = snapshot or {}
+    toggles = snapshot.get("toggles") or {}
+    prompts = snapshot.get("bio_prompts") or {}
+    return {
+        **{key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
+        IDENTITY_SETTING_KEY: normalise_mode((snapshot.get("identity") or {}).get("mode")),
+        **{key: str(prompts.get(key) or "") for key in BIO_PROMPT_KEYS},
+    }
 
 
 def set_setting_value(db: Database, key: str, value: str, actor: User | None) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +33,12 @@ from pipeline.core.domain import (
     TaskSpec,
 )
 from pipeline.core.errors import ValidationError
-from pipeline.core.identity import IDENTITY_SETTING_KEY
+from pipeline.core.identity import IDENTITY_SETTING_KEY, normalise_mode
 from pipeline.core.identity import snapshot as identity_snapshot
 from pipeline.core.languages import normalise_language
 from pipeline.core.targets import parse_targets
 from pipeline.providers.registry import ProviderCache, check_provider_names
+from pipeline.submit.settings import TASK_SETTING_KEYS, parse_task_settings
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +100,31 @@ def validate_spec(
     return TaskSpec(user_id, text, lang, n, k, s, parse_targets(targets))
 
 
-def build_snapshot(db: Database, settings: Settings) -> dict[str, Any]:
-    """The configuration frozen with a task at submit time; the worker uses it, exports show it."""
+def build_snapshot(
+    db: Database, settings: Settings, task_settings: Mapping[str, object] | None = None
+) -> dict[str, Any]:
+    """The configuration frozen with a task at submit time; the worker uses it, exports show it.
+
+    ``task_settings``: the task's own toggles, identity-check mode and bio prompts (``TASK_SETTING_KEYS``) over the
+    global defaults, checked here (``ValidationError`` before anything is written); ``set_for_task`` lists those
+    that differ from the defaults."""
     check_provider_names(settings.persona_provider, settings.image_provider)
+    own = parse_task_settings(task_settings or {})
     with db.session() as session:
         prompts = q.get_settings_map(session, (*BIO_PROMPT_KEYS, IDENTITY_SETTING_KEY))
         toggles = q.get_config_values(session)
+    defaults: dict[str, object] = {
+        **{key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
+        IDENTITY_SETTING_KEY: normalise_mode(prompts.get(IDENTITY_SETTING_KEY)),
+        **{key: prompts.get(key, "") for key in BIO_PROMPT_KEYS},
+    }
+    values = {**defaults, **own}
     return {
         "app_version": __version__,
         "frozen_at": utcnow().isoformat(),
-        "bio_prompts": {key: prompts.get(key, "") for key in BIO_PROMPT_KEYS},
-        "toggles": {key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
+        "bio_prompts": {key: str(values[key]) for key in BIO_PROMPT_KEYS},
+        "toggles": {key: bool(values[key]) for key in CONFIG_TOGGLES},
+        "set_for_task": [key for key in TASK_SETTING_KEYS if values[key] != defaults[key]],
         "providers": {
             "persona": settings.persona_provider,
             "prompt": settings.persona_provider,
@@ -121,7 +137,7 @@ def build_snapshot(db: Database, settings: Settings) -> dict[str, Any]:
             "flowise_prompt_flow": settings.flowise_prompt_flow_id if settings.persona_provider == "flowise" else None,
         },
         "base_prompt_append": settings.base_prompt_append,
-        "identity": identity_snapshot(prompts.get(IDENTITY_SETTING_KEY), settings.image_provider),
+        "identity": identity_snapshot(str(values[IDENTITY_SETTING_KEY]), settings.image_provider),
     }
 
 
@@ -191,12 +207,13 @@ def estimate_task(settings: Settings, count: int, images_per_persona: int) -> Es
 
 
 def preview_personas(db: Database, settings: Settings, description: str, language: str, count: int,
-                     seed: int | None = None) -> PersonaBatch:
-    """1–3 personas from the configured provider with the current prompts, without images; nothing is stored."""
+                     seed: int | None = None, task_settings: Mapping[str, object] | None = None) -> PersonaBatch:
+    """1–3 personas from the configured provider without images, nothing stored; with the bio prompts the task
+    would freeze (the global ones, or those of ``task_settings``)."""
     if not 1 <= count <= 3:
         raise ValidationError("a preview has 1 to 3 personas")
     description = clean_description(description)
-    snapshot = build_snapshot(db, settings)
+    snapshot = build_snapshot(db, settings, task_settings)
     provider = ProviderCache(settings).get("persona", settings.persona_provider)
     request = PersonaRequest(
         description=description,
