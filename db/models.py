@@ -161,6 +161,7 @@ class GenerationTask(Base):
     quality_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     targets_report: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     diversity: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # review: how varied it is
+    budget: Mapped[float | None] = mapped_column(sa.Float, nullable=True)  # dollars; None: no budget
 
     user: Mapped[User] = relationship(lazy="raise")
 
@@ -325,3 +326,34 @@ class StorageCleanup(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class ProviderUsage(Base):
+    """One call a task made to a provider (``pipeline.stages.usage``): whether it succeeded, the images it made, the
+    tokens the provider reported (None: it reported none), its seconds and its cost at the prices of the time (None:
+    the provider had no price; ``tokens_unpriced``: a price per 1k tokens was set but the provider reported no
+    tokens, so ``cost`` leaves them out). A ledger: no foreign key to the task, so a week's spend stays when a task
+    is deleted."""
+
+    __tablename__ = "provider_usage"
+    __table_args__ = (
+        sa.Index("ix_provider_usage_task_pk", "task_pk"),
+        sa.Index("ix_provider_usage_provider_created_at", "provider", "created_at"),
+        sa.Index("ix_provider_usage_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    task_pk: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    task_id: Mapped[str] = mapped_column(sa.String(12), nullable=False)
+    user_id: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    worker_id: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    provider: Mapped[str] = mapped_column(sa.String(255), nullable=False)  # kind:provider:model
+    kind: Mapped[str] = mapped_column(sa.String(20), nullable=False)  # persona, prompt or image
+    ok: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    images: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    input_tokens: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    output_tokens: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    seconds: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    cost: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    tokens_unpriced: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

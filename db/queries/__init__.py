@@ -10,5 +10,6 @@ from db.queries.results import *  # noqa: F403
 from db.queries.samples import *  # noqa: F403
 from db.queries.settings import *  # noqa: F403
 from db.queries.tasks import *  # noqa: F403
+from db.queries.usage import *  # noqa: F403
 from db.queries.users import *  # noqa: F403
 from db.queries.workers import *  # noqa: F403

@@ -77,6 +77,51 @@ def _report(attempt: Attempt) -> None:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """The tokens a provider's reply says one call used (None where it does not say): its own count, never a
+    guess."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+_usage = threading.local()
+
+
+@contextlib.contextmanager
+def collect_usage() -> Iterator[list[Usage]]:
+    """Gather what the replies received by this thread inside the block report (``report_usage``)."""
+    previous = getattr(_usage, "sink", None)
+    sink: list[Usage] = []
+    _usage.sink = sink
+    try:
+        yield sink
+    finally:
+        _usage.sink = previous
+
+
+def report_usage(usage: Usage) -> None:
+    """Hand a reply's usage to the caller's ``collect_usage`` (nothing happens outside one)."""
+    sink = getattr(_usage, "sink", None)
+    if sink is not None:
+        sink.append(usage)
+
+
+def reply_usage(reply: Mapping[str, Any]) -> Usage:
+    """The tokens an OpenAI-style reply reports in ``usage``: ``prompt_tokens``/``completion_tokens`` (chat) or
+    ``input_tokens``/``output_tokens`` (gpt-image models); None where it reports none."""
+    usage = reply.get("usage")
+    if not isinstance(usage, Mapping):
+        return Usage()
+    return Usage(_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+                 _count(usage.get("completion_tokens", usage.get("output_tokens"))))
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass(frozen=True)
 class _Reply:
     status: int
     headers: Mapping[str, str]

@@ -13,7 +13,7 @@ from pipeline.core.config import DEFAULT_OPENAI_BASE_URL, Settings
 from pipeline.core.domain import BIO_PLATFORMS, GENDERS, PersonaBatch, PersonaDraft, PersonaRequest
 from pipeline.core.errors import PipelineError, ProviderError, RefusalError
 from pipeline.providers.flowise import request_constraints
-from pipeline.providers.http import HttpClient, HttpProvider, bearer_headers, join_url
+from pipeline.providers.http import HttpClient, HttpProvider, bearer_headers, join_url, reply_usage, report_usage
 from pipeline.providers.parsing import final_prompt, personas_from_text
 from pipeline.providers.prompts import person_data_json
 
@@ -134,6 +134,7 @@ class _OpenAIChat(OpenAIHttpProvider):
             "seed": seed % SEED_MODULUS,
         }
         reply = self.client.request("POST", join_url(self.settings.openai_base_url, "chat/completions"), json=body)
+        report_usage(reply_usage(reply))  # the tokens billed, as the reply counts them
         try:
             choice = reply["choices"][0]
             message = choice["message"]

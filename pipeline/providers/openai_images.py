@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.core.domain import PersonaDraft
 from pipeline.core.errors import PipelineError, ProviderError
 from pipeline.core.keys import content_type_for, extension_for
-from pipeline.providers.http import join_url
+from pipeline.providers.http import join_url, reply_usage, report_usage
 from pipeline.providers.openai_chat import OpenAIHttpProvider, check_models
 from pipeline.providers.prompts import grid_prompt_wrapper
 
@@ -60,6 +60,7 @@ class OpenAIImageProvider(OpenAIHttpProvider):
 
     @staticmethod
     def _image(reply: dict[str, Any]) -> bytes:
+        report_usage(reply_usage(reply))  # gpt-image models report the tokens billed; others none
         try:
             encoded = reply["data"][0]["b64_json"]
             data = base64.b64decode(encoded, validate=True)

@@ -4,7 +4,8 @@ Every write goes through ``TaskContext.guarded()``, which re-checks in the same 
 still holds the lease (row-locked on PostgreSQL): a worker that lost its lease stops touching the task.
 Between units of work ``checkpoint()`` honours cancel, lease loss and worker shutdown. Every provider call goes
 through ``TaskContext.provider_call(kind)``, which holds a slot of that provider's limit over all workers and hosts
-(``pipeline.stages.limits``) and stops the task's calls to a provider that refuses most of them.
+(``pipeline.stages.limits``), stops the task's calls to a provider that refuses most of them, records each call's
+usage and cost and holds the task to its budget (``pipeline.stages.usage``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from db.models import GenerationTask, utcnow
 from db.session import Database
 from pipeline.core.config import Settings
 from pipeline.core.errors import LeaseLost, PipelineError, ProviderError, RefusalError, TaskCancelled
+from pipeline.core.usage import provider_key
 from pipeline.providers.registry import Providers
-from pipeline.stages.limits import CallRecord, ProviderFailing, ProviderLimiter, limiter_for, provider_key
+from pipeline.stages.limits import CallRecord, ProviderFailing, ProviderLimiter, limiter_for
+from pipeline.stages.usage import UsageMeter
 from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,8 @@ class TaskContext:
     language: str
     snapshot: dict[str, Any]
     targets: dict[str, Any] | None = None
+    user_id: int | None = None
+    budget: float | None = None  # dollars over all the task's runs; None: no budget
     status: str = ""  # the status when claimed: a stage writes its own only when it differs
     lost: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -67,22 +72,27 @@ class TaskContext:
     log: TaskLog = field(init=False)
     limiter: ProviderLimiter = field(init=False)
     calls: CallRecord = field(init=False)
+    usage: UsageMeter = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = TaskLog(logger, {"task_id": self.task_id})
         self.limiter = limiter_for(self.db)
         self.calls = CallRecord()
+        self.usage = UsageMeter(self.db, task_pk=self.task_pk, task_id=self.task_id, user_id=self.user_id,
+                                worker_id=self.worker_id, budget=self.budget, note=self.note)
 
     @contextlib.contextmanager
     def provider_call(self, kind: str) -> Iterator[None]:
         """Around one call to the ``kind`` provider ("persona", "prompt" or "image"; the call runs in this thread):
         waits for a slot of that provider's limit, shared by every task, worker and host (cancel and a lost lease
-        are honoured while waiting), and gives it back after. Raises ``ProviderFailing`` once the provider refused
-        most of this task's recent calls for good (a revoked key, an exhausted quota)."""
+        are honoured while waiting), and gives it back after; the call's usage is recorded. Raises ``ProviderFailing``
+        once the provider refused most of this task's recent calls for good (a revoked key, an exhausted quota), and
+        ``BudgetReached`` (one) once this call would take the task over its budget."""
         def checkpoint() -> None:  # while waiting for a slot, and once admitted
             self.checkpoint()
             if self.calls.stopped is not None:
                 raise ProviderFailing(kind, self.calls.stopped)
+            self.usage.check(kind)
 
         checkpoint()
         provider = provider_key(kind, self.snapshot, self.settings.persona_provider, self.settings.image_provider)
@@ -90,7 +100,8 @@ class TaskContext:
             with self.limiter.call(provider, kind, task=self.task_pk, task_id=self.task_id, worker_id=self.worker_id,
                                    checkpoint=checkpoint):
                 checkpoint()
-                yield
+                with self.usage.call(provider, kind):
+                    yield
         except ProviderFailing:
             raise
         except RefusalError:  # the content was refused, not the account: the provider works
@@ -118,6 +129,8 @@ class TaskContext:
             language=task.bio_language,
             snapshot=dict(task.config_snapshot or {}),
             targets=task.targets or None,
+            user_id=task.user_id,
+            budget=task.budget,
             status=task.status,
             **kwargs,
         )

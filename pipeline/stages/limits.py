@@ -1,7 +1,8 @@
 """The provider limiter: how many calls to each provider are in flight, over every worker, process and host.
 
 A provider is one kind (persona LLM, grid-prompt LLM, image API) with the provider and model a task's snapshot
-names (``provider_key``); its limits are the administrator's (``db.queries.limits``), read live at every admission.
+names (``provider_key``, in ``pipeline.core.usage``); its limits are the administrator's (``db.queries.limits``),
+read live at every admission.
 A call takes a slot in ``provider_slots`` (one short transaction) and gives it back when it ends; its holder renews it
 while the call runs, so the slots of a process that died expire on their own.
 
@@ -33,12 +34,12 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http import HTTPStatus
-from typing import Any
 
 import db.queries as q
 from db.models import utcnow
 from db.session import Database
 from pipeline.core.errors import ProviderError
+from pipeline.core.usage import provider_key as provider_key  # re-exported: callers name it from here too
 from pipeline.providers.http import Attempt, observe
 
 log = logging.getLogger(__name__)
@@ -66,28 +67,6 @@ class ProviderFailing(ProviderError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-def provider_key(kind: str, snapshot: dict[str, Any], default_persona: str = "offline",
-                 default_image: str = "offline") -> str | None:
-    """The provider a task calls for ``kind`` ("persona", "prompt" or "image"), as its snapshot names it:
-    ``kind:provider:model`` (``persona:openai:gpt-4o-mini``, ``prompt:flowise:<flow id>``); None for an offline
-    provider, which calls no network."""
-    names = snapshot.get("providers") or {}
-    models = snapshot.get("models") or {}
-    if kind == "image":
-        name = names.get("image") or default_image
-    else:
-        name = names.get(kind) or names.get("persona") or default_persona
-    if name == "offline":
-        return None
-    if kind == "image":
-        model = models.get("image")
-    elif name == "flowise":
-        model = models.get("flowise_persona_flow" if kind == "persona" else "flowise_prompt_flow")
-    else:
-        model = models.get("chat")
-    return ":".join(str(part) for part in (kind, name, model) if part)[:255]
 
 
 class _Gate:
