@@ -25,7 +25,13 @@ from pipeline.outputs.exports import FORMATS, export_task
 from pipeline.storage import Storage, open_storage
 from pipeline.submit.accounts import create_user, validate_email, validate_password
 from pipeline.submit.connectivity import check_providers
-from pipeline.submit.settings import get_setting_value, set_setting_value
+from pipeline.submit.settings import (
+    TASK_SETTING_KEYS,
+    TaskSettings,
+    get_setting_value,
+    parse_task_settings,
+    set_setting_value,
+)
 from pipeline.submit.submission import build_snapshot, submit_task, validate_spec
 from pipeline.submit.task_control import (
     HELD_EXPLANATION,
@@ -74,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed")
     p.add_argument("--targets", metavar="FILE.json",
                    help="demographic targets: gender/ethnicity shares, age range or bands, locales")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="this task's own settings as a JSON object, e.g. {\"crop_white_borders\": false}; keys: "
+                        + ", ".join(TASK_SETTING_KEYS) + " (the global settings are the defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="task_settings",
+                   help="one of this task's settings (repeatable; over --config), e.g. randomize_image_style=true")
 
     p = sub.add_parser("work", help="run an executor")
     p.add_argument("--until-idle", action="store_true")
@@ -159,7 +170,38 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+MAX_CONFIG_BYTES = 1_000_000  # four bio prompts at their limit, escaped, fit many times over
+
+
+def _task_settings(args: argparse.Namespace) -> TaskSettings:
+    """The task's own settings: the ``--config`` file's object with each ``--set KEY=VALUE`` over it, checked."""
+    values: dict[str, object] = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ValidationError(f"--config {args.config} is over {MAX_CONFIG_BYTES:,} bytes")
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"cannot read --config {args.config}: {exc.__class__.__name__}") from None
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"--config {args.config} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        except RecursionError:
+            raise ValidationError(f"--config {args.config} is nested too deeply") from None
+        if not isinstance(loaded, dict):
+            raise ValidationError(f"--config {args.config} must hold a JSON object of setting: value, "
+                                  f"not a {type(loaded).__name__}")
+        values.update(loaded)
+    for item in args.task_settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"--set takes KEY=VALUE, got {item[:60]!r}")
+        values[key.strip()] = value
+    return parse_task_settings(values)
+
+
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    own = _task_settings(args)  # before anything is opened or written
     db = _open(settings)
     with db.session() as session:
         user = q.get_user_by_email(session, args.user)
@@ -175,7 +217,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         user_id=user.id, description=args.description, language=args.language,
         count=args.count, images_per_persona=args.images, seed=args.seed, targets=targets,
     )
-    print(submit_task(db, spec, build_snapshot(db, settings)))
+    print(submit_task(db, spec, build_snapshot(db, settings, own)))
     return 0
 
 
