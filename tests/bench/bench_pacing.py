@@ -15,11 +15,16 @@ Rows (each one run; the latencies are the original's documented ones scaled down
   configured limit stays 32): completes within 1.3x of the bound at 12, and once adapted (the second half of the
   run) never has more than 12 + ``OVERSHOOT`` calls in flight.
 
-Run: ``.venv/bin/python -m tests.bench pacing`` (SQLite; ``BENCH_DATABASE_URL`` for an empty PostgreSQL database).
+Each row notes the worker processes' CPU seconds per provider call. A task that does not complete fails its row,
+whose notes carry its status and error log.
+
+Run: ``.venv/bin/python -m tests.bench pacing`` (SQLite; ``BENCH_DATABASE_URL`` for an empty PostgreSQL database),
+or some rows: ``.venv/bin/python -m tests.bench.bench_pacing --rows big --workers 1`` (rows: small, big, hidden).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
@@ -49,6 +54,8 @@ from tests.bench.bench_executor import (
     _KeepAliveHandler,
     _queue,
     _wait_started,
+    incomplete,
+    worker_command,
 )
 from tests.bench.harness import BenchRow, cpu_mark, stolen_since
 from tests.factories import make_settings, make_user
@@ -131,6 +138,7 @@ class _Meter:
         self.lock = threading.Lock()
         self.now: dict[str, int] = {}
         self.max: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
         self.arrivals: list[tuple[float, int]] = []  # (when, image requests in flight with it, refused ones too)
 
     @contextlib.contextmanager
@@ -138,6 +146,7 @@ class _Meter:
         with self.lock:
             self.now[kind] = self.now.get(kind, 0) + 1
             self.max[kind] = max(self.max.get(kind, 0), self.now[kind])
+            self.calls[kind] = self.calls.get(kind, 0) + 1
         try:
             yield
         finally:
@@ -220,6 +229,12 @@ class _Run:
     throttled: int
     steal: float | None
     worker_cpu_s: float  # CPU seconds the worker processes used (user + system), to size a host
+    failures: list[str]  # each task that did not complete: its status and error log
+
+    @property
+    def cpu_per_call_ms(self) -> float:
+        """The workers' CPU milliseconds per provider call that was answered (refused ones not counted)."""
+        return 1000 * self.worker_cpu_s / max(1, sum(self.meter.calls.values()))
 
 
 def _run(*, personas: int, images: int, tasks: int, workers: int, lat: Latencies, limits: dict[str, int],
@@ -248,8 +263,7 @@ def _run(*, personas: int, images: int, tasks: int, workers: int, lat: Latencies
                                count=personas // tasks, images_per_persona=images, seed=i + 1) for i in range(tasks)]
         logs = [folder / f"worker-{i}.log" for i in range(workers)]
         procs = [
-            subprocess.Popen([sys.executable, "-m", "pipeline", "work", "--worker-id", f"pacing-{i}"], cwd=ROOT,
-                             env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+            subprocess.Popen(worker_command(f"pacing-{i}"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
             for i, log in enumerate(logs)
         ]
         try:
@@ -280,7 +294,7 @@ def _run(*, personas: int, images: int, tasks: int, workers: int, lat: Latencies
         statuses[t.status] = statuses.get(t.status, 0) + 1
     end = max(t.completed_at.timestamp() for t in rows if t is not None and t.completed_at)
     database.dispose()
-    return _Run(end - start_wall, statuses, meter, throttled, steal, worker_cpu)
+    return _Run(end - start_wall, statuses, meter, throttled, steal, worker_cpu, incomplete(rows, logs))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -294,8 +308,8 @@ def _cpu_seconds(pid: int) -> float:
 
 def _violations(run: _Run, limits: dict[str, int]) -> list[str]:
     found = [f"{kind} {n} in flight > limit {limits[kind]}" for kind, n in run.meter.max.items() if n > limits[kind]]
-    if set(run.statuses) != {"completed"}:
-        found.append(f"tasks not all completed: {run.statuses}")
+    if run.failures:
+        found.append(f"tasks not all completed: {run.statuses}: {' | '.join(run.failures)[:2000]}")
     return found
 
 
@@ -308,10 +322,13 @@ def _after_adaptation(run: _Run) -> int:
     return max((n for at, n in run.meter.arrivals if at >= middle), default=0)
 
 
-def bench_pacing() -> list[BenchRow]:
+ROWS = ("small", "big", "hidden")
+
+
+def bench_pacing(rows_wanted: tuple[str, ...] = ROWS, worker_counts: tuple[int, ...] = (1, 3)) -> list[BenchRow]:
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, lat in enumerate(MIXES):
+        for i, lat in enumerate(MIXES if "small" in rows_wanted else ()):
             folder = Path(tmp) / f"mix-{i}"
             folder.mkdir()
             run = _run(personas=25, images=8, tasks=1, workers=1, lat=lat, limits=DEFAULT_LIMITS, hidden=None,
@@ -319,19 +336,22 @@ def bench_pacing() -> list[BenchRow]:
             serial = serial_seconds(25, 8, lat)
             violations = _violations(run, DEFAULT_LIMITS)
             print(f"  25x8 {lat}: {run.seconds:.2f} s, serial {serial:.1f} s, bound "
-                  f"{bound_seconds(25, 8, lat, DEFAULT_LIMITS):.2f} s, max in flight {run.meter.max}",
+                  f"{bound_seconds(25, 8, lat, DEFAULT_LIMITS):.2f} s, max in flight {run.meter.max}, "
+                  f"worker CPU {run.cpu_per_call_ms:.1f} ms a call",
                   file=sys.stderr, flush=True)
             rows.append(BenchRow(
                 f"pacing: 25 personas × 8 images, default limits, {lat.name} latencies", run.seconds, serial,
                 SMALL_TARGET,
                 notes=f"vs the original's serial schedule (≥ 6× faster: ratio ≤ 0.167); {lat}; "
                       f"{serial / run.seconds:.1f}× faster; bound {bound_seconds(25, 8, lat, DEFAULT_LIMITS):.2f} s; "
-                      f"max in flight {dict(sorted(run.meter.max.items()))}"
+                      f"max in flight {dict(sorted(run.meter.max.items()))}; worker CPU "
+                      f"{run.cpu_per_call_ms:.1f} ms a call"
                       + (f"; VIOLATIONS: {'; '.join(violations)}" if violations else ""),
-                extra={"violations": len(violations), "max_in_flight": run.meter.max, "steal": run.steal},
+                extra={"violations": len(violations), "max_in_flight": run.meter.max, "steal": run.steal,
+                       "worker_cpu_s": run.worker_cpu_s, "calls": run.meter.calls},
             ))
-        for hidden in (None, HIDDEN_LIMIT):
-            for workers in (1, 3):
+        for hidden in [h for h, name in ((None, "big"), (HIDDEN_LIMIT, "hidden")) if name in rows_wanted]:
+            for workers in worker_counts:
                 folder = Path(tmp) / f"big-{hidden}-{workers}"
                 folder.mkdir()
                 run = _run(personas=200, images=8, tasks=4, workers=workers, lat=BIG_MIX, limits=BIG_LIMITS,
@@ -343,7 +363,8 @@ def bench_pacing() -> list[BenchRow]:
                 if hidden is not None and adapted > hidden + OVERSHOOT:
                     violations.append(f"{adapted} image calls in flight once adapted > {hidden} + {OVERSHOOT}")
                 print(f"  200x8 hidden={hidden} workers={workers}: {run.seconds:.2f} s, bound {bound:.2f} s, "
-                      f"max in flight {run.meter.max}, throttled {run.throttled}, after adaptation {adapted}",
+                      f"max in flight {run.meter.max}, throttled {run.throttled}, after adaptation {adapted}, "
+                      f"worker CPU {run.worker_cpu_s:.1f} s, {run.cpu_per_call_ms:.1f} ms a call",
                       file=sys.stderr, flush=True)
                 what = "image limit 32" if hidden is None else f"image limit 32, 429 above a hidden {hidden}"
                 rows.append(BenchRow(
@@ -355,10 +376,12 @@ def bench_pacing() -> list[BenchRow]:
                           f"{dict(sorted(run.meter.max.items()))}"
                           + (f"; {run.throttled} answered 429; at most {adapted} image requests in flight in the "
                              f"second half" if hidden else "")
+                          + f"; worker CPU {run.cpu_per_call_ms:.1f} ms a call"
                           + (f"; steal {100 * run.steal:.1f}%" if run.steal is not None else "")
                           + (f"; VIOLATIONS: {'; '.join(violations)}" if violations else ""),
                     extra={"violations": len(violations), "max_in_flight": run.meter.max, "throttled": run.throttled,
-                           "after_adaptation": adapted, "steal": run.steal},
+                           "after_adaptation": adapted, "steal": run.steal, "worker_cpu_s": run.worker_cpu_s,
+                           "calls": run.meter.calls},
                 ))
     return rows
 
@@ -366,6 +389,10 @@ def bench_pacing() -> list[BenchRow]:
 if __name__ == "__main__":
     from tests.bench.harness import machine, render
 
-    result = bench_pacing()
+    parser = argparse.ArgumentParser(description="the pacing rows (some of them on request)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 3], help="worker processes of the 200x8 rows")
+    args = parser.parse_args()
+    result = bench_pacing(tuple(args.rows), tuple(args.workers))
     print(f"Machine: {machine()}\n")
     print(render(result))
