@@ -35,6 +35,18 @@ def test_the_map_tab_draws_the_views_personas(app_env: AppEnv, completed_task: s
     assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["encoding"]["color"]["field"] == "ethnicity"
 
 
+def test_the_map_sends_only_what_it_draws(app_env: AppEnv, completed_task: str) -> None:  # noqa: F811
+    at = _tab("Map")
+    at.selectbox(key="g_map_colour").set_value("language")
+    run(at)
+    chart = at.get("vega_lite_chart")[0]
+    assert json.loads(chart.proto.spec)["encoding"]["color"]["field"] == "language"
+    columns = set(pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().column_names)
+    columns -= {c for c in columns if c.startswith("__index_level")}  # the frame's index
+    drawn = {"id", "x", "y", "language", "name", "gender", "age", "ethnicity", "current_city", "task_id", "image"}
+    assert columns == drawn  # no other facet, no other projection's coordinates, no storage key
+
+
 def test_the_detail_view_lists_similar_personas_by_bio(app_env: AppEnv, completed_task: str) -> None:  # noqa: F811
     first = results_of(app_env.db, completed_task)[0]
     at = _tab("Cards")
