@@ -4,7 +4,8 @@ Retried (exponential backoff with jitter, ``Retry-After`` honoured): timeouts, c
 off mid-body, invalid JSON, 408, 429 and 5xx. Not retried: other 4xx, and moderation refusals, which raise
 ``RefusalError``, and an exhausted quota (429 ``insufficient_quota``: waiting does not refill it). Error messages
 name the provider and the status and carry at most the upstream error *message*, clipped — never a whole body, a
-header or an API key.
+header or an API key. A reply body is read up to a bound (``max_reply_bytes``: 8 MB, 64 MB for image providers)
+and refused past it, so a misbehaving server cannot fill the process's memory.
 
 How many calls are in flight is not decided here but by the provider limiter (``pipeline.stages.limits``), which
 learns what each attempt came to (status, ``Retry-After``, latency) through ``observe``.
@@ -32,6 +33,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from pipeline.core.config import Settings
 from pipeline.core.errors import ProviderError, RefusalError
+from pipeline.core.replies import MAX_REPLY_BYTES, read_capped, size_text
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,18 @@ def _count(value: Any) -> int | None:
 
 
 @dataclass(frozen=True)
+class _Call:
+    """One request as ``HttpClient.request`` was asked for it; every attempt sends it as it is."""
+
+    method: str
+    url: str
+    json: Any = None
+    data: Mapping[str, Any] | None = None
+    files: Any = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
 class _Reply:
     status: int
     headers: Mapping[str, str]
@@ -192,8 +206,10 @@ class HttpClient:
         backoff_base: float = BACKOFF_BASE_SECONDS,
         backoff_cap: float = BACKOFF_CAP_SECONDS,
         retry_after_cap: float = RETRY_AFTER_CAP_SECONDS,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ):
         self.provider = provider
+        self.max_reply_bytes = max_reply_bytes
         self.timeout = float(timeout)
         self.max_attempts = max(1, int(max_attempts))
         self.backoff_base = backoff_base
@@ -237,6 +253,7 @@ class HttpClient:
         4xx replies and ``ProviderError`` (``retryable=True``) once the attempts are spent.
         """
         attempts = self.max_attempts if attempts is None else max(1, attempts)
+        call = _Call(method, url, json, data, files, timeout)
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
             retry=retry_if_exception_type(TransientError),
@@ -247,7 +264,7 @@ class HttpClient:
         try:
             for attempt in retrying:
                 with attempt:
-                    reply = self._send(method, url, json=json, data=data, files=files, timeout=timeout)
+                    reply = self._send(call)
                     return self._decode(reply)
         except TransientError as exc:
             raise ProviderError(
@@ -261,30 +278,23 @@ class HttpClient:
     def get_status(self, url: str, *, timeout: float | None = None) -> int:
         """One GET without retries, for reachability checks: the HTTP status (raises ``ProviderError`` if none)."""
         try:
-            return self._send("GET", url, timeout=timeout).status
+            return self._send(_Call("GET", url, timeout=timeout)).status
         except TransientError as exc:
             raise ProviderError(self.provider, self._safe(exc.message), status=exc.status, retryable=True) from None
 
     # -- one attempt -----------------------------------------------------------------------------------------
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: Any = None,
-        data: Mapping[str, Any] | None = None,
-        files: Any = None,
-        timeout: float | None = None,
-    ) -> _Reply:
-        read_timeout = self.timeout if timeout is None else timeout
+    def _send(self, call: _Call) -> _Reply:
+        read_timeout = self.timeout if call.timeout is None else call.timeout
         limits = (min(read_timeout, CONNECT_TIMEOUT_CAP_SECONDS), read_timeout)
-        host = urlsplit(url).netloc or url
-        endpoint = f"{method} {urlsplit(url).path}"
+        host = urlsplit(call.url).netloc or call.url
+        endpoint = f"{call.method} {urlsplit(call.url).path}"
         started = time.monotonic()
         try:
-            response = self._session.request(method, url, json=json, data=data, files=files, timeout=limits)
+            response = self._session.request(
+                call.method, call.url, json=call.json, data=call.data, files=call.files, timeout=limits, stream=True
+            )
             try:
-                body = response.content  # reads the whole body: a cut-off reply fails here
+                body = read_capped(response, self.max_reply_bytes)  # the whole body: a cut-off reply fails here
             finally:
                 response.close()
         except requests.Timeout:
@@ -309,6 +319,13 @@ class HttpClient:
             raise TransientError(f"request to {host} failed ({type(exc).__name__})") from None
         retry_after = parse_retry_after(response.headers.get("Retry-After"), self.retry_after_cap)
         _report(Attempt(endpoint, response.status_code, time.monotonic() - started, retry_after))
+        if body is None:  # not retried: the same request would most likely be answered the same way
+            raise ProviderError(
+                self.provider,
+                f"the reply from {host} is larger than {size_text(self.max_reply_bytes)}; refused",
+                status=response.status_code,
+                retryable=False,
+            )
         return _Reply(response.status_code, response.headers, body)
 
     def _decode(self, reply: _Reply) -> dict[str, Any]:
@@ -393,6 +410,7 @@ def client_from_settings(
     headers: Mapping[str, str] | None = None,
     *,
     backoff_base: float = BACKOFF_BASE_SECONDS,
+    max_reply_bytes: int = MAX_REPLY_BYTES,
 ) -> HttpClient:
     """A client with the timeout, attempts and in-flight limit of the settings (``backoff_base``: tests shorten it)."""
     return HttpClient(
@@ -402,6 +420,7 @@ def client_from_settings(
         max_in_flight=settings.provider_max_in_flight,
         headers=headers,
         backoff_base=backoff_base,
+        max_reply_bytes=max_reply_bytes,
     )
 
 
@@ -414,6 +433,7 @@ class HttpProvider:
     """Base of the HTTP providers: the settings and one ``HttpClient`` named after the provider."""
 
     provider = "http"
+    max_reply_bytes = MAX_REPLY_BYTES  # an image provider allows more: its JSON replies carry images
 
     def __init__(self, settings: Any, client: HttpClient):
         self.settings = settings
@@ -425,4 +445,7 @@ class HttpProvider:
 
     @classmethod
     def from_settings(cls, settings: Any, *, backoff_base: float = BACKOFF_BASE_SECONDS) -> Self:
-        return cls(settings, client_from_settings(cls.provider, settings, cls.headers_for(settings), backoff_base=backoff_base))
+        client = client_from_settings(
+            cls.provider, settings, cls.headers_for(settings), backoff_base=backoff_base, max_reply_bytes=cls.max_reply_bytes
+        )
+        return cls(settings, client)

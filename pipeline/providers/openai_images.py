@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.core.domain import PersonaDraft
 from pipeline.core.errors import PipelineError, ProviderError
 from pipeline.core.keys import content_type_for, extension_for
+from pipeline.core.replies import MAX_IMAGE_REPLY_BYTES
 from pipeline.providers.http import join_url, reply_usage, report_usage
 from pipeline.providers.openai_chat import OpenAIHttpProvider, check_models
 from pipeline.providers.prompts import grid_prompt_wrapper
@@ -35,6 +36,7 @@ class OpenAIImageProvider(OpenAIHttpProvider):
     """Base selfies and 2x2 grids from an OpenAI image model (the seed is not supported by the API)."""
 
     provider = PROVIDER
+    max_reply_bytes = MAX_IMAGE_REPLY_BYTES  # a reply carries the image in base64
 
     def _url(self, path: str) -> str:
         self.settings.require("OPENAI_API_KEY", "OPENAI_IMAGE_MODEL")

@@ -11,6 +11,7 @@ from typing import Protocol
 import requests
 
 from pipeline.core.errors import StorageError
+from pipeline.core.replies import MAX_IMAGE_REPLY_BYTES, read_capped, size_text
 
 
 class Storage(Protocol):
@@ -39,12 +40,16 @@ def is_legacy_url(uri: str | None) -> bool:
 
 
 def read_image(storage: Storage, uri: str, timeout_seconds: float = 20.0) -> bytes:
-    """Bytes of a stored image, including legacy public URLs of upgraded databases."""
+    """Bytes of a stored image, including legacy public URLs of upgraded databases (read up to
+    ``MAX_IMAGE_REPLY_BYTES``: the host is outside our control)."""
     if is_legacy_url(uri):
         try:
-            response = requests.get(uri, timeout=timeout_seconds)
-            response.raise_for_status()
+            with requests.get(uri, timeout=timeout_seconds, stream=True) as response:
+                response.raise_for_status()
+                body = read_capped(response, MAX_IMAGE_REPLY_BYTES)
         except requests.RequestException as exc:
             raise StorageError(f"cannot fetch legacy image URL: {type(exc).__name__}") from exc
-        return response.content
+        if body is None:
+            raise StorageError(f"legacy image URL: the image is larger than {size_text(MAX_IMAGE_REPLY_BYTES)}; refused")
+        return body
     return storage.get(uri)

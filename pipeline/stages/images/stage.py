@@ -34,7 +34,7 @@ from pipeline.core.errors import (
     RefusalError,
     TaskCancelled,
 )
-from pipeline.core.images import image_size
+from pipeline.core.images import check_image
 from pipeline.core.keys import base_image_key, content_type_for, extension_for, thumbnail_key, variation_key
 from pipeline.providers.prompts import base_selfie_prompt, face_edit_prompt
 from pipeline.stages.context import TaskContext, WorkerStopping
@@ -281,7 +281,7 @@ def _make_base(ctx: TaskContext, persona: PersonaDraft, persona_key: str, append
 
 
 def _base_meta(data: bytes, prompt: str, face_ref: str | None) -> dict[str, Any]:
-    width, height = image_size(data)
+    width, height = check_image(data)  # a provider's image is stored only once it decodes whole within the bounds
     return {
         "width": width,
         "height": height,
