@@ -3,12 +3,19 @@ reduced by a truncated SVD, i.e. latent semantic analysis), 2-D projections for 
 neighbours, and the diversity figures of a set (Vendi score, mean pairwise distance, distinct-n, unique names,
 the identity check's verification curves).
 
-Pure functions on arrays and texts: the review stage stores the figures, the gallery draws the map.
+A bio's words are counted once, at review time (``bio_terms``: each distinct word's hash and count, stored with
+the persona); the map weighs the stored counts against the view's (TF-IDF) and reduces them when it draws.
+Counts, not a fixed low-dimensional vector: TF-IDF needs the view's document frequencies, and only a basis fitted
+to the view (the SVD) keeps its topics apart in a few dimensions; a random projection to 64 dimensions mixes a
+vocabulary of thousands of words into noise.
+
+Pure functions on arrays and texts: the review stage stores the terms and figures, the gallery draws the map.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +25,8 @@ import scipy.sparse as sp
 WORD = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits of any script; '#', '_' and '@' split words
 MAX_VOCABULARY = 20_000  # the most frequent words kept: enough for bios, bounded for 10,000 personas
 LSA_DIMENSIONS = 64  # components kept for neighbours and for the map's projection
+FIT_LIMIT = 2_000  # the SVD's directions are fitted on at most this many rows (a seeded sample), all projected
+TERM_RECORD = np.dtype([("term", "<u4"), ("count", "<u2")])  # one stored word: its CRC-32 and its count
 SAMPLE_LIMIT = 2_000  # pairwise figures use at most this many personas (a seeded sample above it)
 SAME_PERSON = 0.6  # dlib's usual same-person distance (pipeline.core.identity.Thresholds keeps the task's own)
 DISTANCE_EDGES: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(25))  # 0.00 .. 1.20, as the review's
@@ -31,24 +40,49 @@ def words(text: str | None) -> list[str]:
 # --- vectors --------------------------------------------------------------------------------------------------
 
 
-def tfidf(texts: Sequence[str]) -> sp.csr_matrix:
-    """Rows of L2-normalised TF-IDF weights (sublinear term frequency, smoothed IDF), one per text; an empty
-    text gives a zero row. The vocabulary is the ``MAX_VOCABULARY`` words found in most texts."""
-    docs = [words(t) for t in texts]
-    n = len(docs)
-    index: dict[str, int] = {}
-    ids = np.fromiter((index.setdefault(w, len(index)) for doc in docs for w in doc), dtype=np.int64)
-    rows = np.repeat(np.arange(n), [len(doc) for doc in docs])
-    counts = sp.csr_matrix((np.ones(len(ids)), (rows, ids)), shape=(n, len(index)))  # duplicates add up
-    counts.sum_duplicates()
-    df = np.bincount(counts.indices, minlength=len(index))
-    if len(index) > MAX_VOCABULARY:
+def bio_terms(text: str | None) -> bytes:
+    """A bio's words as stored with its persona (``generation_results.bio_terms``): one ``TERM_RECORD`` per
+    distinct word, sorted by hash: the CRC-32 of its UTF-8 (the same in every process and version) and its count.
+    A persona's terms depend on its own text only, so personas of different tasks are comparable."""
+    hashes = np.fromiter((zlib.crc32(w.encode()) for w in words(text)), dtype=np.uint32)
+    terms, counts = np.unique(hashes, return_counts=True)
+    records = np.empty(len(terms), dtype=TERM_RECORD)
+    records["term"], records["count"] = terms, np.minimum(counts, np.iinfo(np.uint16).max)
+    return records.tobytes()
+
+
+def valid_terms(stored: bytes | None) -> bool:
+    """Whether ``stored`` reads as ``bio_terms`` (None: not computed yet)."""
+    return stored is not None and len(stored) % TERM_RECORD.itemsize == 0
+
+
+def term_counts(bags: Sequence[bytes]) -> sp.csr_matrix:
+    """The word-count matrix of stored ``bio_terms``: a row per persona, a column per distinct word among them."""
+    lengths = np.fromiter((len(b) // TERM_RECORD.itemsize for b in bags), dtype=np.int64, count=len(bags))
+    records = np.frombuffer(b"".join(bags), dtype=TERM_RECORD)
+    terms, columns = np.unique(records["term"], return_inverse=True)  # sorted: each row's columns stay sorted
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((records["count"].astype(np.float64), columns.ravel(), indptr),
+                         shape=(len(bags), len(terms)))
+
+
+def tfidf_of_counts(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """Rows of L2-normalised TF-IDF weights (sublinear term frequency, smoothed IDF) of a word-count matrix; an
+    empty row stays zero. The vocabulary is the ``MAX_VOCABULARY`` words found in most rows."""
+    n = counts.shape[0]
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    if counts.shape[1] > MAX_VOCABULARY:
         keep = np.sort(np.argsort(-df, kind="stable")[:MAX_VOCABULARY])
         counts, df = counts[:, keep], df[keep]
     matrix = counts.astype(np.float64)
     matrix.data = 1.0 + np.log(matrix.data)
     matrix = matrix @ sp.diags(np.log((1.0 + n) / (1.0 + df)) + 1.0)
     return _normalised_rows(matrix)
+
+
+def tfidf(texts: Sequence[str]) -> sp.csr_matrix:
+    """The TF-IDF rows of texts (``tfidf_of_counts`` of their ``bio_terms``)."""
+    return tfidf_of_counts(term_counts([bio_terms(t) for t in texts]))
 
 
 def _normalised_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
@@ -65,14 +99,12 @@ def _orthonormal(block: np.ndarray) -> np.ndarray:
     return np.asarray(block @ (vectors[:, keep] / np.sqrt(values[keep])))
 
 
-def truncated_svd(matrix: sp.spmatrix | np.ndarray, dimensions: int, seed: int = 0) -> np.ndarray:
-    """The rows projected on the ``dimensions`` leading right singular vectors (randomised SVD, Halko et al.,
-    with two power iterations). Each component's sign is fixed (its largest loading positive) so the same data
-    always gives the same picture. Only matrix products and eigendecompositions of small square matrices."""
+def _right_singular_vectors(matrix: sp.spmatrix | np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The ``k`` leading right singular vectors, one per row (randomised SVD, Halko et al., with two power
+    iterations; fewer where the matrix has fewer independent directions). Each one's sign is fixed (its largest
+    loading positive) so the same data always gives the same picture. Only matrix products and
+    eigendecompositions of small square matrices."""
     n, d = matrix.shape
-    k = max(0, min(dimensions, n, d))
-    if k == 0:
-        return np.zeros((n, dimensions))
     rng = np.random.default_rng(seed)
     block = np.asarray(matrix @ rng.standard_normal((d, min(d, n, k + 10))))
     for _ in range(2):
@@ -83,44 +115,82 @@ def truncated_svd(matrix: sp.spmatrix | np.ndarray, dimensions: int, seed: int =
     values, vectors = np.linalg.eigh(small @ small.T)
     order = np.argsort(values)[::-1][:k]
     order = order[values[order] > max(values.max(initial=0.0), 1e-300) * 1e-12]
-    vt = (vectors[:, order].T @ small) / np.sqrt(values[order])[:, None]  # right singular vectors, one per row
+    vt = (vectors[:, order].T @ small) / np.sqrt(values[order])[:, None]
     signs = np.sign(vt[np.arange(len(order)), np.abs(vt).argmax(axis=1)])
     signs[signs == 0] = 1.0
-    projected = np.asarray(matrix @ (vt * signs[:, None]).T)
+    return np.asarray(vt * signs[:, None])
+
+
+def truncated_svd(matrix: sp.spmatrix | np.ndarray, dimensions: int, seed: int = 0,
+                  fit_limit: int | None = None) -> np.ndarray:
+    """The rows projected on the ``dimensions`` leading right singular vectors (zero columns where there are
+    fewer). ``fit_limit``: the directions are found from a seeded sample of at most that many rows, then every
+    row is projected on them, so that a large view costs one more matrix product, not a larger SVD."""
+    n, d = matrix.shape
+    k = max(0, min(dimensions, n, d))
+    if k == 0:
+        return np.zeros((n, dimensions))
+    fit = matrix
+    if fit_limit is not None and n > fit_limit:
+        fit = matrix[sample_indices(n, fit_limit, seed)]
+    projected = np.asarray(matrix @ _right_singular_vectors(fit, k, seed).T)
     if projected.shape[1] < dimensions:
         projected = np.hstack([projected, np.zeros((n, dimensions - projected.shape[1]))])
     return projected
 
 
-def bio_vectors(texts: Sequence[str], dimensions: int = LSA_DIMENSIONS) -> np.ndarray:
-    """Dense bio vectors (TF-IDF reduced by a truncated SVD), L2-normalised: a dot product is a cosine."""
-    reduced = truncated_svd(tfidf(texts), dimensions)
-    norms = np.linalg.norm(reduced, axis=1)
+def _unit_rows(data: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(data, axis=1)
     norms[norms == 0] = 1.0
-    return reduced / norms[:, None]
+    return np.asarray(data / norms[:, None])
+
+
+def term_vectors(bags: Sequence[bytes], dimensions: int = LSA_DIMENSIONS) -> np.ndarray:
+    """Dense bio vectors of stored ``bio_terms`` (TF-IDF over these personas, reduced by a truncated SVD fitted
+    on at most ``FIT_LIMIT`` of them), L2-normalised: a dot product is a cosine."""
+    if not bags:
+        return np.zeros((0, dimensions))
+    return _unit_rows(truncated_svd(tfidf_of_counts(term_counts(bags)), dimensions, fit_limit=FIT_LIMIT))
+
+
+def bio_vectors(texts: Sequence[str], dimensions: int = LSA_DIMENSIONS) -> np.ndarray:
+    """Dense bio vectors of texts: ``term_vectors`` of their ``bio_terms``."""
+    return term_vectors([bio_terms(t) for t in texts], dimensions)
 
 
 def project_2d(vectors: np.ndarray) -> np.ndarray:
-    """The two principal components of the rows (centred), signs fixed: the dataset map's x and y."""
+    """The two principal components of the rows (centred; exact, from the eigendecomposition of their small
+    covariance matrix), signs fixed (largest loading positive): the dataset map's x and y."""
     data = np.asarray(vectors, dtype=np.float64)
     if data.ndim != 2 or data.shape[0] == 0:
         return np.zeros((0, 2))
     centred = data - data.mean(axis=0)
-    return truncated_svd(centred, 2)
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(values)[::-1][:2]
+    order = order[values[order] > max(values.max(initial=0.0), 1e-300) * 1e-12]
+    components = vectors[:, order]
+    signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(len(order))])
+    signs[signs == 0] = 1.0
+    projected = centred @ (components * signs)
+    return np.hstack([projected, np.zeros((data.shape[0], 2 - projected.shape[1]))])
 
 
-def nearest(vectors: np.ndarray, index: int, k: int, *, metric: str = "cosine") -> list[tuple[int, float]]:
+def nearest(vectors: np.ndarray | sp.spmatrix, index: int, k: int, *, metric: str = "cosine") -> list[tuple[int, float]]:
     """The ``k`` rows nearest to row ``index`` (itself excluded), nearest first, each with its distance:
-    ``cosine`` (1 - cosine similarity of normalised rows) or ``euclidean``."""
-    data = np.asarray(vectors, dtype=np.float64)
-    if data.shape[0] < 2:
+    ``cosine`` (1 - cosine similarity of normalised rows, dense or sparse: TF-IDF rows as they are) or
+    ``euclidean`` (dense rows)."""
+    if vectors.shape[0] < 2:
         return []
-    if metric == "cosine":
+    if metric == "cosine" and sp.issparse(vectors):
+        distances = 1.0 - np.asarray((vectors @ vectors[index].T).todense()).ravel()
+    elif metric == "cosine":
+        data = np.asarray(vectors, dtype=np.float64)
         distances = 1.0 - data @ data[index]
     else:
+        data = np.asarray(vectors, dtype=np.float64)
         distances = np.linalg.norm(data - data[index], axis=1)
     distances[index] = np.inf
-    order = np.argsort(distances, kind="stable")[: min(k, data.shape[0] - 1)]
+    order = np.argsort(distances, kind="stable")[: min(k, vectors.shape[0] - 1)]
     return [(int(i), round(float(distances[i]), 4)) for i in order]
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from pipeline.core import similarity as sim
 from pipeline.stages.review.diversity import PersonaText, diversity_figures, identity_curves
@@ -29,6 +31,91 @@ def test_two_topics_land_apart_on_the_bio_map() -> None:
     a, b = points[:10].mean(axis=0), points[10:].mean(axis=0)
     spread = max(points[:10].std(axis=0).max(), points[10:].std(axis=0).max())
     assert np.linalg.norm(a - b) > 4 * spread  # two tight clusters, far apart
+
+
+TOPICS = {
+    "sea": "surf waves beach ocean sailing boats fishing harbour coast diving",
+    "farm": "cows tractor fields harvest barn wheat chickens soil orchard vineyard",
+    "code": "software python startup cloud servers laptop data apps algorithms robots",
+}
+FILLER = "i am a person who loves life my family friends the city coffee weekends music food and in of"
+
+
+def _template_bios(per_topic: int) -> tuple[list[str], np.ndarray]:
+    """Bios as a model writes them for one task: mostly the same template and filler words, an age and one of
+    twenty cities, and a few topic words (three of ten), so a topic shows only against what every bio shares."""
+    rng = np.random.default_rng(7)
+    cities = [f"{a}{b}" for a in ("Porto", "Lis", "Bra", "Fa") for b in ("bon", "ga", "ro", "mar", "vale")]
+    texts, labels = [], []
+    for label, topic in enumerate(TOPICS.values()):
+        for i in range(per_topic):
+            picked = " and ".join(rng.choice(topic.split(), 3, replace=False))
+            texts.append(f"Hi, I am a {20 + i % 40}-year-old living in {rng.choice(cities)} with my family and "
+                         f"friends. I love good coffee, long walks and weekends away. Passionate about {picked}. "
+                         f"Always learning, always smiling! #life #love")
+            labels.append(label)
+    return texts, np.array(labels)
+
+
+def _topics_apart(points: np.ndarray, labels: np.ndarray) -> float:
+    """The smallest distance between two topics' centres over the largest spread within a topic."""
+    centres = [points[labels == k].mean(axis=0) for k in range(len(TOPICS))]
+    spread = max(float(np.linalg.norm(points[labels == k] - centres[k], axis=1).mean()) for k in range(len(TOPICS)))
+    gap = min(float(np.linalg.norm(a - b)) for i, a in enumerate(centres) for b in centres[i + 1 :])
+    return gap / spread
+
+
+def _nearest_share_of_same_topic(vectors: np.ndarray | sp.csr_matrix, labels: np.ndarray, k: int = 5) -> float:
+    return float(np.mean([labels[j] == labels[i] for i in range(len(labels)) for j, _ in sim.nearest(vectors, i, k)]))
+
+
+def test_bio_terms_are_each_words_hash_and_count_whatever_the_other_bios() -> None:
+    stored = sim.bio_terms("Sea, sea and SURF!")
+    records = np.frombuffer(stored, dtype=sim.TERM_RECORD)
+    expected = sorted((zlib.crc32(w.encode()), n) for w, n in (("sea", 2), ("and", 1), ("surf", 1)))
+    assert [(int(t), int(n)) for t, n in records] == expected  # hash order, counts
+    assert len(stored) == 3 * 6 and sim.valid_terms(stored)
+    # little-endian CRC-32 then count, word by word: stored terms stay readable by every later version
+    assert stored.hex() == "6d9bf507" "0100" "37c1c98b" "0200" "cca52cb3" "0100"
+    assert sim.bio_terms("") == b"" and sim.valid_terms(b"") and not sim.valid_terms(None)
+    assert not sim.valid_terms(stored[:-1])
+    counts = sim.term_counts([sim.bio_terms("sea surf"), b"", sim.bio_terms("surf farm farm")])
+    assert counts.shape == (3, 3) and counts.sum(axis=1).ravel().tolist() == [[2.0, 0.0, 3.0]]
+    # the same text gives the same vector from its stored terms as from the text itself
+    texts, _ = _template_bios(10)
+    assert np.allclose(sim.term_vectors([sim.bio_terms(t) for t in texts], 8), sim.bio_vectors(texts, 8))
+
+
+def test_stored_terms_place_similar_bios_together_on_the_map() -> None:
+    texts, labels = _template_bios(40)
+    terms = [sim.bio_terms(t) for t in texts]
+    rows = sim.tfidf_of_counts(sim.term_counts(terms))  # what "similar personas" compares
+    assert _nearest_share_of_same_topic(rows, labels) > 0.85  # a persona's nearest are of its topic
+    assert _topics_apart(sim.project_2d(sim.term_vectors(terms, 16)), labels) > 5  # three clusters, far apart
+
+
+def test_similar_bios_among_many_small_topics_are_found() -> None:
+    """Forty topics of thirty words, three words each in bios of filler: a few LSA dimensions cannot hold them
+    (64 found 61% of the nearest in the persona's topic), the TF-IDF rows can."""
+    rng = np.random.default_rng(5)
+    filler = FILLER.split()
+    texts, labels = [], []
+    for k in range(40):
+        for _ in range(15):
+            topic = rng.choice([f"t{k}word{i}" for i in range(30)], 3, replace=False)
+            texts.append(" ".join([*rng.choice(filler, 30), *topic]))
+            labels.append(k)
+    rows = sim.tfidf_of_counts(sim.term_counts([sim.bio_terms(t) for t in texts]))
+    found = [np.array(labels)[j] == labels[i] for i in range(0, 600, 6) for j, _ in sim.nearest(rows, i, 5)]
+    assert np.mean(found) > 0.7
+
+
+def test_a_large_view_is_reduced_by_directions_fitted_on_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts, labels = _template_bios(40)
+    terms = [sim.bio_terms(t) for t in texts]
+    monkeypatch.setattr(sim, "FIT_LIMIT", 45)  # 45 of the 120 bios find the directions; all are projected
+    points = sim.project_2d(sim.term_vectors(terms, 16))
+    assert points.shape == (120, 2) and _topics_apart(points, labels) > 1.5
 
 
 def test_projection_of_points_on_a_line_keeps_their_order_and_distances() -> None:
