@@ -216,6 +216,8 @@ class GenerationResult(Base):
     curation: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)  # keep / reject / NULL
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     quality_flags: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # the bios' words, counted once by the review for the dataset map (pipeline.core.similarity.bio_terms)
+    bio_terms: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, server_default=sa.func.now(), default=utcnow, onupdate=utcnow
     )

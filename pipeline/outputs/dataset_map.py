@@ -2,7 +2,9 @@
 the two principal components) and, where the identity check stored them, by their face embeddings; the
 personas most similar to one persona; and each task's stored diversity figures.
 
-Computed on the server from one query (``db.queries.map_rows``), nothing downloaded, no model to load.
+Computed on the server from one query (``db.queries.map_rows``), nothing downloaded, no model to load. The bios'
+words are counted once, by the review (``bio_terms``); a persona reviewed before that has its bios read and
+counted as the map is drawn.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 import db.queries as q
 from db.models import User
@@ -54,8 +57,13 @@ def _viewer(user: User) -> int | None:
     return None if user.is_admin else user.id
 
 
-def _bio(row: dict[str, Any]) -> str:
-    return " ".join(str(row[f]) for f in q.MAP_BIO_FIELDS if row.get(f))
+def _bio_terms(session: Session, rows: list[dict[str, Any]]) -> list[bytes]:
+    """Each row's stored bio words; those not stored (a persona not reviewed yet, or from before they were) are
+    counted from its bios now."""
+    missing = [r["id"] for r in rows if not sim.valid_terms(r["bio_terms"])]
+    texts = q.bio_texts(session, missing) if missing else {}
+    counted = {result_id: sim.bio_terms(text) for result_id, text in texts.items()}
+    return [r["bio_terms"] if sim.valid_terms(r["bio_terms"]) else counted.get(r["id"], b"") for r in rows]
 
 
 def _age_group(age: int | None) -> str:
@@ -99,11 +107,12 @@ def dataset_map(db: Database, user: User, flt: GalleryFilter, limit: int = MAX_M
     criteria = resolve_criteria(db, user, flt)
     with db.session() as session:
         rows = q.map_rows(session, criteria, limit=limit + 1)
-    truncated = len(rows) > limit
-    rows = rows[:limit]
+        truncated = len(rows) > limit
+        rows = rows[:limit]
+        terms = _bio_terms(session, rows)
     points = [_point(r) for r in rows]
     if rows:
-        bio_xy = sim.project_2d(sim.bio_vectors([_bio(r) for r in rows], MAP_DIMENSIONS))
+        bio_xy = sim.project_2d(sim.term_vectors(terms, MAP_DIMENSIONS))
         for point, (x, y) in zip(points, bio_xy.tolist(), strict=True):
             point["bio_x"], point["bio_y"] = round(x, 5), round(y, 5)
     with_face, faces = _faces(rows)
@@ -116,7 +125,7 @@ def dataset_map(db: Database, user: User, flt: GalleryFilter, limit: int = MAX_M
 
 
 def similar_personas(db: Database, user: User, result_id: int, k: int = SIMILAR) -> dict[str, list[dict[str, Any]]]:
-    """The ``k`` personas of the same task nearest to ``result_id`` by bio (cosine distance of the bio vectors)
+    """The ``k`` personas of the same task nearest to ``result_id`` by bio (cosine distance of their TF-IDF rows)
     and by face (embedding distance; empty without the identity check), each with ``id``, ``name``,
     ``thumb_uri`` and ``distance``. Empty lists when the persona is not visible."""
     with db.session() as session:
@@ -125,6 +134,7 @@ def similar_personas(db: Database, user: User, result_id: int, k: int = SIMILAR)
             return {"bio": [], "face": []}
         criteria = q.PersonaCriteria(viewer_id=_viewer(user), task_ids=(persona["task_id"],))
         rows = q.map_rows(session, criteria, limit=MAX_MAP_POINTS)
+        terms = _bio_terms(session, rows)
     index = next((i for i, r in enumerate(rows) if r["id"] == result_id), None)
     if index is None:
         return {"bio": [], "face": []}
@@ -133,7 +143,7 @@ def similar_personas(db: Database, user: User, result_id: int, k: int = SIMILAR)
         return {"id": row["id"], "name": f"{row['firstname']} {row['lastname']}", "thumb_uri": row["thumb_key"],
                 "distance": distance}
 
-    vectors = sim.bio_vectors([_bio(r) for r in rows])
+    vectors = sim.tfidf_of_counts(sim.term_counts(terms))  # all of its words: a few dimensions lose small topics
     by_bio = [entry(rows[i], d) for i, d in sim.nearest(vectors, index, k)]
     with_face, faces = _faces(rows)
     by_face: list[dict[str, Any]] = []

@@ -4,8 +4,15 @@ placed only where the identity check stored them, nearest personas within the ta
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
+import sqlalchemy as sa
+
+import db.queries as q
+from db.models import GenerationResult
 from db.session import Database
+from pipeline.core import similarity as sim
 from pipeline.outputs.browse import GalleryFilter
 from pipeline.outputs.dataset_map import dataset_map, diversity_of, similar_personas
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit
@@ -32,3 +39,29 @@ def test_the_map_places_every_persona_and_finds_neighbours(database: Database, d
     assert similar_personas(database, other, first.id) == {"bio": [], "face": []}  # not hers to see
     assert task_id in diversity_of(database, owner, [task_id])
     assert diversity_of(database, other, [task_id]) == {}
+
+
+def test_the_review_counts_bio_words_once_and_the_map_only_reads_them(
+    database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(db_url, tmp_path)
+    owner = make_user(database, "ana@example.org", admin=False)
+    task_id = submit(database, settings, owner, count=8, images=4)
+    run_worker(database, local_storage(tmp_path), settings)
+    rows = results_of(database, task_id)
+    for row in rows:  # stored by the review, from the persona's own bios
+        bio = " ".join(t for t in (row.bio_facebook, row.bio_instagram, row.bio_x, row.bio_tiktok, row.about) if t)
+        assert row.bio_terms == sim.bio_terms(bio) and row.bio_terms
+    view = GalleryFilter(task_ids=[task_id])
+
+    def no_bios(*args: Any) -> dict[int, str]:
+        raise AssertionError("the map read bios the review had counted")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(q, "bio_texts", no_bios)
+        stored = dataset_map(database, owner, view)
+        nearest = similar_personas(database, owner, rows[0].id, k=3)
+    with database.transaction() as session:  # personas reviewed before the words were stored
+        session.execute(sa.update(GenerationResult).values(bio_terms=None))
+    assert dataset_map(database, owner, view).points == stored.points  # counted as drawn: the same map
+    assert similar_personas(database, owner, rows[0].id, k=3) == nearest

@@ -138,10 +138,20 @@ def diversity_figures(people: Sequence[PersonaText], threshold: float = sim.SAME
     return out
 
 
+def _bio(row: GenerationResult) -> str:
+    return " ".join(t for t in (row.bio_facebook, row.bio_instagram, row.bio_x, row.bio_tiktok, row.about) if t)
+
+
+def new_bio_terms(rows: Sequence[GenerationResult]) -> dict[int, bytes]:
+    """The bio words (``sim.bio_terms``) of each persona that has none stored, by id: counted once, here, so that
+    the dataset map only reads them (a persona's bios never change once stored)."""
+    return {row.id: sim.bio_terms(_bio(row)) for row in rows if not sim.valid_terms(row.bio_terms)}
+
+
 def _persona_text(row: GenerationResult) -> PersonaText:
     """What the figures read of a stored persona: its bios and about text, and its face where the identity check
     analysed its current base selfie."""
-    bio = " ".join(t for t in (row.bio_facebook, row.bio_instagram, row.bio_x, row.bio_tiktok, row.about) if t)
+    bio = _bio(row)
     record = (row.image_meta or {}).get("identity") if is_current(row) else None
     face = ((record or {}).get("base") or {}).get("embedding")
     same = [e.get("distance") for e in (record or {}).get("images") or [] if e.get("distance") is not None]

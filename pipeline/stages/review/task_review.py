@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ from pipeline.core.errors import StorageError
 from pipeline.core.identity import Thresholds
 from pipeline.core.targets import achieved_report
 from pipeline.stages.context import TaskContext
-from pipeline.stages.review.diversity import review_diversity
+from pipeline.stages.review.diversity import new_bio_terms, review_diversity
 from pipeline.stages.review.identity import review_identity
 from pipeline.stages.review.identity_lane import IdentityLane, catch_up, is_current
 from pipeline.stages.review.identity_lane import enabled as identity_enabled
@@ -132,10 +132,12 @@ class Review:
     summary: dict[str, Any]
     targets: dict[str, Any] | None
     diversity: dict[str, Any] | None = None
+    bio_terms: dict[int, bytes] = field(default_factory=dict)  # the dataset map's input, by result id
 
     def store(self, session: Session, task: Any) -> None:
         q.store_review(session, task, self.per_persona, self.summary, self.targets)
         q.set_task_diversity(session, task, self.diversity)
+        q.set_bio_terms(session, self.bio_terms)
 
 
 def review_task(ctx: TaskContext) -> None:
@@ -172,7 +174,8 @@ def compute_review(ctx: TaskContext, prefetch: ReviewPrefetch | None) -> Review:
         ctx.targets, [{"gender": r.gender, "ethnicity": r.ethnicity, "age": r.age} for r in rows]
     )
     ctx.log.info("quality: %d of %d personas flagged", report.summary.get("flagged", 0), len(people))
-    return Review(report.per_persona, report.summary, targets or None, review_diversity(ctx, rows))
+    return Review(report.per_persona, report.summary, targets or None, review_diversity(ctx, rows),
+                  new_bio_terms(rows))
 
 
 class ReviewLanes:
