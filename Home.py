@@ -41,7 +41,7 @@ with st.sidebar:
     st.caption(f"Signed in as `{user.email}` ({user.role})")
     if authenticator is not None:
         authenticator.logout("Log out", location="sidebar", key="adg_logout",
-                             callback=lambda *_: st.session_state.pop(ui.USER_KEY, None))
+                             callback=lambda *_: ui.log_out(rt, user.email))
     if rt.worker is not None:
         st.caption(":material/memory: in-app worker running")
 

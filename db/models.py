@@ -93,6 +93,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(sa.String(20), nullable=False, server_default="user", default="user")
     failed_logins: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # sessions and login cookies issued before this are refused (a logout, a password reset)
+    sessions_revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @property
     def is_admin(self) -> bool:
@@ -328,6 +330,20 @@ class StorageCleanup(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class LoginThrottle(Base):
+    """Failed logins of one key: ``client:<address>`` (a growing delay per failure) or ``email:<address>`` of an
+    e-mail without an account (locked like an account, so that a login never tells which e-mails exist)."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (sa.Index("ix_login_throttle_key", "key", unique=True),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(320), nullable=False)
+    failures: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ProviderUsage(Base):

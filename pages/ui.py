@@ -4,13 +4,16 @@ display helpers. Pages are thin: they call ``pipeline`` functions and show ``Pip
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
-from datetime import datetime
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import bcrypt
+import jwt
 import pandas as pd
 import streamlit as st
 import streamlit_authenticator as stauth
@@ -82,9 +85,15 @@ def runtime() -> Runtime:
         raise
 
 
+COOKIE_EXPIRY_DAYS = 1
+_SINCE_KEY = "adg_session_since"  # when this session's login began (epoch seconds): a logout elsewhere ends it
+_CLIENT_KEY = "adg_client"
+
+
 @st.cache_resource
 def _unusable_hash() -> str:
-    """A valid bcrypt hash of a secret nobody knows: locked and deactivated accounts get it for the login form."""
+    """A valid bcrypt hash of a secret nobody knows: the login cookie's directory never holds a real hash (the
+    password form is ours; streamlit-authenticator only reads and writes the cookie)."""
     return bcrypt.hashpw(secrets.token_bytes(32), bcrypt.gensalt(rounds=4)).decode()
 
 
@@ -108,6 +117,76 @@ def _first_admin_form(rt: Runtime) -> None:
             st.rerun()
 
 
+def login_client() -> str:
+    """Who is trying to log in, for the failed-login throttle: the connection's address where Streamlit knows it,
+    else this browser session (Streamlit gives no address for a connection from localhost)."""
+    address = st.context.ip_address
+    if isinstance(address, str) and address:  # (AppTest's mocked runtime answers with a non-string)
+        return "address " + address
+    if _CLIENT_KEY not in st.session_state:
+        st.session_state[_CLIENT_KEY] = "session " + secrets.token_hex(8)
+    return str(st.session_state[_CLIENT_KEY])
+
+
+def _cookie_issued_at(key: str) -> datetime | None:
+    """When the login cookie this browser sent was issued: streamlit-authenticator's cookie is a JWT holding
+    only the e-mail and its expiry, which is the issue time plus ``COOKIE_EXPIRY_DAYS``."""
+    token = st.context.cookies.get(COOKIE_NAME)
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(token, key, algorithms=["HS256"])
+        expires = float(claims["exp_date"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return None
+    return datetime.fromtimestamp(expires, timezone.utc) - timedelta(days=COOKIE_EXPIRY_DAYS)
+
+
+def _password_form(rt: Runtime, authenticator: Any) -> None:
+    """The login form (ours, so that every attempt goes through ``accounts.authenticate``: one bcrypt cost,
+    the per-client delay, the lock-out, the same words for known and unknown e-mails)."""
+    client = login_client()
+    wait = accounts.client_wait(rt.db, client)
+    if wait > 0:  # no form at all while this client must wait: nothing is checked meanwhile
+        st.error(accounts.client_wait_message(wait))
+        return
+    with st.form("Login"):
+        st.subheader("Log in")
+        email = st.text_input("E-mail", autocomplete="off")
+        password = st.text_input("Password", type="password", autocomplete="off")
+        submitted = st.form_submit_button("Log in")
+    if not submitted:
+        return
+    result = accounts.authenticate(rt.db, email, password, client=client)
+    if result.user is None:
+        st.error(result.message or accounts.WRONG_LOGIN)
+        return
+    user = result.user
+    # streamlit-authenticator's session keys: its cookie and logout button read them
+    st.session_state.update(authentication_status=True, username=user.email, name=user.email, email=user.email,
+                            roles=[user.role], logout=None)
+    st.session_state[_SINCE_KEY] = time.time()
+    st.session_state[USER_KEY] = user.email
+    st.session_state.pop(_FLASH_KEY, None)
+    authenticator.cookie_controller.set_cookie()
+
+
+def log_out(rt: Runtime, email: str) -> None:
+    """The logout button's callback: this account's sessions and login cookies end everywhere (a copy of the
+    cookie is refused by the gate from now on, not only the one this browser deletes)."""
+    accounts.end_sessions(rt.db, email)
+    for key in (USER_KEY, _SINCE_KEY):
+        st.session_state.pop(key, None)
+
+
+def _end_session(authenticator: Any, message: str) -> tuple[None, Any]:
+    authenticator.logout(location="unrendered")
+    for key in (USER_KEY, _SINCE_KEY):
+        st.session_state.pop(key, None)
+    st.error(message)
+    return None, authenticator
+
+
 def login_gate(rt: Runtime) -> tuple[User | None, Any]:
     """The logged-in, active user (or None after rendering the login or first-admin form) and the authenticator.
 
@@ -115,69 +194,54 @@ def login_gate(rt: Runtime) -> tuple[User | None, Any]:
     login form then start at the same place, so while a run replaces one with the other Streamlit overwrites
     the old form in place and never shows both (two "E-mail" fields).
 
-    streamlit-authenticator renders the form and the cookie; the credentials are built from the ``users``
-    table on every run. Lock-out and deactivation live in the database: such accounts get a hash nobody can
-    match, and each failure stauth counts is persisted, so a restart resets nothing.
+    streamlit-authenticator keeps the login cookie (its directory lists every account, for the cookie only);
+    the password form is ours (``_password_form``). Lock-out, deactivation and ended sessions live in the
+    database and are checked on every run: a deactivated account, or a session begun before a logout or a
+    password reset of its account, is signed out; a lock-out does not end sessions already signed in.
     """
     if accounts.count_users(rt.db) == 0:
         _first_admin_form(rt)
         return None, None
-    users = accounts.login_directory(rt.db)
-    entries: dict[str, dict[str, Any]] = {}
-    for user in users:
-        usable = user["active"] and not user["locked"]
-        entries[user["email"]] = {
-            "email": user["email"],
-            "name": user["email"],
-            "password": user["password_hash"] if usable else _unusable_hash(),
-            "roles": [user["role"]],
-            "failed_login_attempts": 0,
-            "logged_in": False,
-        }
+    entries = {
+        row["email"].strip().lower(): {"email": row["email"], "name": row["email"], "password": _unusable_hash(),
+                                        "roles": [row["role"]], "failed_login_attempts": 0, "logged_in": False}
+        for row in accounts.login_directory(rt.db)
+        if row["active"]
+    }
     if not st.session_state.get("authentication_status"):
         st.title("Avatar Data Generator")  # where the first-administrator form has its title
         flash = st.session_state.get(_FLASH_KEY)  # kept until the login: the login page reruns before anyone types
         if flash:
             st.success(flash)
     authenticator = stauth.Authenticate(  # draws its cookie component here, before the login form
-        {"usernames": dict(entries)},
+        {"usernames": entries},
         cookie_name=COOKIE_NAME,
         cookie_key=rt.settings.cookie_key(),
-        cookie_expiry_days=1,
+        cookie_expiry_days=COOKIE_EXPIRY_DAYS,
         auto_hash=False,
         login_sleep_time=0,  # stauth waits 0.7 s before the form by default; the cookie check needs no wait
     )
-    try:
-        authenticator.login(location="main", fields={"Form name": "Log in", "Username": "E-mail", "Login": "Log in"})
-    except (stauth.LoginError, stauth.AuthenticateError, stauth.CredentialsError) as exc:
-        st.error(str(exc))  # stauth's own errors for bad input: shown, never a crashed page
-    for email, entry in entries.items():
-        if entry.get("failed_login_attempts", 0) > 0:
-            st.error(accounts.note_failed_login(rt.db, email))
+    # Signs in from a valid cookie and draws nothing. A cookie of an account that is gone or deactivated raises:
+    # the password form follows.
+    with contextlib.suppress(stauth.LoginError, stauth.AuthenticateError, stauth.CredentialsError):
+        authenticator.login(location="unrendered")
+    if not st.session_state.get("authentication_status"):
+        _password_form(rt, authenticator)
+        if not st.session_state.get("authentication_status"):
             return None, authenticator
-    status = st.session_state.get("authentication_status")
-    if status is False:
-        st.error("wrong e-mail or password")
-        return None, authenticator
-    if not status:
-        return None, authenticator
-    email = str(st.session_state.get("username") or "")
-    if st.session_state.get(USER_KEY) != email:
-        if accounts.note_login(rt.db, email) is None:
-            reason = accounts.login_block(rt.db, email) or "this account cannot log in"
-            authenticator.logout(location="unrendered")
-            st.error(reason)
-            return None, authenticator
+    email = str(st.session_state.get("username") or "").strip().lower()
+    if st.session_state.get(USER_KEY) != email or _SINCE_KEY not in st.session_state:
+        # A session resumed from the login cookie began when the cookie was issued (signed in otherwise, by a
+        # path that records no time, it begins now).
+        issued = _cookie_issued_at(rt.settings.cookie_key())
+        st.session_state[_SINCE_KEY] = issued.timestamp() if issued is not None else time.time()
         st.session_state[USER_KEY] = email
         st.session_state.pop(_FLASH_KEY, None)
-    # Deactivated or locked since the session (or its cookie) began: the directory read above already says so.
-    state = next((u for u in users if u["email"] == email), None)
-    current = accounts.active_user(rt.db, email) if state and state["active"] and not state["locked"] else None
+    since = datetime.fromtimestamp(float(st.session_state[_SINCE_KEY]), timezone.utc)
+    current = accounts.session_user(rt.db, email, since)
     if current is None:
-        authenticator.logout(location="unrendered")
-        st.session_state.pop(USER_KEY, None)
-        st.error("this account is deactivated or locked: ask an administrator")
-        return None, authenticator
+        return _end_session(authenticator, "your session has ended (signed out, deactivated or password reset): "
+                                           "log in again")
     return current, authenticator
 
 
@@ -202,17 +266,6 @@ def current_user(rt: Runtime) -> User:
     return user
 
 
-_MARKDOWN_CHARACTERS = re.compile(r"[!-/:-@\[-`{-~]")  # every ASCII punctuation character
-
-
-def plain(text: object) -> str:
-    """Text written by a model or a user, for an element that renders markdown (headers, captions, alerts,
-    toasts, labels): every markdown, HTML, LaTeX and Streamlit-directive character is escaped, so it shows as
-    written. A name like ``![](https://host/x)`` must never make a browser fetch an outside image, nor
-    ``**bold**`` restyle a page. Long texts (bios, error logs) go to ``st.text``/``st.code`` instead."""
-    return _MARKDOWN_CHARACTERS.sub(lambda m: "\\" + m.group(0), "" if text is None else str(text))
-
-
 def fresh_user(rt: Runtime) -> User:
     """The signed-in user as the database has them now (role, active), for the start of every fragment run and
     every widget callback that reads or changes data.
@@ -228,6 +281,17 @@ def fresh_user(rt: Runtime) -> User:
         st.session_state.pop(USER_KEY, None)
         st.rerun()  # from a fragment or a callback alike: a full run, through the gate
     return user
+
+
+_MARKDOWN_CHARACTERS = re.compile(r"[!-/:-@\[-`{-~]")  # every ASCII punctuation character
+
+
+def plain(text: object) -> str:
+    """Text written by a model or a user, for an element that renders markdown (headers, captions, alerts,
+    toasts, labels): every markdown, HTML, LaTeX and Streamlit-directive character is escaped, so it shows as
+    written. A name like ``![](https://host/x)`` must never make a browser fetch an outside image, nor
+    ``**bold**`` restyle a page. Long texts (bios, error logs) go to ``st.text``/``st.code`` instead."""
+    return _MARKDOWN_CHARACTERS.sub(lambda m: "\\" + m.group(0), "" if text is None else str(text))
 
 
 def show_error(exc: PipelineError) -> None:

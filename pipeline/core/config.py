@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -17,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.session import DEFAULT_DATABASE_URL
 from pipeline.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+MIN_COOKIE_KEY_CHARS = 32  # secrets.token_urlsafe(32) makes 43
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -76,17 +80,28 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{name.upper()} is not set: set it in the environment or in .env")
 
     def cookie_key(self) -> str:
-        """The auth cookie signing key: ``AUTH_COOKIE_KEY`` or, outside production, one made once in data/."""
+        """The auth cookie signing key: ``AUTH_COOKIE_KEY`` or, outside production, one made once in data/.
+
+        A ``data/cookie_key`` file shorter than ``MIN_COOKIE_KEY_CHARS`` (empty after a full disk, say) would sign
+        cookies anyone could forge: a new key replaces it, which signs everyone out once (a warning in the log)."""
         if self.auth_cookie_key:
             return self.auth_cookie_key
         if self.app_env == "production":
             raise ConfigError("AUTH_COOKIE_KEY is not set: it is required when APP_ENV=production")
         path = self.data_dir / "cookie_key"
         if path.exists():
-            return path.read_text().strip()
+            key = path.read_text().strip()
+            if len(key) >= MIN_COOKIE_KEY_CHARS:
+                return key
+            log.warning("%s holds %d characters, too short to sign login cookies: a new key replaces it "
+                        "(everyone logs in again)", path, len(key))
+            path.unlink(missing_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process wrote one first: use theirs
+            return path.read_text().strip()
         with os.fdopen(fd, "w") as fh:
             fh.write(key)
         return key

@@ -1,14 +1,19 @@
-"""User accounts: creation, password hashing (bcrypt), login with a lock-out persisted in the database."""
+"""User accounts: creation, password hashing (bcrypt), login with a lock-out persisted in the database, a growing
+delay per client after failed logins, and sessions that a logout or a password reset ends."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import bcrypt
+from sqlalchemy.orm import Session
 
 import db.queries as q
 from db.models import User as User  # re-exported: the account type, as pages name it
@@ -20,6 +25,14 @@ log = logging.getLogger(__name__)
 
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
+# One client (an address, else a browser session) may fail this many times in a row freely (enough to lock one
+# account, and to try the right password on it); each further failure makes it wait twice as long as the one
+# before (1 s, 2 s, 4 s, ...) up to MAX_CLIENT_DELAY. A stranger can then lock an account once, not keep it
+# locked: once the lock ends, locking it again takes MAX_FAILED_LOGINS more failures, hours apart.
+FREE_CLIENT_FAILURES = 2 * MAX_FAILED_LOGINS
+MAX_CLIENT_DELAY = timedelta(hours=1)
+THROTTLE_MEMORY = timedelta(days=1)  # a client's or an unknown e-mail's failures are forgotten after a quiet day
+WRONG_LOGIN = "wrong e-mail or password"
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores anything longer
 ROLES = ("admin", "user")
@@ -50,6 +63,9 @@ def validate_email(email: str) -> str:
 
 
 def validate_password(password: str) -> str:
+    if password != password.strip():
+        # streamlit-authenticator strips the password typed at login: such a password could never log in
+        raise ValidationError("the password cannot begin or end with a space")
     if len(password) < MIN_PASSWORD_CHARS:
         raise ValidationError(f"the password must have at least {MIN_PASSWORD_CHARS} characters")
     if len(password.encode()) > MAX_PASSWORD_BYTES:
@@ -79,11 +95,21 @@ def create_user(db: Database, email: str, password: str, *, admin: bool = False,
 
 
 def create_first_admin(db: Database, email: str, password: str) -> User:
-    """The first-run path: only while the database has no user at all."""
-    with db.session() as session:
+    """The first-run path: only while the database has no user at all.
+
+    The check and the insert are one transaction holding the users table against other writers, so that two
+    visitors of a fresh server cannot both create an administrator: the second is told one exists."""
+    email = validate_email(email)
+    validate_password(password)
+    password_hash = hash_password(password)  # before the lock: bcrypt takes a while
+    with db.transaction(immediate=True) as session:
+        q.lock_users(session)
         if q.count_users(session) > 0:
             raise ConflictError("an administrator already exists: log in instead")
-    return create_user(db, email, password, admin=True)
+        user = q.insert_user(session, email, password_hash, "admin")
+        q.add_audit(session, None, "user-create", email, None, user.role)
+    log.info("first administrator created")
+    return user
 
 
 @dataclass(frozen=True)
@@ -93,10 +119,58 @@ class LoginResult:
 
 
 def _lock_message(user: User, now: datetime) -> str | None:
-    if user.locked_until is not None and user.locked_until > now:
-        minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
+    return _locked_until_message(user.locked_until, now)
+
+
+def _locked_until_message(locked_until: datetime | None, now: datetime) -> str | None:
+    if locked_until is not None and locked_until > now:
+        minutes = max(1, int((locked_until - now).total_seconds() // 60) + 1)
         return f"too many failed logins: the account is locked for {minutes} more minute(s)"
     return None
+
+
+def _email_key(email: str) -> str:
+    """The throttle key of an e-mail without an account."""
+    return "email:" + email[:300]
+
+
+def _client_key(client: str) -> str:
+    return "client:" + client[:300]
+
+
+@functools.lru_cache(maxsize=1)
+def _decoy_hash() -> str:
+    """A bcrypt hash of a secret nobody knows, at ``hash_password``'s cost: an e-mail without an account and a
+    locked account are checked against it, so that every login attempt costs the same bcrypt time."""
+    return hash_password(secrets.token_urlsafe(32))
+
+
+def client_wait(db: Database, client: str | None, now: datetime | None = None) -> float:
+    """Seconds ``client`` must still wait before its next login attempt (0 when it may try now)."""
+    if not client:
+        return 0.0
+    now = now or utcnow()
+    with db.session() as session:
+        row = q.get_throttle(session, _client_key(client))
+        if row is None or row.blocked_until is None or row.blocked_until <= now:
+            return 0.0
+        return (row.blocked_until - now).total_seconds()
+
+
+def client_wait_message(seconds: float) -> str:
+    return f"too many failed logins from here: try again in {math.ceil(seconds)} s"
+
+
+def _note_client_failure(session: Session, client: str, now: datetime) -> None:
+    row = q.throttle_for_update(session, _client_key(client), now)
+    if row.last_failure_at < now - THROTTLE_MEMORY:
+        row.failures = 0
+    row.failures += 1
+    row.last_failure_at = now
+    extra = row.failures - FREE_CLIENT_FAILURES
+    if extra > 0:
+        delay = min(MAX_CLIENT_DELAY.total_seconds(), 2.0 ** min(extra - 1, 32))
+        row.blocked_until = now + timedelta(seconds=delay)
 
 
 def login_block(db: Database, email: str, now: datetime | None = None) -> str | None:
@@ -110,20 +184,37 @@ def login_block(db: Database, email: str, now: datetime | None = None) -> str | 
         return _lock_message(user, now or utcnow())
 
 
-def note_failed_login(db: Database, email: str, now: datetime | None = None) -> str:
-    """Count one failed login (persisted; a restart does not reset it) and say what the user may see."""
+def note_failed_login(db: Database, email: str, now: datetime | None = None, *, client: str | None = None) -> str:
+    """Count one failed login (persisted; a restart does not reset it) against the account and the client, and
+    say what the user may see: the same words whether the e-mail has an account or not (an e-mail without one
+    is counted and locked just like an account)."""
     now = now or utcnow()
+    email = (email or "").strip().lower()
     with db.transaction(immediate=True) as session:
-        user = q.get_user_by_email(session, (email or "").strip().lower())
+        if client:
+            _note_client_failure(session, client, now)
+        q.forget_throttles(session, now - THROTTLE_MEMORY)
+        user = q.get_user_by_email(session, email) if email else None
         if user is None:
-            return "wrong e-mail or password"
+            row = q.throttle_for_update(session, _email_key(email), now)
+            locked = _locked_until_message(row.blocked_until, now)
+            if locked:
+                return locked
+            if row.last_failure_at < now - LOCKOUT:
+                row.failures = 0
+            row.failures += 1
+            row.last_failure_at = now
+            if row.failures >= MAX_FAILED_LOGINS:
+                row.failures, row.blocked_until = 0, now + LOCKOUT
+                return f"too many failed logins: the account is locked for {int(LOCKOUT.total_seconds() // 60)} minutes"
+            return WRONG_LOGIN
         locked = _lock_message(user, now)
         if locked:
             return locked  # attempts on a locked account do not extend the lock
         if q.record_login_failure(session, user, max_failures=MAX_FAILED_LOGINS, lock_for=LOCKOUT, now=now):
             q.add_audit(session, None, "user-locked", user.email, None, user.locked_until.isoformat() if user.locked_until else None)
             return f"too many failed logins: the account is locked for {int(LOCKOUT.total_seconds() // 60)} minutes"
-        return "wrong e-mail or password"
+        return WRONG_LOGIN
 
 
 def note_login(db: Database, email: str, now: datetime | None = None) -> User | None:
@@ -137,23 +228,62 @@ def note_login(db: Database, email: str, now: datetime | None = None) -> User | 
         return user
 
 
-def authenticate(db: Database, email: str, password: str, now: datetime | None = None) -> LoginResult:
-    """Check a login; counts failures and locks the account after ``MAX_FAILED_LOGINS`` (persisted)."""
+def authenticate(
+    db: Database, email: str, password: str, now: datetime | None = None, *, client: str | None = None
+) -> LoginResult:
+    """Check a login from ``client`` (an address or a browser session; None from the command line).
+
+    A client that failed too often waits first (nothing is checked meanwhile). Every attempt then costs one
+    bcrypt check at the same cost, whether the e-mail has an account, the account is locked or not; a failure
+    counts against the account (locked after ``MAX_FAILED_LOGINS``, persisted) and the client. An e-mail
+    without an account gets the same messages as one with an account. A deactivated account is named only to
+    whoever typed its right password.
+    """
     now = now or utcnow()
+    email = (email or "").strip().lower()
+    wait = client_wait(db, client, now)
+    if wait > 0:
+        return LoginResult(None, client_wait_message(wait))
     with db.session() as session:
-        user = q.get_user_by_email(session, (email or "").strip().lower())
+        user = q.get_user_by_email(session, email) if email else None
         if user is None:
-            return LoginResult(None, "wrong e-mail or password")
-        locked = _lock_message(user, now)
-        password_ok = locked is None and verify_password(password or "", user.password_hash)
-    if locked:
-        return LoginResult(None, locked)
+            unknown = q.get_throttle(session, _email_key(email))
+            locked = _locked_until_message(unknown.blocked_until if unknown else None, now)
+        else:
+            locked = _lock_message(user, now)
+        stored = user.password_hash if user is not None and locked is None else _decoy_hash()
+        active = user is not None and user.is_active
+    password_ok = verify_password(password or "", stored) and user is not None and locked is None
     if not password_ok:
-        return LoginResult(None, note_failed_login(db, email, now))
+        return LoginResult(None, note_failed_login(db, email, now, client=client))
+    if not active:
+        return LoginResult(None, "this account is deactivated: ask an administrator")
     user = note_login(db, email, now)
     if user is None:
         return LoginResult(None, "this account is deactivated: ask an administrator")
     return LoginResult(user, None)
+
+
+def end_sessions(db: Database, email: str, now: datetime | None = None) -> None:
+    """Log ``email`` out everywhere: sessions and login cookies issued before now are refused from now on
+    (the logout button; the browser's own cookie is deleted too, but a copy of it would otherwise live on)."""
+    with db.transaction(immediate=True) as session:
+        user = q.get_user_by_email(session, (email or "").strip().lower())
+        if user is not None:
+            q.revoke_sessions(session, user, now)
+
+
+def session_user(db: Database, email: str, since: datetime) -> User | None:
+    """The user of a session (or login cookie) that began at ``since``: only while the account is active and no
+    logout or password reset has ended its sessions since. A lock-out does not end sessions: it stops password
+    guesses, not the people already signed in."""
+    with db.session() as session:
+        user = q.get_user_by_email(session, (email or "").strip().lower())
+        if user is None or not user.is_active:
+            return None
+        if user.sessions_revoked_at is not None and since < user.sessions_revoked_at:
+            return None
+        return user
 
 
 def active_user(db: Database, email: str) -> User | None:
@@ -207,6 +337,7 @@ def reset_password(db: Database, actor: User, email: str, password: str) -> None
         user.password_hash = hash_password(password)
         user.failed_logins = 0
         user.locked_until = None
+        q.revoke_sessions(session, user)  # whoever knew the old password is signed out
         q.add_audit(session, actor, "user-password", user.email, None, "reset")
 
 

@@ -16,7 +16,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.submit import accounts
 from pipeline.worker.runtime import open_runtime
 from tests.app.conftest import AppEnv
-from tests.factories import local_storage, make_settings, run_worker, submit
+from tests.factories import PASSWORD, local_storage, make_settings, run_worker, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "<script>alert('x')</script> **bold** [link](javascript:alert(1)) <img src=x onerror=alert(1)>"
@@ -127,3 +127,73 @@ def test_compare_two_tasks_shows_config_differences(app_env: AppEnv) -> None:
     assert any(m.value == "**Configuration differences**" for m in at.markdown)
     frames = [d.value for d in at.dataframe]
     assert any("toggles.crop_white_borders" in list(f.index) for f in frames)
+
+
+# --------------------------------------------------------------------------- the login gate (issue 20, items 4, 10)
+
+
+def _home() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _log_in(at: AppTest, email: str, password: str) -> AppTest:
+    next(t for t in at.text_input if t.label == "E-mail").input(email)
+    next(t for t in at.text_input if t.label == "Password").input(password)
+    next(b for b in at.button if b.label == "Log in").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _signed_in(at: AppTest) -> str | None:
+    """The e-mail this session is signed in as after one more run, or None."""
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    try:
+        return str(at.session_state["adg_user_email"])
+    except KeyError:
+        return None
+
+
+def test_a_signed_in_session_survives_a_strangers_failed_logins(app_env: AppEnv) -> None:
+    admin = app_env.admin()
+    victim = _log_in(_home(), admin.email, PASSWORD)
+    assert _signed_in(victim) == admin.email
+    stranger = _home()
+    for attempt in range(accounts.MAX_FAILED_LOGINS):
+        _log_in(stranger, admin.email, f"guess {attempt}")
+    assert accounts.login_block(app_env.db, admin.email)  # the account is locked
+    assert _signed_in(victim) == admin.email, "the lock ended the signed-in session"
+
+
+def test_an_email_stored_with_capitals_logs_in(app_env: AppEnv) -> None:
+    app_env.admin()
+    with app_env.db.transaction() as session:  # an account of the original system
+        q.insert_user(session, "Cy@Example.org", accounts.hash_password(PASSWORD), "user")
+    at = _log_in(_home(), "cy@example.ORG", PASSWORD)
+    assert not at.error, [e.value for e in at.error]
+    assert _signed_in(at) == "cy@example.org"
+
+
+def test_logging_out_ends_the_accounts_other_sessions(app_env: AppEnv) -> None:
+    admin = app_env.admin()
+    first = _log_in(_home(), admin.email, PASSWORD)
+    second = _log_in(_home(), admin.email, PASSWORD)
+    assert _signed_in(first) and _signed_in(second)
+    next(b for b in second.button if b.label == "Log out").click()
+    second.run()
+    assert not _signed_in(second)
+    assert not _signed_in(first), "a session (or a copy of its cookie) outlived the logout"
+
+
+@pytest.mark.parametrize("content", ["", "   \n", "short"])
+def test_an_empty_or_short_cookie_key_file_is_replaced(tmp_path: Path, content: str) -> None:
+    (tmp_path / "cookie_key").write_text(content)
+    settings = Settings(_env_file=None, app_env="development", data_dir=tmp_path)  # type: ignore[call-arg]
+    key = settings.cookie_key()
+    assert len(key) >= 32
+    assert (tmp_path / "cookie_key").read_text() == key
+    assert settings.cookie_key() == key  # kept from then on
