@@ -9,6 +9,7 @@ import streamlit as st
 
 from pages import ui
 from pipeline.outputs.overview import DAYS_CHARTED, Overview, provider_usage_this_week, read_overview
+from pipeline.submit.accounts import User
 
 REFRESH_SECONDS = 5
 rt = ui.runtime()
@@ -36,7 +37,7 @@ def _made(ov: Overview) -> None:
     st.bar_chart(frame, height=220, stack=False)
 
 
-def _running(ov: Overview) -> None:
+def _running(ov: Overview, viewer: User) -> None:
     st.subheader("Running now")
     if not ov.running:
         st.caption("No task is running or waiting.")
@@ -46,7 +47,7 @@ def _running(ov: Overview) -> None:
         total_images = task.number_to_generate * task.images_per_persona
         with st.container(border=True):
             st.markdown(f"**{task.task_id}** · {task.status} · {task.number_to_generate} × {task.images_per_persona}"
-                        f" images" + (f" · `{row.owner_email}`" if user.is_admin else ""))
+                        f" images" + (f" · `{row.owner_email}`" if viewer.is_admin else ""))
             st.progress(min(1.0, progress.personas_total / max(1, task.number_to_generate)),
                         text=f"personas {progress.personas_total}/{task.number_to_generate}")
             st.progress(min(1.0, progress.images_done / max(1, total_images)),
@@ -54,14 +55,14 @@ def _running(ov: Overview) -> None:
     st.page_link("pages/tasks.py", label="All tasks", icon=":material/list_alt:")
 
 
-def _failures(ov: Overview) -> None:
+def _failures(ov: Overview, viewer: User) -> None:
     st.subheader("Recent failures")
     if not ov.failures:
         st.caption("No failed or partial task.")
         return
     for failure in ov.failures:
         with st.expander(f"{failure['task_id']} · {failure['status']} · {ui.fmt_time(failure['when'])}"
-                         + (f" · {failure['owner']}" if user.is_admin else "")):
+                         + (f" · {failure['owner']}" if viewer.is_admin else "")):
             st.text(failure["description"][:300])
             st.code("\n".join(failure["reasons"]) or "no reason recorded", language=None)
 
@@ -79,8 +80,8 @@ def _quality(ov: Overview) -> None:
         st.bar_chart(shares.set_index("flag"), horizontal=True, height=40 + 28 * len(shares))
 
 
-def _usage() -> None:
-    usage = provider_usage_this_week(rt.db, user)
+def _usage(viewer: User) -> None:
+    usage = provider_usage_this_week(rt.db, viewer)
     st.subheader("Provider calls this week")
     if not usage:
         st.caption("Calls and cost per provider appear here once providers record their usage.")
@@ -88,8 +89,8 @@ def _usage() -> None:
     st.dataframe(pd.DataFrame(usage), hide_index=True, width="stretch")
 
 
-def _per_user(ov: Overview) -> None:
-    if not user.is_admin or not ov.per_user:
+def _per_user(ov: Overview, viewer: User) -> None:
+    if not viewer.is_admin or not ov.per_user:
         return
     st.subheader("Per user")
     st.dataframe(pd.DataFrame(ov.per_user).rename(columns={"personas_recent": "personas (7 days)",
@@ -97,7 +98,8 @@ def _per_user(ov: Overview) -> None:
                  hide_index=True, width="stretch")
 
 
-def _show(ov: Overview) -> None:
+def _show(ov: Overview, viewer: User) -> None:
+    """The page below its caption, for ``viewer`` (a refresh passes the user as the database has them now)."""
     if not ov.tasks:
         st.info("No tasks yet: describe a population on the New task page to generate your first dataset.")
         st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
@@ -105,26 +107,30 @@ def _show(ov: Overview) -> None:
     _made(ov)
     left, right = st.columns(2)
     with left:
-        _running(ov)
-        _failures(ov)
+        _running(ov, viewer)
+        _failures(ov, viewer)
     with right:
         _quality(ov)
-        _usage()
-    _per_user(ov)
+        _usage(viewer)
+    _per_user(ov, viewer)
 
 
 first = read_overview(rt.db, user)
 if first.is_running:
     st.caption(f":material/autorenew: refreshing every {REFRESH_SECONDS} s while tasks run")
-    ready = [first]  # the full run's read is shown once; each refresh reads again
+    ready = [(first, user)]  # the full run's read is shown once; each refresh reads again
 
     @st.fragment(run_every=REFRESH_SECONDS)
     def live() -> None:
-        ov = ready.pop() if ready else read_overview(rt.db, ui.current_user(rt))
-        _show(ov)
+        if ready:
+            ov, viewer = ready.pop()
+        else:
+            viewer = ui.fresh_user(rt)  # role and account as of now: a refresh does not pass the login gate
+            ov = read_overview(rt.db, viewer)
+        _show(ov, viewer)
         if not ov.is_running:
             st.rerun()  # the whole page: drawn again without the refresh
 
     live()
 else:
-    _show(first)
+    _show(first, user)
