@@ -70,27 +70,35 @@ class ProviderFailing(ProviderError):
 
 
 class _Gate:
-    """One provider's waiting calls in this process, served round-robin by task. Guarded by ``cond``."""
+    """One provider's waiting calls in this process, served round-robin by task. Guarded by ``lock``.
+
+    Each waiting call waits on a condition of its own (``waiter``), and only the head of the queue is woken when
+    its turn comes or a call ends: with a hundred calls waiting, waking them all at every call's end cost more CPU
+    than the calls themselves. The others look at their task (``checkpoint``) every ``WAIT_SLICE_SECONDS``."""
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.queues: dict[Hashable, deque[object]] = {}
+        self.lock = threading.Lock()
+        self.queues: dict[Hashable, deque[threading.Condition]] = {}
         self.order: deque[Hashable] = deque()  # tasks with waiting calls; the first one is served next
         self.ends = 0  # calls of this process that ended: the head asks again at once
         self.in_use = 0  # calls in flight (used by the offline gate, bounded by the cores)
 
-    def join(self, task: Hashable, token: object) -> None:
+    def waiter(self) -> threading.Condition:
+        """A waiting call's place in the queue (``join``), woken when it becomes the head."""
+        return threading.Condition(self.lock)
+
+    def join(self, task: Hashable, waiter: threading.Condition) -> None:
         if task not in self.queues:
             self.queues[task] = deque()
             self.order.append(task)
-        self.queues[task].append(token)
+        self.queues[task].append(waiter)
 
-    def head(self) -> object | None:
+    def head(self) -> threading.Condition | None:
         return self.queues[self.order[0]][0] if self.order else None
 
-    def leave(self, task: Hashable, token: object, *, served: bool) -> None:
+    def leave(self, task: Hashable, waiter: threading.Condition, *, served: bool) -> None:
         waiting = self.queues[task]
-        waiting.remove(token)
+        waiting.remove(waiter)
         if served:  # the task had its turn: it goes to the back of the line
             self.order.remove(task)
             if waiting:
@@ -99,20 +107,25 @@ class _Gate:
             self.order.remove(task)
         if not waiting:
             del self.queues[task]
-        self.cond.notify_all()
+        self._wake_head()
 
     def ended(self) -> None:
-        with self.cond:
+        with self.lock:
             self.in_use = max(0, self.in_use - 1)
             self.ends += 1
-            self.cond.notify_all()
+            self._wake_head()
+
+    def _wake_head(self) -> None:  # under self.lock
+        head = self.head()
+        if head is not None:
+            head.notify()
 
     def admit(self, task: Hashable, try_once: Callable[[], float | None], checkpoint: Callable[[], None]) -> None:
         """Wait for this call's turn, then ask ``try_once`` (None: admitted; else seconds to wait at least, 0 for
         "until a call ends") until it admits the call. ``checkpoint`` raises to give up (cancel, lease lost)."""
-        token = object()
-        with self.cond:
-            self.join(task, token)
+        me = self.waiter()
+        with self.lock:
+            self.join(task, me)
         served = False
         try:
             pause = POLL_MIN_SECONDS
@@ -120,15 +133,15 @@ class _Gate:
             seen = -1
             while True:
                 checkpoint()
-                with self.cond:
-                    if self.head() is not token:
-                        self.cond.wait(WAIT_SLICE_SECONDS)
+                with self.lock:
+                    if self.head() is not me:
+                        me.wait(WAIT_SLICE_SECONDS)
                         continue
                     if seen >= 0 and self.ends != seen:  # a call ended here: a slot may be free at once
                         next_try, pause = 0.0, POLL_MIN_SECONDS
                     now = time.monotonic()
                     if now < next_try:
-                        self.cond.wait(min(next_try - now, WAIT_SLICE_SECONDS))
+                        me.wait(min(next_try - now, WAIT_SLICE_SECONDS))
                         continue
                     seen = self.ends
                 wait = try_once()
@@ -141,10 +154,10 @@ class _Gate:
                     next_try = time.monotonic() + pause * random.uniform(0.8, 1.2)
                     pause = min(POLL_MAX_SECONDS, pause * 2)
         finally:
-            with self.cond:
+            with self.lock:
                 if served:
                     self.in_use += 1
-                self.leave(task, token, served=served)
+                self.leave(task, me, served=served)
 
 
 @dataclass

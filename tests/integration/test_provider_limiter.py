@@ -4,12 +4,14 @@ circuit breaker; and a process's waiting calls are served round-robin by task.""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import db.queries as q
 from db.models import ProviderState, utcnow
 from db.session import Database
-from pipeline.stages.limits import _Gate, provider_key
+from pipeline.stages.limits import WAIT_SLICE_SECONDS, _Gate, provider_key
 
 P = "image:openai:gpt-image-1.5"
 
@@ -89,8 +91,8 @@ def test_refusals_in_row_open_the_breaker_for_the_retry_after_then_one_probe(dat
 
 def test_waiting_calls_are_served_round_robin_by_task() -> None:
     gate = _Gate()
-    a1, a2, a3, b1, c1 = (object() for _ in range(5))
-    with gate.cond:
+    a1, a2, a3, b1, c1 = (gate.waiter() for _ in range(5))
+    with gate.lock:
         for task, token in (("A", a1), ("A", a2), ("A", a3), ("B", b1), ("C", c1)):
             gate.join(task, token)
         served = []
@@ -100,6 +102,44 @@ def test_waiting_calls_are_served_round_robin_by_task() -> None:
             served.append(head)
             gate.leave(task, head, served=True)
     assert served == [a1, b1, c1, a2, a3]  # task A's burst does not hold B and C back
+
+
+def test_a_call_that_ends_wakes_the_head_of_the_queue_not_every_waiting_call() -> None:
+    """A worker with hundreds of calls waiting for a provider: each call's end is the head's news only. Waking every
+    waiting thread at each end cost more of the worker's CPU than the calls themselves."""
+    gate, waiting, ends = _Gate(), 40, 200
+    looks = [0]
+    lock, admit_all = threading.Lock(), threading.Event()
+
+    def checkpoint() -> None:  # a waiting call looks at its task: once per wake-up
+        with lock:
+            looks[0] += 1
+
+    threads = [threading.Thread(target=gate.admit, args=(i % 4, lambda: None if admit_all.is_set() else 0.0,
+                                                         checkpoint)) for i in range(waiting)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while sum(len(queue) for queue in gate.queues.values()) < waiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sum(len(queue) for queue in gate.queues.values()) == waiting
+    with lock:
+        looks[0] = 0
+    started = time.monotonic()
+    for _ in range(ends):
+        gate.ended()
+        time.sleep(0.005)
+    elapsed = time.monotonic() - started
+    with lock:
+        counted = looks[0]
+    admit_all.set()
+    gate.ended()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads) and not gate.queues
+    # The head looks once or twice per end; the others once per WAIT_SLICE_SECONDS (twice for margin). Waking
+    # every waiting call at each end makes it ~waiting * ends (8,000).
+    assert counted <= 2 * ends + 2 * waiting * (elapsed / WAIT_SLICE_SECONDS + 1), (counted, elapsed)
 
 
 def test_a_provider_is_named_by_kind_provider_and_model() -> None:
