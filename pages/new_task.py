@@ -1,22 +1,87 @@
-"""New task: the request, the config that will be frozen with it, an estimate, and a quick preview."""
+"""New task: the request, the config that will be frozen with it (the toggles, identity check and bio prompts are
+this task's own, pre-filled from the global defaults, with a live preview of the image toggles on a sample photo),
+an estimate, and a quick persona preview. ``?from=TASK_ID`` pre-fills the form from one of the user's tasks
+("Re-run with changes" on the Tasks page)."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import streamlit as st
 
 from pages import ui
-from pipeline.core.domain import ALLOWED_IMAGES_PER_PERSONA, MAX_DESCRIPTION_CHARS, MAX_PERSONAS, MIN_PERSONAS
+from pipeline.core.domain import (
+    ALLOWED_IMAGES_PER_PERSONA,
+    BIO_PROMPT_KEYS,
+    CONFIG_TOGGLES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_PERSONAS,
+    MIN_PERSONAS,
+)
 from pipeline.core.errors import PipelineError
-from pipeline.core.identity import resolve_mode
+from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
 from pipeline.core.languages import LANGUAGES
 from pipeline.core.targets import load_targets_json
-from pipeline.submit.settings import read_settings
-from pipeline.submit.submission import build_snapshot, estimate_task, preview_personas, submit_task, validate_spec
+from pipeline.submit.image_preview import SamplePhoto, TogglePreview, preview_toggles, sample_photo
+from pipeline.submit.settings import TASK_SETTING_KEYS, TaskSettings, default_task_settings, read_settings
+from pipeline.submit.submission import (
+    MAX_SEED,
+    build_snapshot,
+    estimate_task,
+    preview_personas,
+    submit_task,
+    validate_spec,
+)
+from pipeline.submit.task_form import task_form
 
 rt = ui.runtime()
 user = ui.current_user(rt)
 st.header("New task")
 st.caption("Describe a population; the executor generates the personas and their photos in the background.")
+
+CFG = "nt_cfg_"  # the widget key of each of the task's own settings is CFG + its setting key
+current = read_settings(rt.db)
+defaults = default_task_settings(current)
+form_defaults: dict[str, Any] = {"nt_description": "", "nt_language": "English", "nt_count": 20,
+                                 "nt_images": ALLOWED_IMAGES_PER_PERSONA[1], "nt_seed": "",
+                                 **{CFG + key: value for key, value in defaults.items()}}
+
+
+def _prefill(task_id: str) -> None:
+    """The form as the task was asked for (its request and frozen settings), as a starting point."""
+    form = task_form(rt.db, task_id, user)
+    state = st.session_state
+    state["nt_description"] = form.description
+    if form.language in LANGUAGES:
+        state["nt_language"] = form.language
+    state["nt_count"] = min(MAX_PERSONAS, max(MIN_PERSONAS, form.count))
+    if form.images_per_persona in ALLOWED_IMAGES_PER_PERSONA:
+        state["nt_images"] = form.images_per_persona
+    state["nt_seed"] = "" if form.seed is None else str(form.seed)
+    state["nt_t_gender"] = state["nt_t_age"] = False  # the targets come whole in the JSON box
+    state["nt_t_json"] = json.dumps(form.targets) if form.targets else ""
+    for key, value in (form.settings or defaults).items():
+        state[CFG + key] = value
+
+
+from_id = str(st.query_params.get("from", "")).strip()[:40]
+if from_id and st.session_state.get("nt_from") != from_id:  # once per task asked for, not at every rerun
+    st.session_state["nt_from"] = from_id
+    try:
+        _prefill(from_id)
+    except PipelineError as exc:
+        st.session_state["nt_from_error"] = str(exc)
+    else:
+        st.session_state.pop("nt_from_error", None)
+if from_id:
+    if st.session_state.get("nt_from_error"):
+        st.error(ui.plain(st.session_state["nt_from_error"]), icon=":material/error:")
+    else:
+        st.info(f"Pre-filled from task **{ui.plain(from_id)}**: change what you want; submitting makes a new task.",
+                icon=":material/edit_note:")
+for widget_key, value in form_defaults.items():  # initial values in one place (a widget given one too would warn)
+    st.session_state.setdefault(widget_key, value)
 
 left, right = st.columns([3, 2], gap="large")
 with left:
@@ -27,15 +92,10 @@ with left:
         height=120,
         key="nt_description",
     )
-    language = st.selectbox(
-        f"Bio language ({len(LANGUAGES)} languages, type to search)",
-        LANGUAGES,
-        index=LANGUAGES.index("English"),
-        key="nt_language",
-    )
+    language = st.selectbox(f"Bio language ({len(LANGUAGES)} languages, type to search)", LANGUAGES, key="nt_language")
     c1, c2, c3 = st.columns(3)
-    count = c1.number_input("Personas", min_value=MIN_PERSONAS, max_value=MAX_PERSONAS, value=20, step=1, key="nt_count")
-    images = c2.selectbox("Images per persona", ALLOWED_IMAGES_PER_PERSONA, index=1, key="nt_images")
+    count = c1.number_input("Personas", min_value=MIN_PERSONAS, max_value=MAX_PERSONAS, step=1, key="nt_count")
+    images = c2.selectbox("Images per persona", ALLOWED_IMAGES_PER_PERSONA, key="nt_images")
     seed_text = c3.text_input("Seed (optional)", placeholder="random", key="nt_seed",
                               help="The same seed with the same config gives the same dataset.")
     with st.expander("Demographic targets (optional)", icon=":material/groups:"):
@@ -63,17 +123,84 @@ with right:
     st.caption(f"{ui.plural(estimate.persona_calls, 'persona batch', 'persona batches')} · "
                f"{ui.plural(estimate.prompt_calls, 'grid prompt')} · {ui.plural(estimate.image_calls, 'image call')}")
     st.subheader("Config frozen with the task")
-    current = read_settings(rt.db)
     st.write("Providers:", f"persona **{rt.settings.persona_provider}**, image **{rt.settings.image_provider}**")
-    for name, value in current.toggles.items():
-        st.checkbox(name.replace("_", " "), value=value, disabled=True, key=f"nt_toggle_{name}")
-    identity_on = resolve_mode(current.identity_check, rt.settings.image_provider)
-    st.checkbox(f"identity check ({current.identity_check})", value=identity_on, disabled=True, key="nt_identity",
-                help="Face embeddings on every image: identity consistency, duplicate faces, face-library leakage")
+    st.caption("Pre-filled from the global defaults (an administrator sets them on Settings); what you change here "
+               "applies to this task only.")
+
+
+def _task_settings() -> TaskSettings:
+    """The settings the form changed from the global defaults: this task's own (checked when it is submitted)."""
+    form = {key: st.session_state.get(CFG + key, defaults[key]) for key in TASK_SETTING_KEYS}
+    return {key: value for key, value in form.items() if value != defaults[key]}
+
+
+def _reset_settings() -> None:
+    for key, value in defaults.items():
+        st.session_state[CFG + key] = value
+
+
+def _preview_seed() -> tuple[int, str]:
+    """The form's seed for the style preview, or 0 while it is blank or not a whole number."""
+    text = str(st.session_state.get("nt_seed", "")).strip()
+    if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_SEED:
+        return int(text), f"seed {text}"
+    return 0, "seed 0 (the task draws its own seed when the field is blank)"
+
+
+@st.cache_data(ttl=300, max_entries=256, show_spinner=False)
+def _sample(database_url: str, user_id: int, _rt: Any) -> SamplePhoto:
+    """The user's sample photo, read at most every five minutes (the URL keys the cache by database)."""
+    return sample_photo(_rt.db, _rt.storage, user_id)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _toggle_preview(photo: bytes, crop: bool, style: bool, seed: int) -> TogglePreview:
+    """The sample through the image stage's crop and style, once per combination of its inputs."""
+    return preview_toggles(photo, crop_borders=crop, randomize_style=style, seed=seed)
+
+
+@st.fragment
+def task_config() -> None:
+    """The task's own toggles, identity check and bio prompts, and the toggles' preview on a sample photo; a
+    toggle's change reruns only this part of the page."""
+    labels = {key: key.replace("_", " ").capitalize() for key in CONFIG_TOGGLES}
+    t1, t2 = st.columns(2)
+    for i, key in enumerate(CONFIG_TOGGLES):
+        (t1 if i % 2 == 0 else t2).toggle(labels[key], key=CFG + key)
+    auto_on = resolve_mode("auto", rt.settings.image_provider)
+    st.radio(
+        "Identity check (face embeddings on every image)", IDENTITY_MODES, horizontal=True,
+        key=CFG + IDENTITY_SETTING_KEY,
+        format_func=lambda m: f"auto ({'on' if auto_on else 'off'} with {rt.settings.image_provider})" if m == "auto"
+        else m,
+        help="Identity consistency, duplicate faces and face-library leakage, measured on every image",
+    )
     with st.expander("Bio prompts"):
-        for key, text in current.bio_prompts.items():
-            st.caption(key.removeprefix("bio_prompt_").upper())
-            st.text(text or "(empty)")
+        for key in BIO_PROMPT_KEYS:
+            st.text_area(key.removeprefix("bio_prompt_").upper(), key=CFG + key, height=110)
+    own = _task_settings()
+    if own:
+        st.caption("Set for this task (differs from the global default): "
+                   + ", ".join(key.replace("_", " ") for key in own))
+        st.button("Back to the global defaults", on_click=_reset_settings, icon=":material/restart_alt:")
+
+    crop = bool(st.session_state[CFG + "crop_white_borders"])
+    style = bool(st.session_state[CFG + "randomize_image_style"])
+    seed, seed_note = _preview_seed()
+    sample = _sample(rt.settings.database_url, user.id, rt)
+    shown = _toggle_preview(sample.data, crop, style, seed)
+    b1, b2 = st.columns(2)
+    b1.image(shown.before, caption=f"As a grid's tile arrives ({shown.before_size[0]}×{shown.before_size[1]})")
+    done = [name for name, on in (("border crop", crop), ("style", style)) if on]
+    look = f" · {shown.style['preset']}" if shown.style else ""
+    b2.image(shown.after, caption=f"As the task stores it: {' + '.join(done) or 'trim only'}{look} "
+                                  f"({shown.after_size[0]}×{shown.after_size[1]})")
+    st.caption(f"What the image toggles do to a sample: {sample.source}; the style drawn from {seed_note} (each "
+               "image of a task draws its own). Computed here, no provider called.")
+
+
+with right:
+    task_config()
 
 def _targets() -> dict[str, object] | None:
     """The JSON targets with the ticked boxes' targets over them; ``ValidationError`` when the JSON is unusable."""
@@ -97,7 +224,8 @@ if submitted:
             seed=seed_text.strip() or None,
             targets=targets,
         )
-        task_id = submit_task(rt.db, spec, build_snapshot(rt.db, rt.settings))
+        snapshot = build_snapshot(rt.db, rt.settings, _task_settings())
+        task_id = submit_task(rt.db, spec, snapshot)
         rt.wake_worker()  # the in-app worker starts it now, not at its next poll
     except PipelineError as exc:
         ui.show_error(exc)
@@ -113,7 +241,8 @@ if previewed:
     else:
         try:
             with st.spinner("Asking the persona provider…"):
-                batch = preview_personas(rt.db, rt.settings, description, language, int(preview_n), seed)
+                batch = preview_personas(rt.db, rt.settings, description, language, int(preview_n), seed,
+                                         _task_settings())
         except PipelineError as exc:
             ui.show_error(exc)
         else:

@@ -1,6 +1,7 @@
 """Tasks: the user's tasks (everyone's for an administrator) with their progress, refreshed every few seconds;
-cancel, retry, re-run and delete, and (administrators) resume a task held at upgrade; each task's frozen
-configuration, dataset report and error log."""
+cancel, retry, re-run (as it was, or with changes on New task) and delete, and (administrators) resume a task held
+at upgrade; each task's frozen configuration (its settings that differ from the global defaults marked), dataset
+report and error log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from pages import ui
 from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import PipelineError
 from pipeline.submit.providers_status import provider_status
+from pipeline.submit.settings import (
+    TASK_SETTING_KEYS,
+    TaskSettings,
+    default_task_settings,
+    read_settings,
+    task_settings_of,
+)
 from pipeline.submit.task_control import (
     HELD_EXPLANATION,
     cancel_task,
@@ -57,6 +65,34 @@ def _act(label: str, action: object) -> None:
         rt.wake_worker()  # a retried or re-run task starts now, not at the in-app worker's next poll
 
 
+DIFFERS = "**≠**"  # marks a task's setting that differs from the global default
+
+
+def _setting_text(value: bool | str) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def frozen_settings(snapshot: dict[str, object], defaults: TaskSettings) -> None:
+    """A task's toggles, identity check and bio prompts as frozen, those that differ from the global defaults
+    marked (a prompt is shown by its start), then the whole snapshot."""
+    own = task_settings_of(snapshot)
+    lines = []
+    for key in TASK_SETTING_KEYS:
+        label, value, default = key.replace("_", " ").capitalize(), own[key], defaults.get(key)
+        differs = value != default
+        if key.startswith("bio_prompt_"):
+            start = " ".join(str(value).split())
+            shown = ui.plain(start[:90]) + ("…" if len(start) > 90 else "")
+            text = f"{label}{' (differs from the global default)' if differs else ''}: {shown}"
+        else:
+            text = f"{label}: {_setting_text(value)}"
+            if differs:
+                text += f" (global default: {_setting_text(default if default is not None else '')})"
+        lines.append(f"- {DIFFERS + ' ' if differs else ''}{text}")
+    st.markdown("\n".join(lines))
+    st.json(snapshot, expanded=False)
+
+
 flash = st.session_state.pop("tasks_flash", None)
 if flash:
     (st.error if flash[0] == "error" else st.success)(flash[1])
@@ -66,6 +102,7 @@ if flash:
 def task_list() -> None:
     me = ui.fresh_user(rt)  # a fragment run skips the gate: re-read the role (or end a deactivated session)
     rows = list_tasks(rt.db, me)
+    defaults = default_task_settings(read_settings(rt.db))  # what a task gets unless it sets its own
     if not rows:
         st.info("No tasks yet: create one on the New task page.")
         st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
@@ -95,8 +132,11 @@ def task_list() -> None:
                     st.warning(f"Held: {HELD_EXPLANATION}. " + ("Resume it or cancel it." if me.is_admin else
                                "An administrator resumes or cancels it."), icon=":material/pause_circle:")
                 if task.config_snapshot:
-                    with st.expander("Configuration frozen with this task"):
-                        st.json(task.config_snapshot, expanded=False)
+                    own = task_settings_of(task.config_snapshot)
+                    changed = sum(own[key] != defaults.get(key) for key in TASK_SETTING_KEYS)
+                    with st.expander("Configuration frozen with this task"
+                                     + (f" · {changed} differ from the global defaults" if changed else "")):
+                        frozen_settings(task.config_snapshot, defaults)
                 if task.targets_report or task.quality_summary:
                     with st.expander("Dataset report: quality checks and demographic targets"):
                         ui.quality_summary(task.quality_summary)
@@ -127,6 +167,9 @@ def task_list() -> None:
                               icon=":material/casino:",
                               on_click=_act, args=("New task {result}",
                                                    lambda who, t=tid: rerun_task(rt.db, t, who, same_seed=False)))
+                    if st.button("Re-run with changes", key=f"rerun_edit_{tid}", icon=":material/edit_note:",
+                                 help="New task, pre-filled with this task's request and settings"):
+                        st.switch_page("pages/new_task.py", query_params={"from": tid})
                 if task.status in (*TaskStatus.finished(), TaskStatus.PENDING.value, TaskStatus.HELD.value):
                     confirm = st.checkbox("confirm delete", key=f"confirm_{tid}")
                     st.button("Delete", key=f"delete_{tid}", icon=":material/delete:", disabled=not confirm,
