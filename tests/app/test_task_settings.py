@@ -202,6 +202,21 @@ def test_tasks_page_marks_settings_set_for_a_task_and_re_runs_with_changes(app_e
     assert task_id in joined(at.info).replace("\\", "")
 
 
+def test_re_run_keeps_the_tasks_own_settings(app_env: AppEnv) -> None:
+    app_env.admin(ADMIN)
+    member = app_env.member(MEMBER)
+    source = _submit(app_env, member, {"randomize_image_style": True, "identity_check": "off",
+                                       "bio_prompt_tiktok": X_PROMPT})
+    at = run(page("tasks", MEMBER))
+    by_label(at.button, "Re-run").click()
+    run(at)
+    first, second = _tasks(app_env)
+    assert first.task_id == source and second.rerun_of == source
+    for key in ("toggles", "bio_prompts", "identity", "set_for_task"):
+        assert second.config_snapshot[key] == first.config_snapshot[key], key
+    assert second.config_snapshot["toggles"]["randomize_image_style"] is True
+
+
 # --------------------------------------------------------------------------- the toggles' live preview
 
 
