@@ -25,12 +25,12 @@ MAP_THUMBNAILS = 300  # hover thumbnails travel inside the chart's data: bounded
 TOOLTIP_FIELDS = ("name", "gender", "age", "ethnicity", "current_city", "task_id")
 
 
-def _frame(rt: Runtime, points: list[dict[str, Any]], by: str, colour: str) -> pd.DataFrame:
+def _frame(rt: Runtime, table: pd.DataFrame, by: str, colour: str) -> pd.DataFrame:
     """What the chart sends to the browser: the placed points' id, x, y, colour and tooltip fields (and, for a
     small map, thumbnails), nothing else; every point travels in the page."""
-    frame = pd.DataFrame(points)
-    frame = frame[frame[f"{by}_x"].notna()].rename(columns={f"{by}_x": "x", f"{by}_y": "y"})
-    frame = frame[list(dict.fromkeys(["id", "x", "y", colour, *TOOLTIP_FIELDS, "thumb_uri"]))]
+    frame = table.loc[table[f"{by}_x"].notna(), list(dict.fromkeys(
+        ["id", f"{by}_x", f"{by}_y", colour, *TOOLTIP_FIELDS, "thumb_uri"]))]
+    frame = frame.rename(columns={f"{by}_x": "x", f"{by}_y": "y"})
     if len(frame) <= MAP_THUMBNAILS:
         frame["image"] = [ui.data_uri(rt, uri) for uri in frame["thumb_uri"]]
     return frame.drop(columns=["thumb_uri"])
@@ -70,7 +70,7 @@ def render_map(rt: Runtime, user: User, flt: GalleryFilter) -> int | None:
     except PipelineError as exc:
         ui.show_error(exc)
         return None
-    if not found.points:
+    if found.table.empty:
         st.info("No persona matches this view.")
         return None
     left, right = st.columns(2)
@@ -78,7 +78,7 @@ def render_map(rt: Runtime, user: User, flt: GalleryFilter) -> int | None:
     by = left.segmented_control("Place personas by", kinds, default="bios", key="g_map_by") or "bios"
     colour_label = right.selectbox("Colour by", list(dataset_map.COLOURS), key="g_map_colour")
     colour = dataset_map.COLOURS[colour_label]
-    frame = _frame(rt, found.points, "face" if by == "faces" else "bio", colour)
+    frame = _frame(rt, found.table, "face" if by == "faces" else "bio", colour)
     event: Any = st.altair_chart(_chart(frame, colour, colour_label).properties(height=520), width="stretch",
                                  key="g_map_chart", on_select="rerun", selection_mode="pick")
     notes = ["bios: TF-IDF of the four bios and the about text over the view, reduced by a truncated SVD, then its "
@@ -87,7 +87,7 @@ def render_map(rt: Runtime, user: User, flt: GalleryFilter) -> int | None:
     if by == "bios" and found.faces < 2:
         notes.append("a face map needs the identity check (Settings)")
     if found.truncated:
-        notes.append(f"the first {len(found.points):,} personas of the view")
+        notes.append(f"the first {len(found.table):,} personas of the view")
     st.caption(" · ".join(notes))
     picked = (event.selection.get("pick") or []) if event is not None and hasattr(event, "selection") else []
     return int(picked[0]["id"]) if picked and "id" in picked[0] else None

@@ -57,7 +57,7 @@ def map_rows(session: Session, c: PersonaCriteria, *, limit: int) -> list[dict[s
     out = []
     result = session.connection().execute(query)  # Core rows: no ORM loading machinery per row
     keys = list(result.keys())  # once: a row's own mapping builds its key view again for every row
-    for row in result:
+    for row in result.all():  # one fetch of every row, not one call per row
         data = dict(zip(keys, row, strict=True))
         if data.pop("face_base_key") != data["base_image_url"] or not isinstance(data["face"], list):
             data["face"] = None  # the analysis is of an earlier base (or there is none)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy.orm import Session
 
 import db.queries as q
@@ -44,13 +45,19 @@ COLOURS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class DatasetMap:
-    """One point per persona: ``id``, ``name``, ``thumb_uri``, the ``COLOURS`` facets, ``bio_x``/``bio_y`` and,
-    for personas with a face embedding, ``face_x``/``face_y`` (else None). ``truncated``: the view had more
-    personas than ``MAX_MAP_POINTS``."""
+    """One row of ``table`` per persona: ``id``, ``name``, ``thumb_uri``, ``age``, the ``COLOURS`` facets,
+    ``bio_x``/``bio_y`` and, for personas with a face embedding, ``face_x``/``face_y`` (else missing).
+    ``truncated``: the view had more personas than ``MAX_MAP_POINTS``. A table, not a dict per point: a map of
+    thousands of personas is kept in the page's cache and drawn from columns."""
 
-    points: list[dict[str, Any]]
+    table: pd.DataFrame
     faces: int
     truncated: bool
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        """The rows as dictionaries, a missing value as None."""
+        return list(self.table.astype(object).where(self.table.notna(), None).to_dict("records"))
 
 
 def _viewer(user: User) -> int | None:
@@ -67,29 +74,38 @@ def _bio_terms(session: Session, rows: list[dict[str, Any]]) -> list[bytes]:
 
 
 def _age_group(age: int | None) -> str:
-    if age is None:
+    if age is None or age != age:  # None, or NaN in a numeric column
         return "unknown"
-    start = 13 if age < 20 else age // 10 * 10
+    start = 13 if age < 20 else int(age) // 10 * 10
     return f"{start}-{19 if start == 13 else start + 9}"
 
 
-def _point(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": f"{row['firstname']} {row['lastname']}",
-        "thumb_uri": row["thumb_key"],
-        "task_id": row["task_id"],
-        "gender": row["gender"],
-        "age": row["age"],
-        "age_group": _age_group(row["age"]),
-        "ethnicity": row["ethnicity"] or "unknown",
-        "language": row["language"],
-        "current_city": row["current_city"] or "unknown",
-        "status": row["status"],
-        "curation": row["curation"] or "unset",
-        "favorite": "yes" if row["favorite"] else "no",
-        "flagged": ", ".join(row["quality_flags"]) or "none",
-    }
+def _or(column: pd.Series, default: str) -> pd.Series:
+    """The column's values, ``default`` where one is unset or empty."""
+    return column.where(column.notna() & (column != ""), default)
+
+
+def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The map's columns (see ``DatasetMap``) of the query's rows, without the coordinates."""
+    raw = pd.DataFrame(rows, columns=["id", "task_id", "firstname", "lastname", "gender", "age", "ethnicity",
+                                      "language", "current_city", "status", "curation", "favorite",
+                                      "quality_flags", "thumb_key"])
+    return pd.DataFrame({
+        "id": raw["id"],
+        "name": raw["firstname"].astype(str) + " " + raw["lastname"].astype(str),
+        "thumb_uri": raw["thumb_key"],
+        "task_id": raw["task_id"],
+        "gender": raw["gender"],
+        "age": raw["age"],
+        "age_group": [_age_group(a) for a in raw["age"]],
+        "ethnicity": _or(raw["ethnicity"], "unknown"),
+        "language": raw["language"],
+        "current_city": _or(raw["current_city"], "unknown"),
+        "status": raw["status"],
+        "curation": _or(raw["curation"], "unset"),
+        "favorite": np.where(raw["favorite"].astype(bool), "yes", "no"),
+        "flagged": [", ".join(flags) or "none" for flags in raw["quality_flags"]],
+    })
 
 
 def _faces(rows: list[dict[str, Any]]) -> tuple[list[int], np.ndarray]:
@@ -110,18 +126,17 @@ def dataset_map(db: Database, user: User, flt: GalleryFilter, limit: int = MAX_M
         truncated = len(rows) > limit
         rows = rows[:limit]
         terms = _bio_terms(session, rows)
-    points = [_point(r) for r in rows]
+    table = _table(rows)
+    table["bio_x"] = table["bio_y"] = table["face_x"] = table["face_y"] = np.nan
     if rows:
-        bio_xy = sim.project_2d(sim.term_vectors(terms, MAP_DIMENSIONS))
-        for point, (x, y) in zip(points, bio_xy.tolist(), strict=True):
-            point["bio_x"], point["bio_y"] = round(x, 5), round(y, 5)
+        bio_xy = sim.project_2d(sim.term_vectors(terms, MAP_DIMENSIONS)).round(5)
+        table["bio_x"], table["bio_y"] = bio_xy[:, 0], bio_xy[:, 1]
     with_face, faces = _faces(rows)
-    for point in points:
-        point["face_x"] = point["face_y"] = None
     if len(with_face) >= 2:
-        for i, (x, y) in zip(with_face, sim.project_2d(faces).tolist(), strict=True):
-            points[i]["face_x"], points[i]["face_y"] = round(x, 5), round(y, 5)
-    return DatasetMap(points, len(with_face), truncated)
+        face_xy = sim.project_2d(faces).round(5)
+        table.loc[table.index[with_face], "face_x"] = face_xy[:, 0]
+        table.loc[table.index[with_face], "face_y"] = face_xy[:, 1]
+    return DatasetMap(table, len(with_face), truncated)
 
 
 def similar_personas(db: Database, user: User, result_id: int, k: int = SIMILAR) -> dict[str, list[dict[str, Any]]]:
