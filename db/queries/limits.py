@@ -5,7 +5,8 @@
 A provider is named ``kind:provider[:model]`` (``pipeline.stages.limits.provider_key``). Admitting a call is one
 short write transaction (``try_acquire``): the provider's state row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` already excludes other writers), its unexpired slots are counted, and a slot is inserted when
-they are below the effective limit.
+they are below the effective limit. Every call of every worker pays for it, so it is kept to three statements:
+rows that no longer count are cleared by each process's renewal of its slots (``renew_slots``), not here.
 """
 
 from __future__ import annotations
@@ -171,8 +172,6 @@ def try_acquire(
     if state.paused_until is not None and state.paused_until > now:
         return Admission((state.paused_until - now).total_seconds(), recovering)
     s = ProviderSlot
-    session.execute(sa.delete(s).where(s.provider == provider, s.expires_at <= now,
-                                       s.started_at <= now - RATE_WINDOW))
     in_flight = session.scalar(sa.select(sa.func.count()).where(s.provider == provider, s.expires_at > now)) or 0
     if in_flight >= effective_limit(state, limits.concurrency):
         return Admission(0.0, recovering)
@@ -182,8 +181,8 @@ def try_acquire(
         started, oldest = session.execute(window).one()
         if started >= limits.rate_per_minute and oldest is not None:
             return Admission(max(0.01, (oldest + RATE_WINDOW - now).total_seconds()), recovering)
-    session.add(ProviderSlot(holder=holder, provider=provider, worker_id=worker_id[:64], task_id=task_id,
-                             started_at=now, expires_at=now + timedelta(seconds=ttl_seconds)))
+    session.execute(sa.insert(s).values(holder=holder, provider=provider, worker_id=worker_id[:64], task_id=task_id,
+                                        started_at=now, expires_at=now + timedelta(seconds=ttl_seconds)))
     return Admission(None, recovering)
 
 
@@ -196,10 +195,13 @@ def release_slot(session: Session, holder: str, now: datetime, *, keep_for_rate:
         session.execute(sa.delete(ProviderSlot).where(ProviderSlot.holder == holder))
 
 
-def renew_slots(session: Session, holders: list[str], expires_at: datetime) -> None:
-    """Keep this process's calls in flight counted (a dead process's slots expire instead)."""
+def renew_slots(session: Session, holders: list[str], now: datetime, expires_at: datetime) -> None:
+    """Keep this process's calls in flight counted (a dead process's slots expire instead), and clear the rows of
+    every provider that count no more: expired, and started over a minute ago (past any rate limit's window)."""
+    s = ProviderSlot
     if holders:
-        session.execute(sa.update(ProviderSlot).where(ProviderSlot.holder.in_(holders)).values(expires_at=expires_at))
+        session.execute(sa.update(s).where(s.holder.in_(holders)).values(expires_at=expires_at))
+    session.execute(sa.delete(s).where(s.expires_at <= now, s.started_at <= now - RATE_WINDOW))
 
 
 def record_successes(session: Session, provider: str, successes: int, configured: int, now: datetime) -> None:

@@ -2,7 +2,7 @@
 
 A provider is one kind (persona LLM, grid-prompt LLM, image API) with the provider and model a task's snapshot
 names (``provider_key``, in ``pipeline.core.usage``); its limits are the administrator's (``db.queries.limits``),
-read live at every admission.
+read live: at an admission, when this process's copy is over ``LIMITS_READ_SECONDS`` old.
 A call takes a slot in ``provider_slots`` (one short transaction) and gives it back when it ends; its holder renews it
 while the call runs, so the slots of a process that died expire on their own.
 
@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from http import HTTPStatus
 
+from sqlalchemy.orm import Session
+
 import db.queries as q
 from db.models import utcnow
 from db.session import Database
@@ -47,7 +49,9 @@ log = logging.getLogger(__name__)
 SLOT_TTL_SECONDS = 30.0  # a slot not renewed for this long (its process died or hung) no longer counts
 POLL_MIN_SECONDS = 0.02  # the head of a queue asks the database again after this long at first...
 POLL_MAX_SECONDS = 0.25  # ...then twice as long each time, up to this
-WAIT_SLICE_SECONDS = 0.2  # a waiting call looks at its task (cancel, lease lost) at least this often
+WAIT_SLICE_SECONDS = 0.2  # the head of a queue looks at its task (cancel, lease lost) at least this often...
+QUEUE_LOOK_SECONDS = 1.0  # ...the calls behind it this often (hundreds may wait: each look costs CPU)
+LIMITS_READ_SECONDS = 1.0  # a change of a provider's limits applies to this process's next admissions within this
 LATENCY_SAMPLES = 50  # a reply is slow when far above the median of this many recent ones of the same endpoint
 LATENCY_MIN_SAMPLES = 10
 SLOW_FACTOR = 3.0
@@ -74,7 +78,7 @@ class _Gate:
 
     Each waiting call waits on a condition of its own (``waiter``), and only the head of the queue is woken when
     its turn comes or a call ends: with a hundred calls waiting, waking them all at every call's end cost more CPU
-    than the calls themselves. The others look at their task (``checkpoint``) every ``WAIT_SLICE_SECONDS``."""
+    than the calls themselves. The others look at their task (``checkpoint``) every ``QUEUE_LOOK_SECONDS``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -135,7 +139,7 @@ class _Gate:
                 checkpoint()
                 with self.lock:
                     if self.head() is not me:
-                        me.wait(WAIT_SLICE_SECONDS)
+                        me.wait(QUEUE_LOOK_SECONDS)
                         continue
                     if seen >= 0 and self.ends != seen:  # a call ended here: a slot may be free at once
                         next_try, pause = 0.0, POLL_MIN_SECONDS
@@ -189,6 +193,7 @@ class ProviderLimiter:
         self._held: dict[str, str] = {}  # holder -> provider
         self._renewer: threading.Thread | None = None
         self._latencies: dict[tuple[str, str], deque[float]] = {}
+        self._limits: dict[str, tuple[float, q.ProviderLimits]] = {}  # kind -> (when read, limits)
 
     def _gate(self, provider: str | None) -> _Gate:
         with self._lock:
@@ -220,7 +225,7 @@ class ProviderLimiter:
         def try_once() -> float | None:
             holder = uuid.uuid4().hex
             with self.db.transaction() as session:
-                limits = q.read_provider_limits(session, call.kind)
+                limits = self._read_limits(session, call.kind)
                 admission = q.try_acquire(session, provider=call.provider, holder=holder, worker_id=call.worker_id,
                                           task_id=call.task_id, limits=limits, now=utcnow(),
                                           ttl_seconds=self.ttl_seconds)
@@ -232,6 +237,19 @@ class ProviderLimiter:
             return admission.wait
 
         gate.admit(call.task, try_once, call.checkpoint)
+
+    def _read_limits(self, session: Session, kind: str) -> q.ProviderLimits:
+        """The administrator's limits of ``kind``: this process's copy, read again once over ``LIMITS_READ_SECONDS``
+        old (one statement less in the admission that every call of every worker makes)."""
+        now = time.monotonic()
+        with self._lock:
+            read = self._limits.get(kind)
+        if read is not None and now - read[0] < LIMITS_READ_SECONDS:
+            return read[1]
+        limits = q.read_provider_limits(session, kind)
+        with self._lock:
+            self._limits[kind] = (now, limits)
+        return limits
 
     def _release(self, call: _Call, gate: _Gate) -> None:
         holder, call.holder = call.holder, None
@@ -268,7 +286,8 @@ class ProviderLimiter:
                     return
             try:
                 with self.db.transaction() as session:
-                    q.renew_slots(session, holders, utcnow() + timedelta(seconds=self.ttl_seconds))
+                    now = utcnow()
+                    q.renew_slots(session, holders, now, now + timedelta(seconds=self.ttl_seconds))
             except Exception:  # e.g. a database restart: try again at the next round
                 log.warning("cannot renew the provider slots of this process", exc_info=True)
 

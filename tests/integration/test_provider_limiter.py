@@ -8,10 +8,12 @@ import threading
 import time
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
+
 import db.queries as q
-from db.models import ProviderState, utcnow
+from db.models import ProviderSlot, ProviderState, utcnow
 from db.session import Database
-from pipeline.stages.limits import WAIT_SLICE_SECONDS, _Gate, provider_key
+from pipeline.stages.limits import QUEUE_LOOK_SECONDS, _Gate, provider_key
 
 P = "image:openai:gpt-image-1.5"
 
@@ -37,6 +39,23 @@ def test_a_slot_of_a_dead_process_expires_and_a_released_one_frees_at_once(datab
     with database.transaction() as session:
         q.release_slot(session, "b", t0 + timedelta(seconds=32), keep_for_rate=False)
     assert acquire(database, "c", t0 + timedelta(seconds=32), limits) is None
+
+
+def test_renewing_clears_the_rows_that_count_no_more(database: Database) -> None:
+    """Admissions do not clear old rows (every call pays for an admission); each process's renewal does."""
+    limits, t0 = q.ProviderLimits(8, 10), utcnow()
+    for holder in ("dead", "done", "recent", "running"):
+        assert acquire(database, holder, t0 if holder in ("dead", "done") else t0 + timedelta(seconds=50),
+                       limits) is None
+    with database.transaction() as session:
+        q.release_slot(session, "done", t0 + timedelta(seconds=1), keep_for_rate=True)
+        q.release_slot(session, "recent", t0 + timedelta(seconds=51), keep_for_rate=True)
+    now = t0 + timedelta(seconds=70)  # "dead" was never renewed: expired at 30 s
+    with database.transaction() as session:
+        q.renew_slots(session, ["running"], now, now + timedelta(seconds=30))
+    with database.session() as session:
+        left = set(session.scalars(sa.select(ProviderSlot.holder)))
+    assert left == {"recent", "running"}  # "recent" still counts towards the requests per minute
 
 
 def test_the_rate_limit_counts_the_calls_started_in_the_last_minute(database: Database) -> None:
@@ -137,9 +156,9 @@ def test_a_call_that_ends_wakes_the_head_of_the_queue_not_every_waiting_call() -
     for thread in threads:
         thread.join(30)
     assert not any(thread.is_alive() for thread in threads) and not gate.queues
-    # The head looks once or twice per end; the others once per WAIT_SLICE_SECONDS (twice for margin). Waking
+    # The head looks once or twice per end; the others once per QUEUE_LOOK_SECONDS (twice for margin). Waking
     # every waiting call at each end makes it ~waiting * ends (8,000).
-    assert counted <= 2 * ends + 2 * waiting * (elapsed / WAIT_SLICE_SECONDS + 1), (counted, elapsed)
+    assert counted <= 2 * ends + 2 * waiting * (elapsed / QUEUE_LOOK_SECONDS + 1), (counted, elapsed)
 
 
 def test_a_provider_is_named_by_kind_provider_and_model() -> None:
