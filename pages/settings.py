@@ -14,6 +14,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
 from pipeline.submit.connectivity import check_providers, face_counts
 from pipeline.submit.settings import MAX_PROVIDER_CONCURRENCY, read_settings, set_setting_value, setting_history
+from pipeline.submit.usage import price_rows, set_price
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -132,3 +133,31 @@ with providers:
                 _save(key, value)
             if not limit_values:
                 st.toast("limits unchanged", icon=":material/check:")
+    st.subheader("Prices")
+    st.caption("What each provider and model charges, in dollars: tasks then show their cost, the New task page "
+               "estimates it, and a task's budget can stop it. Any of per_call (a call that succeeded), per_image, "
+               "per_1k_input and per_1k_output (tokens, where the API reports them), e.g. per_image=0.04 or "
+               "per_1k_input=0.00015 per_1k_output=0.0006; off for none. A change applies to the next call of "
+               "every task.")
+    prices = price_rows(rt.db, rt.settings)
+    if not prices:
+        st.caption("The offline providers are free: no price to set.")
+    else:
+        with st.form("prices"):
+            price_values: dict[str, str] = {}
+            for price in prices:
+                used = f" ({price.used_for})" if price.used_for else " (not configured now)"
+                text = st.text_input(price.key.removeprefix("price:") + used, value=price.text or "off",
+                                     disabled=not editable, key=f"price_{price.key}")
+                if text.strip() != (price.text or "off"):
+                    price_values[price.key] = text
+            if st.form_submit_button("Save prices", disabled=not editable):
+                for key, value in price_values.items():
+                    try:
+                        changed = set_price(rt.db, key, value, user)
+                    except PipelineError as exc:
+                        ui.show_error(exc)
+                    else:
+                        st.toast(f"{key} saved" if changed else f"{key} unchanged", icon=":material/check:")
+                if not price_values:
+                    st.toast("prices unchanged", icon=":material/check:")

@@ -21,6 +21,7 @@ from db.session import Database, downgrade, downgrade_losses, is_downgrade, migr
 from pipeline.core.config import Settings, get_settings
 from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
+from pipeline.core.usage import parse_budget
 from pipeline.outputs.exports import FORMATS, export_task
 from pipeline.storage import Storage, open_storage
 from pipeline.submit.accounts import create_user, validate_email, validate_password
@@ -42,6 +43,7 @@ from pipeline.submit.task_control import (
     retry_task,
     task_status,
 )
+from pipeline.submit.usage import get_price, is_price_key, set_price
 from pipeline.worker.cleanups import run_storage_cleanups
 from pipeline.worker.executor import Worker
 
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed")
     p.add_argument("--targets", metavar="FILE.json",
                    help="demographic targets: gender/ethnicity shares, age range or bands, locales")
+    p.add_argument("--budget", metavar="DOLLARS",
+                   help="the most the task may spend on provider calls at the configured prices, e.g. 12.50: the "
+                        "call that would go over it is not made and the task ends partial")
     p.add_argument("--config", metavar="FILE.json",
                    help="this task's own settings as a JSON object, e.g. {\"crop_white_borders\": false}; keys: "
                         + ", ".join(TASK_SETTING_KEYS) + " (the global settings are the defaults)")
@@ -108,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("settings", help="read or change a global setting")
+    p = sub.add_parser("settings", help="read or change a global setting, or a provider's price "
+                                        "(price:<provider>:<model>, e.g. price:openai:gpt-image-1 per_image=0.04)")
     ssub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ssub.add_parser("get").add_argument("key")
     s = ssub.add_parser("set")
@@ -201,6 +207,7 @@ def _task_settings(args: argparse.Namespace) -> TaskSettings:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    budget = parse_budget(args.budget)  # before anything is opened or written
     own = _task_settings(args)  # before anything is opened or written
     db = _open(settings)
     with db.session() as session:
@@ -217,7 +224,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         user_id=user.id, description=args.description, language=args.language,
         count=args.count, images_per_persona=args.images, seed=args.seed, targets=targets,
     )
-    print(submit_task(db, spec, build_snapshot(db, settings, own)))
+    print(submit_task(db, spec, build_snapshot(db, settings, own), budget=budget))
     return 0
 
 
@@ -295,6 +302,12 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     db = _open(settings)
+    if is_price_key(args.key):
+        if args.action == "get":
+            print(get_price(db, args.key))
+        else:
+            set_price(db, args.key, args.value, actor=None)
+        return 0
     if args.action == "get":
         print(get_setting_value(db, args.key))
     else:

@@ -57,7 +57,16 @@ class UsageSummary:
         return self.calls_ok + self.calls_failed
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """For JSON (the manifest): the tokens None when no call reported any (unknown, not zero)."""
+        values = asdict(self)
+        if not self.tokens_reported:
+            values["input_tokens"] = values["output_tokens"] = None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> UsageSummary:
+        return cls(**{**values, "input_tokens": values.get("input_tokens") or 0,
+                      "output_tokens": values.get("output_tokens") or 0})
 
 
 def _summary_columns() -> list[Any]:
@@ -102,8 +111,8 @@ def usage_by_task_id(session: Session, task_ids: list[str]) -> dict[str, list[Us
     """The usage of the tasks named by their ``task_id`` (the manifest's tasks)."""
     if not task_ids:
         return {}
-    pks = dict(session.execute(sa.select(GenerationTask.id, GenerationTask.task_id)
-                               .where(GenerationTask.task_id.in_(task_ids))).tuples().all())
+    query = sa.select(GenerationTask.id, GenerationTask.task_id).where(GenerationTask.task_id.in_(task_ids))
+    pks = {int(pk): str(task_id) for pk, task_id in session.execute(query)}
     return {pks[pk]: rows for pk, rows in usage_by_task(session, list(pks)).items()}
 
 
@@ -157,7 +166,7 @@ def recent_calls(session: Session, provider: str, limit: int = 200) -> list[Rece
 def price_settings(session: Session, prefix: str) -> dict[str, str]:
     """The settings whose key starts with ``prefix`` (the providers' prices: ``price:<provider>:<model>``)."""
     query = sa.select(Setting.key, Setting.value).where(Setting.key.startswith(prefix, autoescape=True))
-    return dict(session.execute(query).tuples().all())
+    return {str(key): str(value) for key, value in session.execute(query)}
 
 
 def delete_setting(session: Session, key: str, actor: User | None) -> bool:

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from db.queries.usage import UsageSummary
 from pipeline.core.errors import ValidationError
 
 PRICE_PREFIX = "price:"
@@ -155,3 +156,41 @@ def format_money(amount: float | None) -> str:
     if 0 < abs(amount) < 0.01:
         return f"${amount:.4f}"
     return f"${amount:,.2f}"
+
+
+def usage_table(rows: list[UsageSummary]) -> list[dict[str, Any]]:
+    """Provider usage as a table a person reads: one row per provider (calls, images, tokens, seconds, cost), with
+    "—" where the provider reported no tokens or had no price, and "≥" where part of a cost is unknown."""
+    table = []
+    for u in rows:
+        table.append({
+            "provider": u.provider,
+            "calls ok": u.calls_ok,
+            "calls failed": u.calls_failed,
+            "images": u.images,
+            "tokens": _tokens_text(u),
+            "seconds": round(u.seconds, 1),
+            "s per call": round(u.seconds / u.calls, 2) if u.calls else None,
+            "cost": cost_text(u.cost, partial=bool(u.unpriced_calls or u.tokens_unpriced)),
+        })
+    return table
+
+
+def usage_total(rows: list[UsageSummary]) -> str:
+    """The total cost of ``rows`` as text (``—``: nothing priced; ``≥ $x``: some calls' cost is unknown)."""
+    costs = [u.cost for u in rows if u.cost is not None]
+    partial = any(u.unpriced_calls or u.tokens_unpriced for u in rows)
+    return cost_text(sum(costs) if costs else None, partial=partial)
+
+
+def cost_text(cost: float | None, *, partial: bool = False) -> str:
+    if cost is None:
+        return "—"
+    return ("≥ " if partial else "") + format_money(cost)
+
+
+def _tokens_text(u: UsageSummary) -> str:
+    if not u.tokens_reported:
+        return "—"  # the provider reported none: unknown, not zero
+    text = f"{u.input_tokens:,} in / {u.output_tokens:,} out"
+    return text if u.tokens_reported >= u.calls else f"{text} ({u.tokens_reported} of {u.calls} calls reported)"

@@ -13,6 +13,7 @@ import db.queries as q
 from db.models import User, utcnow
 from db.session import Database
 from pipeline.core.domain import TaskStatus
+from pipeline.core.usage import usage_table
 
 __all__ = ["DAYS_CHARTED", "Overview", "provider_usage_this_week", "read_overview"]
 
@@ -90,7 +91,11 @@ def read_overview(db: Database, user: User, now: datetime | None = None) -> Over
     return Overview(counts, made, daily, running, failures, reviewed, flagged, flags, per_user)
 
 
-def provider_usage_this_week(db: Database, user: User) -> list[dict[str, Any]]:
-    """Calls and cost per provider over the last 7 days, once providers record their usage. Nothing records it
-    yet, so this returns an empty list (the page then says so) rather than an estimate."""
-    return []
+def provider_usage_this_week(db: Database, user: User, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Calls, images, tokens, seconds and cost per provider over the last 7 days (of ``user``'s tasks; an
+    administrator's: everyone's, deleted tasks included), as recorded call by call (``provider_usage``); empty when
+    no call was made (the page then says so)."""
+    since = (now or utcnow()) - timedelta(days=7)
+    with db.session() as session:
+        rows = q.usage_since(session, since, _viewer(user))
+    return usage_table(rows)

@@ -1,4 +1,5 @@
-"""Asking for a task: validate the request, freeze the configuration, submit it; estimate and preview it first.
+"""Asking for a task: validate the request, freeze the configuration, submit it; preview it first (its estimate
+is in ``estimates``).
 
 The UI and the CLI both call these functions; each check on input happens before anything is written. What
 happens to a task after it is submitted (status, cancel, retry, delete, re-run) is in ``task_control``.
@@ -10,7 +11,6 @@ import logging
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import db.queries as q
@@ -22,12 +22,9 @@ from pipeline.core.domain import (
     ALLOWED_IMAGES_PER_PERSONA,
     BIO_PROMPT_KEYS,
     CONFIG_TOGGLES,
-    IMAGES_PER_BLOCK,
-    MAX_BATCHES_IN_FLIGHT,
     MAX_DESCRIPTION_CHARS,
     MAX_PERSONAS,
     MIN_PERSONAS,
-    PERSONA_BATCH_SIZE,
     PersonaBatch,
     PersonaRequest,
     TaskSpec,
@@ -146,8 +143,9 @@ def new_task_id() -> str:
     return secrets.token_hex(6)
 
 
-def submit_task(db: Database, spec: TaskSpec, snapshot: dict[str, Any]) -> str:
-    """Insert one pending task with its config snapshot (``build_snapshot``); returns its ``task_id``."""
+def submit_task(db: Database, spec: TaskSpec, snapshot: dict[str, Any], *, budget: float | None = None) -> str:
+    """Insert one pending task with its config snapshot (``build_snapshot``) and its budget in dollars
+    (``pipeline.core.usage.parse_budget``; None: none); returns its ``task_id``."""
     seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
     with db.transaction() as session:
         if q.get_user(session, spec.user_id) is None:
@@ -166,44 +164,10 @@ def submit_task(db: Database, spec: TaskSpec, snapshot: dict[str, Any]) -> str:
             seed=seed,
             config_snapshot=snapshot,
             targets=spec.targets,
+            budget=budget,
         )
     log.info("task %s submitted: %d personas x %d images", task_id, spec.count, spec.images_per_persona)
     return task_id
-
-
-# Typical seconds per call, by provider: the estimate shown before submitting.
-_SECONDS_PER_CALL = {
-    ("persona", "offline"): 0.05, ("persona", "flowise"): 25.0, ("persona", "openai"): 20.0,
-    ("prompt", "offline"): 0.0, ("prompt", "flowise"): 6.0, ("prompt", "openai"): 5.0,
-    ("image", "offline"): 0.25, ("image", "openai"): 40.0,
-}
-
-
-@dataclass(frozen=True)
-class Estimate:
-    persona_calls: int
-    prompt_calls: int
-    image_calls: int
-    seconds: float
-
-    @property
-    def calls(self) -> int:
-        return self.persona_calls + self.prompt_calls + self.image_calls
-
-
-def estimate_task(settings: Settings, count: int, images_per_persona: int) -> Estimate:
-    """Provider calls a task will make (retries aside) and a rough duration with the configured parallelism."""
-    blocks = max(1, images_per_persona // IMAGES_PER_BLOCK)
-    persona_calls = -(-count // PERSONA_BATCH_SIZE)
-    prompt_calls = count * blocks
-    image_calls = count * (1 + blocks)
-    per = _SECONDS_PER_CALL
-    data_seconds = -(-persona_calls // MAX_BATCHES_IN_FLIGHT) * per.get(("persona", settings.persona_provider), 20.0)
-    persona_seconds = blocks * (
-        per.get(("prompt", settings.persona_provider), 5.0) + per.get(("image", settings.image_provider), 40.0)
-    ) + per.get(("image", settings.image_provider), 40.0)
-    image_seconds = -(-count // max(1, settings.persona_threads)) * persona_seconds
-    return Estimate(persona_calls, prompt_calls, image_calls, data_seconds + image_seconds)
 
 
 def preview_personas(db: Database, settings: Settings, description: str, language: str, count: int,

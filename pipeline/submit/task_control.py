@@ -196,10 +196,11 @@ def rerun_task(db: Database, task_id: str, actor: User, *, same_seed: bool = Tru
             targets=task.targets,
         )
         snapshot = dict(task.config_snapshot or {})
+        budget = task.budget  # the same budget, spent anew by the new task
     if not snapshot:
         raise ConflictError(f"task {task_id} has no frozen config to re-run (a legacy task): submit it anew")
     snapshot["rerun_of"] = task_id
-    new_id = submit_task(db, spec, snapshot)
+    new_id = submit_task(db, spec, snapshot, budget=budget)
     with db.transaction() as session:
         new_task = q.get_task(session, new_id)
         if new_task is not None:

@@ -410,6 +410,10 @@ class FakeOpenAI(FakeServer):
     def __init__(self, models: tuple[str, ...] = (CHAT_MODEL, IMAGE_MODEL), *, latency: float = 0.0) -> None:
         super().__init__(latency)
         self.models = models
+        # Chat replies carry ``usage`` as OpenAI's do; image replies only when this is set (gpt-image models do,
+        # dall-e models do not).
+        self.image_usage: dict[str, int] | None = None
+        self.usage_sent: list[dict[str, int]] = []  # the ``usage`` of every reply sent, in order
 
     def __enter__(self) -> FakeOpenAI:
         self.start()
@@ -421,11 +425,12 @@ class FakeOpenAI(FakeServer):
         if rec.path.endswith("/chat/completions"):
             return 200, self._chat(rec.json)
         if rec.path.endswith("/images/generations"):
-            return 200, _images(portrait_png())
+            return 200, self._with_usage(_images(portrait_png()))
         if rec.path.endswith("/images/edits"):
             source = rec.files[0].data if rec.files else portrait_png()
             grid = "grid" in rec.fields.get("prompt", "").lower()
-            return 200, _images(grid_png(source) if grid else _png(Image.open(io.BytesIO(source)).convert("RGB")))
+            png = grid_png(source) if grid else _png(Image.open(io.BytesIO(source)).convert("RGB"))
+            return 200, self._with_usage(_images(png))
         return 404, {"error": {"message": f"Unknown path {rec.path}", "code": "not_found"}}
 
     def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -443,7 +448,27 @@ class FakeOpenAI(FakeServer):
             "object": "chat.completion",
             "model": body.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": self._sent(chat_usage(body, content)),
         }
+
+    def _sent(self, usage: dict[str, int]) -> dict[str, int]:
+        with self._lock:
+            self.usage_sent.append(usage)
+        return usage
+
+    def _with_usage(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.image_usage is not None:
+            usage = dict(self.image_usage)
+            usage["total_tokens"] = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+            payload["usage"] = self._sent(usage)
+        return payload
+
+
+def chat_usage(body: dict[str, Any], content: str) -> dict[str, int]:
+    """The ``usage`` of a chat reply: a token per 4 characters of the messages and of the reply (deterministic)."""
+    prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
+    completion = len(content) // 4
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _images(png: bytes) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from db.queries import UsageSummary
+from pipeline.core.usage import usage_table
 from pipeline.outputs.exports.records import EXPORT_COLUMNS, ExportContext, dumps, task_entries
 
 FIELD_DESCRIPTIONS: dict[str, str] = {
@@ -139,12 +141,27 @@ def _tasks(ctx: ExportContext) -> list[str]:
         snapshot = task.pop("config_snapshot")
         description = task.pop("description")
         diversity = task.pop("diversity")
+        usage = task.pop("provider_usage")
         lines += [f"### Task `{task['task_id']}`", "", "Population description:", "", fenced(description), ""]
         lines += ["Request:", "", fenced(dumps(task, indent=2), "json"), ""]
         lines += ["Configuration frozen at submit time (bio prompts, toggles, providers, models):", ""]
         lines += [fenced(dumps(snapshot, indent=2), "json") if snapshot else "(none: a legacy task)", ""]
         lines += _diversity(diversity)
+        lines += _usage(usage)
     return lines
+
+
+def _usage(usage: list[dict[str, Any]]) -> list[str]:
+    """The task's provider calls as recorded call by call, over all its runs: — where the provider reported no
+    tokens or had no price, ≥ where part of a cost is unknown."""
+    if not usage:
+        return []
+    lines = ["Provider usage (tokens as the provider reported them; cost at the prices of the time):", "",
+             "| provider | calls ok | calls failed | images | tokens | seconds | cost |", "|---|---|---|---|---|---|---|"]
+    for row in usage_table([UsageSummary.from_dict(u) for u in usage]):
+        lines.append(f"| `{row['provider']}` | {row['calls ok']} | {row['calls failed']} | {row['images']} | "
+                     f"{row['tokens']} | {row['seconds']} | {row['cost']} |")
+    return [*lines, ""]
 
 
 def _diversity(diversity: dict[str, Any] | None) -> list[str]:

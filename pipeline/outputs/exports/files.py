@@ -67,6 +67,9 @@ def _export(
     _check_out(out, fmt)
     with db.session() as session:
         tasks = q.gallery_tasks_info(session, criteria)
+        usage = q.usage_by_task_id(session, [t["task_id"] for t in tasks])
+        for t in tasks:
+            t["provider_usage"] = [u.as_dict() for u in usage.get(t["task_id"], [])]
         ctx = ExportContext(storage, fmt, tasks, filter_params, multi_task=len(tasks) > 1)
         rows = q.gallery_export_rows(session, criteria, chunk=CHUNK_ROWS, with_meta=fmt in IMAGE_FORMATS)
         records = ((to_record(row), row) for row in rows)

@@ -139,6 +139,8 @@ def task_entries(ctx: ExportContext) -> list[dict[str, Any]]:
             "quality_summary": t["quality_summary"],
             "diversity": t["diversity"],  # figures computed at review time, each with how to read it
             "identity_check": (t["config_snapshot"] or {}).get("identity"),  # enabled, model and thresholds
+            # each provider's calls (ok, failed), images, reported tokens (None: not reported), seconds, cost
+            "provider_usage": t.get("provider_usage", []),
         }
         for t in ctx.tasks
     ]
