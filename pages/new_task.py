@@ -242,7 +242,7 @@ if previewed:
         try:
             with st.spinner("Asking the persona provider…"):
                 batch = preview_personas(rt.db, rt.settings, description, language, int(preview_n), seed,
-                                         _task_settings())
+                                         _task_settings(), user=user)
         except PipelineError as exc:
             ui.show_error(exc)
         else:

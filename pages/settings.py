@@ -1,5 +1,5 @@
-"""Settings: the four bio prompts (with history), the concurrency cap, the toggles, the identity check, and the
-configured providers with their connection test and the face library.
+"""Settings: the four bio prompts (with history), the concurrency cap, the toggles, the identity check, the limits
+per user, and the configured providers with their connection test (administrators) and the face library.
 
 Administrators edit; everyone else reads. Changes apply to the next submitted task: a task keeps its snapshot.
 """
@@ -13,8 +13,15 @@ from pipeline.core.domain import BIO_PROMPT_KEYS, CONFIG_TOGGLES, MAX_CONCURRENT
 from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
 from pipeline.submit.connectivity import check_providers, face_counts
-from pipeline.submit.settings import MAX_PROVIDER_CONCURRENCY, read_settings, set_setting_value, setting_history
+from pipeline.submit.settings import (
+    MAX_PROVIDER_CONCURRENCY,
+    USER_LIMIT_KEYS,
+    read_settings,
+    set_setting_value,
+    setting_history,
+)
 from pipeline.submit.usage import price_rows, set_price
+from pipeline.submit.user_limits import MAX_PREVIEWS_PER_HOUR_KEY, MAX_RUNNING_TASKS_PER_USER_KEY, MAX_USER_LIMIT
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -60,8 +67,23 @@ with general:
             for key, value in toggles.items():
                 if value != current.toggles[key]:
                     _save(key, "true" if value else "false")
+    st.subheader("Limits per user")
+    st.caption("How many unfinished tasks (pending, held or running) one user may have, and how many previews one "
+               "user may ask for in an hour; 0 is no limit. A submit or a preview over the limit is refused with a "
+               "message; tasks already queued are not touched.")
+    with st.form("user_limits"):
+        wanted = {
+            key: st.number_input(label, min_value=0, max_value=MAX_USER_LIMIT, step=1,
+                                 value=min(MAX_USER_LIMIT, current.user_limits.get(key, 0)), disabled=not editable)
+            for key, label in ((MAX_RUNNING_TASKS_PER_USER_KEY, "Max unfinished tasks per user"),
+                               (MAX_PREVIEWS_PER_HOUR_KEY, "Max previews per user per hour"))
+        }
+        if st.form_submit_button("Save limits", disabled=not editable):
+            for key, value in wanted.items():
+                if int(value) != current.user_limits.get(key, 0):
+                    _save(key, str(int(value)))
     with st.expander("Change history"):
-        history = [e for key in (MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES) for e in setting_history(rt.db, key)]
+        history = [e for key in (MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES, *USER_LIMIT_KEYS) for e in setting_history(rt.db, key)]
         history.sort(key=lambda e: e.created_at, reverse=True)
         if history:
             st.dataframe(
@@ -90,15 +112,17 @@ with prompts:
 with providers:
     st.write(f"Persona provider: **{rt.settings.persona_provider}** · image provider: "
              f"**{rt.settings.image_provider}** · storage: **{rt.settings.storage_url.split('://', 1)[0]}**")
-    if st.button("Test connection", icon=":material/network_check:"):
+    if not editable:
+        st.caption("Only administrators can test the connections.")
+    elif st.button("Test connection", icon=":material/network_check:"):
         with st.spinner("Checking providers…"):
             try:
-                results = check_providers(rt.settings)
+                results = check_providers(rt.settings, ui.fresh_user(rt))  # the role as it is now
             except PipelineError as exc:
                 ui.show_error(exc)
                 results = []
         for check in results:
-            (st.success if check.ok else st.error)(f"{check.kind} · {check.name}: {check.detail}")
+            (st.success if check.ok else st.error)(f"{check.kind} · {check.name}: " + ui.plain(check.detail))
     try:
         counts = face_counts(rt.settings)
     except PipelineError as exc:

@@ -17,14 +17,21 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENT_TASKS",
     "MAX_CONCURRENT_LIMIT",
     "MAX_CONCURRENT_TASKS_KEY",
+    "MAX_PREVIEWS_PER_HOUR_KEY",
+    "MAX_RUNNING_TASKS_PER_USER_KEY",
+    "MAX_USER_LIMIT",
+    "USER_LIMIT_KEYS",
     "AuditEntry",
     "add_audit",
+    "count_audit_since",
     "get_config_values",
     "get_setting",
     "get_settings_map",
     "list_audit",
     "parse_max_concurrent_tasks",
+    "parse_user_limit",
     "read_max_concurrent_tasks",
+    "read_user_limit",
     "set_config_value",
     "set_setting",
 ]
@@ -35,6 +42,10 @@ MAX_CONCURRENT_TASKS_KEY = "max_concurrent_tasks"
 MAX_CONCURRENT_LIMIT = 64
 DEFAULT_MAX_CONCURRENT_TASKS = 1  # the seed's value, also used when the stored one is missing or damaged
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+MAX_RUNNING_TASKS_PER_USER_KEY = "max_running_tasks_per_user"
+MAX_PREVIEWS_PER_HOUR_KEY = "max_previews_per_user_per_hour"
+USER_LIMIT_KEYS = (MAX_RUNNING_TASKS_PER_USER_KEY, MAX_PREVIEWS_PER_HOUR_KEY)  # 0 (or no row): no limit
+MAX_USER_LIMIT = 10_000
 _warned: set[str] = set()  # damaged stored values already reported (the cap is read at every claim)
 
 
@@ -154,3 +165,36 @@ def list_audit(session: Session, *, target: str | None = None, limit: int = 100)
         AuditEntry(r.actor, r.action, r.target, r.old_value, r.new_value, r.created_at)
         for r in session.scalars(query)
     ]
+
+
+def parse_user_limit(key: str, text: str) -> int:
+    """A per-user limit (``USER_LIMIT_KEYS``) from its text form: a whole number from 0 (no limit) to
+    ``MAX_USER_LIMIT``. Raises ``ValueError`` saying what is wrong otherwise."""
+    value = str(text).strip()
+    if not _WHOLE_NUMBER.fullmatch(value) or len(value) > 8:
+        raise ValueError(f"{key} must be a whole number (0 for no limit), got {value[:40]!r}")
+    limit = int(value)
+    if not 0 <= limit <= MAX_USER_LIMIT:
+        raise ValueError(f"{key} must be between 0 (no limit) and {MAX_USER_LIMIT}, got {limit}")
+    return limit
+
+
+def read_user_limit(session: Session, key: str) -> int:
+    """A per-user limit as stored; 0 (no limit) when unset, or when the stored text is damaged (logged)."""
+    value = get_setting(session, key)
+    if value is None:
+        return 0
+    try:
+        return parse_user_limit(key, value)
+    except ValueError as exc:
+        if value not in _warned:
+            _warned.add(value)
+            log.warning("the stored %s is not valid (%s): no limit until it is set again", key, exc)
+        return 0
+
+
+def count_audit_since(session: Session, user_id: int, action: str, since: datetime) -> int:
+    """How many ``action`` entries ``user_id`` has written to the audit log since ``since``."""
+    query = sa.select(sa.func.count()).select_from(AuditLog).where(
+        AuditLog.user_id == user_id, AuditLog.action == action, AuditLog.created_at >= since)
+    return int(session.scalar(query) or 0)

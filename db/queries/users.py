@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import LoginThrottle, User, utcnow
+from db.models import GenerationTask, LoginThrottle, TaskStatus, User, utcnow
 
 __all__ = [
+    "count_unfinished_tasks",
     "count_users",
     "forget_throttles",
     "get_throttle",
@@ -19,6 +20,7 @@ __all__ = [
     "get_user_by_email",
     "insert_user",
     "list_users",
+    "lock_user",
     "lock_users",
     "record_login_failure",
     "record_login_success",
@@ -51,6 +53,19 @@ def lock_users(session: Session) -> None:
     ``BEGIN IMMEDIATE`` already does): a count-then-insert, such as the first administrator's, stays atomic."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def lock_user(session: Session, user_id: int) -> User | None:
+    """The user row, locked ``FOR UPDATE`` on PostgreSQL: a check-then-insert per user (a per-user limit) runs
+    one at a time for that user."""
+    return session.scalar(sa.select(User).where(User.id == user_id).with_for_update())
+
+
+def count_unfinished_tasks(session: Session, user_id: int) -> int:
+    """Tasks of ``user_id`` that are not finished (pending, held or running)."""
+    query = sa.select(sa.func.count()).select_from(GenerationTask).where(
+        GenerationTask.user_id == user_id, GenerationTask.status.not_in(TaskStatus.finished()))
+    return int(session.scalar(query) or 0)
 
 
 def list_users(session: Session) -> list[User]:

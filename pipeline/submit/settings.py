@@ -26,8 +26,9 @@ MAX_PROMPT_CHARS = 20_000
 MAX_CONCURRENT_LIMIT = q.MAX_CONCURRENT_LIMIT
 MAX_PROVIDER_CONCURRENCY = q.MAX_PROVIDER_CONCURRENCY
 PROVIDER_LIMIT_KEYS: tuple[str, ...] = q.limit_setting_keys()  # {persona,prompt,image}_{concurrency,rate_per_minute}
+USER_LIMIT_KEYS: tuple[str, ...] = q.USER_LIMIT_KEYS  # per-user limits (``user_limits``); 0 is no limit
 SETTING_KEYS: tuple[str, ...] = (*BIO_PROMPT_KEYS, MAX_CONCURRENT_TASKS_KEY, IDENTITY_SETTING_KEY, *CONFIG_TOGGLES,
-                                 *PROVIDER_LIMIT_KEYS)
+                                 *PROVIDER_LIMIT_KEYS, *USER_LIMIT_KEYS)
 # What a task may set for itself at submit time (New task, ``submit --set``/``--config``); the global values are
 # its defaults. Each is checked by the rule that checks the global setting.
 TASK_SETTING_KEYS: tuple[str, ...] = (*CONFIG_TOGGLES, IDENTITY_SETTING_KEY, *BIO_PROMPT_KEYS)
@@ -43,6 +44,7 @@ class GlobalSettings:
     toggles: dict[str, bool]
     identity_check: str = "auto"  # auto (on for real image providers), on or off
     provider_limits: dict[str, q.ProviderLimits] = field(default_factory=dict)  # by kind: persona, prompt, image
+    user_limits: dict[str, int] = field(default_factory=dict)  # by key of USER_LIMIT_KEYS; 0: no limit
 
 
 def read_settings(db: Database) -> GlobalSettings:
@@ -51,12 +53,14 @@ def read_settings(db: Database) -> GlobalSettings:
         toggles = q.get_config_values(session)
         cap = q.read_max_concurrent_tasks(session)
         limits = {kind: q.read_provider_limits(session, kind) for kind in q.LIMIT_KINDS}
+        user_limits = {key: q.read_user_limit(session, key) for key in USER_LIMIT_KEYS}
     return GlobalSettings(
         bio_prompts={key: values.get(key, "") for key in BIO_PROMPT_KEYS},
         max_concurrent_tasks=cap,
         toggles={key: bool(toggles.get(key, False)) for key in CONFIG_TOGGLES},
         identity_check=normalise_mode(values.get(IDENTITY_SETTING_KEY)),
         provider_limits=limits,
+        user_limits=user_limits,
     )
 
 
@@ -75,6 +79,8 @@ def get_setting_value(db: Database, key: str) -> str:
         if key.endswith("_concurrency"):
             return str(limits.concurrency)
         return q.RATE_OFF if limits.rate_per_minute is None else str(limits.rate_per_minute)
+    if key in USER_LIMIT_KEYS:
+        return str(current.user_limits[key])
     return current.bio_prompts[key]
 
 
@@ -110,6 +116,14 @@ def parse_provider_limit(key: str, value: str) -> str:
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     return q.RATE_OFF if rate is None else str(rate)
+
+
+def parse_user_limit(key: str, value: str) -> int:
+    """A per-user limit as an admin typed it: a whole number, 0 for no limit (``q.parse_user_limit``)."""
+    try:
+        return q.parse_user_limit(key, value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def parse_identity_mode(value: str) -> str:
@@ -190,6 +204,8 @@ def set_setting_value(db: Database, key: str, value: str, actor: User | None) ->
         text = parse_identity_mode(value)
     elif key in PROVIDER_LIMIT_KEYS:
         text = parse_provider_limit(key, value)
+    elif key in USER_LIMIT_KEYS:
+        text = str(parse_user_limit(key, value))
     else:
         text = clean_prompt(value)
     with db.transaction(immediate=True) as session:

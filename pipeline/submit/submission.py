@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import db.queries as q
-from db.models import utcnow
+from db.models import User, utcnow
 from db.session import Database
 from pipeline import __version__
 from pipeline.core.config import Settings
@@ -36,6 +36,7 @@ from pipeline.core.languages import normalise_language
 from pipeline.core.targets import parse_targets
 from pipeline.providers.registry import ProviderCache, check_provider_names
 from pipeline.submit.settings import TASK_SETTING_KEYS, parse_task_settings
+from pipeline.submit.user_limits import admit_preview, check_task_limit
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def submit_task(db: Database, spec: TaskSpec, snapshot: dict[str, Any], *, budge
     with db.transaction() as session:
         if q.get_user(session, spec.user_id) is None:
             raise ValidationError(f"no user with id {spec.user_id}")
+        check_task_limit(session, spec.user_id)  # the administrator's limit of unfinished tasks per user
         task_id = new_task_id()
         while q.task_id_exists(session, task_id):
             task_id = new_task_id()
@@ -171,14 +173,18 @@ def submit_task(db: Database, spec: TaskSpec, snapshot: dict[str, Any], *, budge
 
 
 def preview_personas(db: Database, settings: Settings, description: str, language: str, count: int,
-                     seed: int | None = None, task_settings: Mapping[str, object] | None = None) -> PersonaBatch:
+                     seed: int | None = None, task_settings: Mapping[str, object] | None = None, *,
+                     user: User | None = None) -> PersonaBatch:
     """1–3 personas from the configured provider without images, nothing stored; with the bio prompts the task
-    would freeze (the global ones, or those of ``task_settings``)."""
+    would freeze (the global ones, or those of ``task_settings``). A preview of ``user`` counts against the
+    administrator's hourly limit of previews per user."""
     if not 1 <= count <= 3:
         raise ValidationError("a preview has 1 to 3 personas")
     description = clean_description(description)
     snapshot = build_snapshot(db, settings, task_settings)
     provider = ProviderCache(settings).get("persona", settings.persona_provider)
+    if user is not None:
+        admit_preview(db, user)
     request = PersonaRequest(
         description=description,
         language=normalise_language(language),

@@ -456,7 +456,7 @@ def test_settings_non_admin_reads_with_disabled_inputs_and_cannot_change(app_env
     assert all(a.disabled for a in at.text_area)
     saves = [b for b in at.button if b.label == "Save"]
     assert saves and all(b.disabled for b in saves)
-    assert "Test connection" in [b.label for b in at.button]  # reading the provider status is allowed
+    assert "Test connection" not in [b.label for b in at.button]  # administrators only (issue 20, item 12)
     run(at)
     assert read_settings(app_env.db) == before
     assert app_env.count("audit_log") == 2  # the two user creations only

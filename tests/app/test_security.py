@@ -14,6 +14,7 @@ from db.models import GenerationResult
 from pipeline.core.config import Settings, reset_settings_cache
 from pipeline.core.errors import ConfigError
 from pipeline.submit import accounts
+from pipeline.submit.settings import read_settings
 from pipeline.worker.runtime import open_runtime
 from tests.app.conftest import AppEnv
 from tests.factories import PASSWORD, local_storage, make_settings, run_worker, submit
@@ -197,3 +198,38 @@ def test_an_empty_or_short_cookie_key_file_is_replaced(tmp_path: Path, content: 
     assert len(key) >= 32
     assert (tmp_path / "cookie_key").read_text() == key
     assert settings.cookie_key() == key  # kept from then on
+
+
+# --------------------------------------------------------------------------- Settings (issue 20, item 12)
+
+
+def _settings_page(email: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "settings.py"), default_timeout=60)
+    at.session_state["adg_user_email"] = email
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_only_administrators_can_test_the_connections(app_env: AppEnv) -> None:
+    app_env.admin()
+    member = app_env.member()
+    at = _settings_page(member.email)
+    assert not [b for b in at.button if b.label == "Test connection"]
+    admin_view = _settings_page("admin@example.org")
+    next(b for b in admin_view.button if b.label == "Test connection").click()
+    admin_view.run()
+    assert not admin_view.exception
+    assert admin_view.success or admin_view.error
+
+
+def test_an_administrator_sets_the_limits_per_user(app_env: AppEnv) -> None:
+    app_env.admin()
+    at = _settings_page("admin@example.org")
+    next(n for n in at.number_input if n.label == "Max unfinished tasks per user").set_value(3)
+    next(n for n in at.number_input if n.label == "Max previews per user per hour").set_value(10)
+    next(b for b in at.button if b.label == "Save limits").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert read_settings(app_env.db).user_limits == {"max_running_tasks_per_user": 3,
+                                                     "max_previews_per_user_per_hour": 10}
