@@ -163,6 +163,7 @@ def _toggle_preview(photo: bytes, crop: bool, style: bool, seed: int) -> ToggleP
 def task_config() -> None:
     """The task's own toggles, identity check and bio prompts, and the toggles' preview on a sample photo; a
     toggle's change reruns only this part of the page."""
+    ui.fresh_user(rt)  # a fragment run skips the gate: a deactivated session ends here
     labels = {key: key.replace("_", " ").capitalize() for key in CONFIG_TOGGLES}
     t1, t2 = st.columns(2)
     for i, key in enumerate(CONFIG_TOGGLES):

@@ -39,6 +39,7 @@ st.caption("Your tasks" + (" and everyone else's (administrator)" if user.is_adm
 def provider_limits() -> None:
     """The providers' limits as every task shares them: calls in flight over all workers and hosts, the limit in
     force (lower than the configured one while a provider pushes back) and its recent 429s."""
+    ui.fresh_user(rt)  # a fragment run skips the gate: a deactivated session ends here
     rows = provider_status(rt.db)
     if rows:
         st.dataframe(
