@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from db.models import GenerationResult, GenerationTask
 from db.queries.gallery.criteria import PersonaCriteria, gender_bucket, joined, visible_tasks, where_clauses
 
-__all__ = ["MAP_BIO_FIELDS", "bio_texts", "map_rows", "set_bio_terms", "set_task_diversity", "task_diversity"]
+__all__ = ["MAP_BIO_FIELDS", "bio_texts", "map_columns", "set_bio_terms", "set_task_diversity", "task_diversity"]
 
 R = GenerationResult
 T = GenerationTask
@@ -21,12 +21,13 @@ MAP_BIO_FIELDS: tuple[str, ...] = ("bio_facebook", "bio_instagram", "bio_x", "bi
 ID_CHUNK = 5_000  # ids per IN list: well under SQLite's bound on a statement's parameters
 
 
-def map_rows(session: Session, c: PersonaCriteria, *, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` personas of the view in generation order: id, task_id, name parts, the facets the map
-    colours by (gender bucket, age, ethnicity, language, city, status, curation, favourite, quality flags),
-    ``bio_terms`` (the bios' words as the review stored them; None before that, see ``bio_texts``),
-    ``thumb_key`` (first variation's thumbnail, else the base image), and ``face`` (the base selfie's
-    embedding, or None where the identity check found none or analysed an earlier base)."""
+def map_columns(session: Session, c: PersonaCriteria, *, limit: int) -> dict[str, list[Any]]:
+    """Up to ``limit`` personas of the view in generation order, by column (a list per column, a row per
+    persona): id, task_id, name parts, the facets the map colours by (gender bucket, age, ethnicity, language,
+    city, status, curation, favourite, quality flags), ``bio_terms`` (the bios' words as the review stored them;
+    None before that, see ``bio_texts``), ``thumb_key`` (first variation's thumbnail, else the base image), and
+    ``face`` (the base selfie's embedding, or None where the identity check found none or analysed an earlier
+    base). Columns, not a dictionary per persona: a view of thousands is read into a table."""
     query = (
         joined(
             sa.select(
@@ -54,17 +55,21 @@ def map_rows(session: Session, c: PersonaCriteria, *, limit: int) -> list[dict[s
         .order_by(R.task_id, R.batch_number, R.slot, R.id)
         .limit(limit)
     )
-    out = []
     result = session.connection().execute(query)  # Core rows: no ORM loading machinery per row
-    keys = list(result.keys())  # once: a row's own mapping builds its key view again for every row
-    for row in result.all():  # one fetch of every row, not one call per row
-        data = dict(zip(keys, row, strict=True))
-        if data.pop("face_base_key") != data["base_image_url"] or not isinstance(data["face"], list):
-            data["face"] = None  # the analysis is of an earlier base (or there is none)
-        data["thumb_key"] = data["thumb_key"] or data["base_image_url"]
-        data["quality_flags"] = list(data["quality_flags"] or [])
-        out.append(data)
-    return out
+    keys = list(result.keys())
+    rows = result.all()  # one fetch of every row, not one call per row
+    columns: dict[str, list[Any]] = {key: [] for key in keys}
+    if rows:
+        columns = {key: list(values) for key, values in zip(keys, zip(*rows, strict=True), strict=True)}
+    base_keys = columns.pop("face_base_key")
+    columns["face"] = [  # None where the analysis is of an earlier base (or there is none)
+        face if isinstance(face, list) and analysed == base else None
+        for face, analysed, base in zip(columns["face"], base_keys, columns["base_image_url"], strict=True)
+    ]
+    columns["thumb_key"] = [thumb or base for thumb, base in zip(columns["thumb_key"], columns["base_image_url"],
+                                                                 strict=True)]
+    columns["quality_flags"] = [list(flags or []) for flags in columns["quality_flags"]]
+    return columns
 
 
 def bio_texts(session: Session, ids: Sequence[int]) -> dict[int, str]:

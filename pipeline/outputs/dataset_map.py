@@ -2,7 +2,7 @@
 the two principal components) and, where the identity check stored them, by their face embeddings; the
 personas most similar to one persona; and each task's stored diversity figures.
 
-Computed on the server from one query (``db.queries.map_rows``), nothing downloaded, no model to load. The bios'
+Computed on the server from one query (``db.queries.map_columns``), nothing downloaded, no model to load. The bios'
 words are counted once, by the review (``bio_terms``); a persona reviewed before that has its bios read and
 counted as the map is drawn.
 """
@@ -64,13 +64,15 @@ def _viewer(user: User) -> int | None:
     return None if user.is_admin else user.id
 
 
-def _bio_terms(session: Session, rows: list[dict[str, Any]]) -> list[bytes]:
-    """Each row's stored bio words; those not stored (a persona not reviewed yet, or from before they were) are
-    counted from its bios now."""
-    missing = [r["id"] for r in rows if not sim.valid_terms(r["bio_terms"])]
+def _bio_terms(session: Session, columns: dict[str, list[Any]]) -> list[bytes]:
+    """Each persona's stored bio words; those not stored (a persona not reviewed yet, or from before they were)
+    are counted from its bios now."""
+    stored = columns["bio_terms"]
+    missing = [i for i, terms in zip(columns["id"], stored, strict=True) if not sim.valid_terms(terms)]
     texts = q.bio_texts(session, missing) if missing else {}
     counted = {result_id: sim.bio_terms(text) for result_id, text in texts.items()}
-    return [r["bio_terms"] if sim.valid_terms(r["bio_terms"]) else counted.get(r["id"], b"") for r in rows]
+    return [terms if sim.valid_terms(terms) else counted.get(i, b"")
+            for i, terms in zip(columns["id"], stored, strict=True)]
 
 
 def _age_group(age: int | None) -> str:
@@ -85,53 +87,58 @@ def _or(column: pd.Series, default: str) -> pd.Series:
     return column.where(column.notna() & (column != ""), default)
 
 
-def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The map's columns (see ``DatasetMap``) of the query's rows, without the coordinates."""
-    raw = pd.DataFrame(rows, columns=["id", "task_id", "firstname", "lastname", "gender", "age", "ethnicity",
-                                      "language", "current_city", "status", "curation", "favorite",
-                                      "quality_flags", "thumb_key"])
-    return pd.DataFrame({
-        "id": raw["id"],
+CATEGORIES = ("task_id", "gender", "age_group", "ethnicity", "language", "current_city", "status", "curation",
+              "favorite", "flagged")  # few distinct values: stored once each, in the cache and in the chart's data
+
+
+def _table(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """The map's columns (see ``DatasetMap``) of the query's columns, without the coordinates."""
+    raw = pd.DataFrame({key: columns[key] for key in ("firstname", "lastname", "ethnicity", "current_city",
+                                                      "curation")}, dtype=object)
+    table = pd.DataFrame({
+        "id": columns["id"],
         "name": raw["firstname"].astype(str) + " " + raw["lastname"].astype(str),
-        "thumb_uri": raw["thumb_key"],
-        "task_id": raw["task_id"],
-        "gender": raw["gender"],
-        "age": raw["age"],
-        "age_group": [_age_group(a) for a in raw["age"]],
+        "thumb_uri": columns["thumb_key"],
+        "task_id": columns["task_id"],
+        "gender": columns["gender"],
+        "age": pd.array(columns["age"], dtype="Int64"),
+        "age_group": [_age_group(a) for a in columns["age"]],
         "ethnicity": _or(raw["ethnicity"], "unknown"),
-        "language": raw["language"],
+        "language": columns["language"],
         "current_city": _or(raw["current_city"], "unknown"),
-        "status": raw["status"],
+        "status": columns["status"],
         "curation": _or(raw["curation"], "unset"),
-        "favorite": np.where(raw["favorite"].astype(bool), "yes", "no"),
-        "flagged": [", ".join(flags) or "none" for flags in raw["quality_flags"]],
+        "favorite": ["yes" if f else "no" for f in columns["favorite"]],
+        "flagged": [", ".join(flags) or "none" for flags in columns["quality_flags"]],
     })
+    return table.astype({name: "category" for name in CATEGORIES})
 
 
-def _faces(rows: list[dict[str, Any]]) -> tuple[list[int], np.ndarray]:
-    """The positions of the rows with a face embedding (all of one length), and the embeddings."""
-    with_face = [i for i, r in enumerate(rows) if r["face"]]
+def _faces(columns: dict[str, list[Any]]) -> tuple[list[int], np.ndarray]:
+    """The positions of the personas with a face embedding (all of one length), and the embeddings."""
+    faces = columns["face"]
+    with_face = [i for i, face in enumerate(faces) if face]
     if not with_face:
         return [], np.zeros((0, 0))
-    size = len(rows[with_face[0]]["face"])
-    with_face = [i for i in with_face if len(rows[i]["face"]) == size]
-    return with_face, np.asarray([rows[i]["face"] for i in with_face], dtype=np.float64)
+    size = len(faces[with_face[0]])
+    with_face = [i for i in with_face if len(faces[i]) == size]
+    return with_face, np.asarray([faces[i] for i in with_face], dtype=np.float64)
 
 
 def dataset_map(db: Database, user: User, flt: GalleryFilter, limit: int = MAX_MAP_POINTS) -> DatasetMap:
     """The map of the filtered view (at most ``limit`` personas)."""
     criteria = resolve_criteria(db, user, flt)
     with db.session() as session:
-        rows = q.map_rows(session, criteria, limit=limit + 1)
-        truncated = len(rows) > limit
-        rows = rows[:limit]
-        terms = _bio_terms(session, rows)
-    table = _table(rows)
+        columns = q.map_columns(session, criteria, limit=limit + 1)
+        truncated = len(columns["id"]) > limit
+        columns = {key: values[:limit] for key, values in columns.items()}
+        terms = _bio_terms(session, columns)
+    table = _table(columns)
     table["bio_x"] = table["bio_y"] = table["face_x"] = table["face_y"] = np.nan
-    if rows:
+    if len(table):
         bio_xy = sim.project_2d(sim.term_vectors(terms, MAP_DIMENSIONS)).round(5)
         table["bio_x"], table["bio_y"] = bio_xy[:, 0], bio_xy[:, 1]
-    with_face, faces = _faces(rows)
+    with_face, faces = _faces(columns)
     if len(with_face) >= 2:
         face_xy = sim.project_2d(faces).round(5)
         table.loc[table.index[with_face], "face_x"] = face_xy[:, 0]
@@ -148,23 +155,23 @@ def similar_personas(db: Database, user: User, result_id: int, k: int = SIMILAR)
         if persona is None:
             return {"bio": [], "face": []}
         criteria = q.PersonaCriteria(viewer_id=_viewer(user), task_ids=(persona["task_id"],))
-        rows = q.map_rows(session, criteria, limit=MAX_MAP_POINTS)
-        terms = _bio_terms(session, rows)
-    index = next((i for i, r in enumerate(rows) if r["id"] == result_id), None)
-    if index is None:
+        columns = q.map_columns(session, criteria, limit=MAX_MAP_POINTS)
+        terms = _bio_terms(session, columns)
+    if result_id not in columns["id"]:
         return {"bio": [], "face": []}
+    index = columns["id"].index(result_id)
 
-    def entry(row: dict[str, Any], distance: float) -> dict[str, Any]:
-        return {"id": row["id"], "name": f"{row['firstname']} {row['lastname']}", "thumb_uri": row["thumb_key"],
-                "distance": distance}
+    def entry(i: int, distance: float) -> dict[str, Any]:
+        return {"id": columns["id"][i], "name": f"{columns['firstname'][i]} {columns['lastname'][i]}",
+                "thumb_uri": columns["thumb_key"][i], "distance": distance}
 
     vectors = sim.tfidf_of_counts(sim.term_counts(terms))  # all of its words: a few dimensions lose small topics
-    by_bio = [entry(rows[i], d) for i, d in sim.nearest(vectors, index, k)]
-    with_face, faces = _faces(rows)
+    by_bio = [entry(i, d) for i, d in sim.nearest(vectors, index, k)]
+    with_face, faces = _faces(columns)
     by_face: list[dict[str, Any]] = []
     if index in with_face:
         own = with_face.index(index)
-        by_face = [entry(rows[with_face[i]], d) for i, d in sim.nearest(faces, own, k, metric="euclidean")]
+        by_face = [entry(with_face[i], d) for i, d in sim.nearest(faces, own, k, metric="euclidean")]
     return {"bio": by_bio, "face": by_face}
 
 
