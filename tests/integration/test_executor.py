@@ -19,7 +19,7 @@ from pipeline.core.errors import ProviderError
 from pipeline.providers.registry import ProviderCache, Providers
 from pipeline.submit.settings import set_setting_value
 from pipeline.submit.task_control import cancel_task, delete_task, rerun_task, retry_task, task_status
-from pipeline.worker.executor import POLL_SECONDS, Worker
+from pipeline.worker.executor import LOOK_SECONDS, POLL_SECONDS, Worker
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 
 
@@ -452,6 +452,29 @@ def test_sqlite_busy_database_is_waited_for_not_surfaced(tmp_path: Path) -> None
         assert task.status == TaskStatus.COMPLETED.value and not task.error_log
     finally:
         database.dispose()
+
+
+def test_a_task_submitted_elsewhere_is_claimed_well_before_the_next_poll(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    """A submit in another process cannot wake the worker: it reads whether a task can start every LOOK_SECONDS, and
+    claims then instead of at its next poll."""
+    settings = make_settings(db_url, tmp_path)
+    user = make_user(database)
+    worker = Worker(database, local_storage(tmp_path), settings, worker_id="looking", poll_seconds=10.0)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the worker is in its idle wait, its next poll 10 s away
+        task_id = submit(database, settings, user, count=1, images=4, seed=1)
+        started = time.monotonic()
+        while task_row(database, task_id).worker_id != "looking" and time.monotonic() - started < 15:
+            time.sleep(0.01)
+        assert time.monotonic() - started < 5 * LOOK_SECONDS + 2  # not the poll's 10 s
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
 
 
 def test_an_idle_worker_claims_a_new_task_at_its_next_poll_or_at_once_when_woken(
