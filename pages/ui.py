@@ -118,10 +118,15 @@ def _first_admin_form(rt: Runtime) -> None:
 
 
 def login_client() -> str:
-    """Who is trying to log in, for the failed-login throttle: the connection's address where Streamlit knows it,
-    else this browser session (Streamlit gives no address for a connection from localhost)."""
-    address = st.context.ip_address
-    if isinstance(address, str) and address:  # (AppTest's mocked runtime answers with a non-string)
+    """Who is trying to log in, for the failed-login throttle: the connection's address where Streamlit knows it
+    (behind a trusted reverse proxy, the address the proxy saw), else this browser session (Streamlit gives no address for a connection from localhost)."""
+    direct = st.context.ip_address
+    address = accounts.login_client_address(
+        direct if isinstance(direct, str) else None,  # (AppTest's mocked runtime answers with a non-string)
+        st.context.headers.get("X-Forwarded-For"),
+        trust_proxy=get_settings().trust_proxy_headers,
+    )
+    if address:
         return "address " + address
     if _CLIENT_KEY not in st.session_state:
         st.session_state[_CLIENT_KEY] = "session " + secrets.token_hex(8)

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     app_env: Literal["development", "production", "test"] = "development"
     auth_cookie_key: str | None = Field(default=None, repr=False)
     worker_in_app: bool = True
+    trust_proxy_headers: bool = False  # behind a reverse proxy: the login throttle counts X-Forwarded-For's client
     data_dir: Path = Path("data")
 
     # Executor tuning (documented in the README; defaults suit the embedded setup).

@@ -145,6 +145,17 @@ def _decoy_hash() -> str:
     return hash_password(secrets.token_urlsafe(32))
 
 
+def login_client_address(address: str | None, forwarded_for: str | None, *, trust_proxy: bool) -> str | None:
+    """The address the failed-login throttle counts: the connection's, or behind a reverse proxy that
+    ``TRUST_PROXY_HEADERS`` vouches for, the last address of ``X-Forwarded-For`` (the one the proxy itself saw; the
+    ones before it are whatever the client wrote)."""
+    if trust_proxy and forwarded_for:
+        last = forwarded_for.split(",")[-1].strip()
+        if last:
+            return last[:64]
+    return address or None
+
+
 def client_wait(db: Database, client: str | None, now: datetime | None = None) -> float:
     """Seconds ``client`` must still wait before its next login attempt (0 when it may try now)."""
     if not client:

@@ -208,3 +208,13 @@ def test_logout_and_password_reset_end_earlier_sessions(database: Database) -> N
     later = utcnow() + timedelta(seconds=1)
     accounts.reset_password(database, admin, "bo@example.org", "brand new password")
     assert accounts.session_user(database, "bo@example.org", later - timedelta(seconds=1)) is None
+
+
+def test_behind_a_trusted_proxy_the_throttle_counts_the_address_the_proxy_saw() -> None:
+    login_client_address = accounts.login_client_address
+    # Without the setting, the proxy's own address (shared by every visitor) is all there is to count.
+    assert login_client_address("10.0.0.2", "203.0.113.9", trust_proxy=False) == "10.0.0.2"
+    # With it, the last hop's entry: what the client wrote before it (a forged first entry) is not trusted.
+    assert login_client_address("10.0.0.2", "1.2.3.4, 203.0.113.9", trust_proxy=True) == "203.0.113.9"
+    assert login_client_address("10.0.0.2", " ", trust_proxy=True) == "10.0.0.2"
+    assert login_client_address(None, None, trust_proxy=True) is None
