@@ -1,8 +1,8 @@
 """The gallery's dataset map, its "similar personas" and its diversity figures (called by pages/gallery.py).
 
 The map places the filtered personas by their bios or, where the identity check ran, their faces; a colour per
-value of any facet; hovering shows the name (and a thumbnail for the first ``MAP_THUMBNAILS``); clicking a point
-opens that persona below the map.
+value of any facet; hovering shows the name (and a thumbnail on a map of at most ``MAP_THUMBNAILS`` personas);
+clicking a point opens that persona below the map.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pipeline.submit.accounts import User
 from pipeline.worker.runtime import Runtime
 
 MAP_TTL_SECONDS = 600  # a view's map is computed once per version of its data, kept this long
-MAP_THUMBNAILS = 300  # hover thumbnails travel inside the chart's data: bounded so a large map stays light
 TOOLTIP_FIELDS = ("name", "gender", "age", "ethnicity", "current_city", "task_id")
 
 
@@ -31,7 +30,7 @@ def _frame(rt: Runtime, table: pd.DataFrame, by: str, colour: str) -> pd.DataFra
     frame = table.loc[table[f"{by}_x"].notna(), list(dict.fromkeys(
         ["id", f"{by}_x", f"{by}_y", colour, *TOOLTIP_FIELDS, "thumb_uri"]))]
     frame = frame.rename(columns={f"{by}_x": "x", f"{by}_y": "y"})
-    if len(frame) <= MAP_THUMBNAILS:
+    if len(table) <= dataset_map.MAP_THUMBNAILS:  # a larger map was read without thumbnails
         frame["image"] = [ui.data_uri(rt, uri) for uri in frame["thumb_uri"]]
     return frame.drop(columns=["thumb_uri"])
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from db.models import GenerationResult, GenerationTask
 from db.queries.gallery.criteria import PersonaCriteria, gender_bucket, joined, visible_tasks, where_clauses
 
-__all__ = ["MAP_BIO_FIELDS", "bio_texts", "map_columns", "set_bio_terms", "set_task_diversity", "task_diversity"]
+__all__ = ["MAP_BIO_FIELDS", "bio_texts", "map_columns", "map_thumb_keys", "set_bio_terms", "set_task_diversity", "task_diversity"]
 
 R = GenerationResult
 T = GenerationTask
@@ -25,9 +25,9 @@ def map_columns(session: Session, c: PersonaCriteria, *, limit: int) -> dict[str
     """Up to ``limit`` personas of the view in generation order, by column (a list per column, a row per
     persona): id, task_id, name parts, the facets the map colours by (gender bucket, age, ethnicity, language,
     city, status, curation, favourite, quality flags), ``bio_terms`` (the bios' words as the review stored them;
-    None before that, see ``bio_texts``), ``thumb_key`` (first variation's thumbnail, else the base image), and
-    ``face`` (the base selfie's embedding, or None where the identity check found none or analysed an earlier
-    base). Columns, not a dictionary per persona: a view of thousands is read into a table."""
+    None before that, see ``bio_texts``), and ``face`` (the base selfie's embedding, or None where the identity
+    check found none or analysed an earlier base). Columns, not a dictionary per persona: a view of thousands is
+    read into a table. Thumbnails are read for the few personas shown with one (``map_thumb_keys``)."""
     query = (
         joined(
             sa.select(
@@ -46,7 +46,6 @@ def map_columns(session: Session, c: PersonaCriteria, *, limit: int) -> dict[str
                 R.quality_flags,
                 R.bio_terms,
                 R.base_image_url,
-                R.image_meta[("images", 0, "thumb_key")].as_string().label("thumb_key"),
                 R.image_meta[("identity", "base_key")].as_string().label("face_base_key"),
                 R.image_meta[("identity", "base", "embedding")].label("face"),
             )
@@ -66,10 +65,16 @@ def map_columns(session: Session, c: PersonaCriteria, *, limit: int) -> dict[str
         face if isinstance(face, list) and analysed == base else None
         for face, analysed, base in zip(columns["face"], base_keys, columns["base_image_url"], strict=True)
     ]
-    columns["thumb_key"] = [thumb or base for thumb, base in zip(columns["thumb_key"], columns["base_image_url"],
-                                                                 strict=True)]
     columns["quality_flags"] = [list(flags or []) for flags in columns["quality_flags"]]
     return columns
+
+
+def map_thumb_keys(session: Session, ids: Sequence[int]) -> dict[int, str | None]:
+    """The storage key of each persona's thumbnail (its first variation's, else its base image), by id."""
+    query = sa.select(R.id, R.image_meta[("images", 0, "thumb_key")].as_string(), R.base_image_url)
+    return {result_id: thumb or base
+            for start in range(0, len(ids), ID_CHUNK)
+            for result_id, thumb, base in session.execute(query.where(R.id.in_(list(ids[start : start + ID_CHUNK]))))}
 
 
 def bio_texts(session: Session, ids: Sequence[int]) -> dict[int, str]:

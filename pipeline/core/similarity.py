@@ -60,9 +60,10 @@ def term_counts(bags: Sequence[bytes]) -> sp.csr_matrix:
     """The word-count matrix of stored ``bio_terms``: a row per persona, a column per distinct word among them."""
     lengths = np.fromiter((len(b) // TERM_RECORD.itemsize for b in bags), dtype=np.int64, count=len(bags))
     records = np.frombuffer(b"".join(bags), dtype=TERM_RECORD)
-    terms, columns = np.unique(records["term"], return_inverse=True)  # sorted: each row's columns stay sorted
+    terms = np.unique(records["term"])
+    columns = np.searchsorted(terms, records["term"])  # terms are sorted: each row's columns stay sorted
     indptr = np.concatenate([[0], np.cumsum(lengths)])
-    return sp.csr_matrix((records["count"].astype(np.float64), columns.ravel(), indptr),
+    return sp.csr_matrix((records["count"].astype(np.float64), columns, indptr),
                          shape=(len(bags), len(terms)))
 
 

@@ -22,11 +22,12 @@ from db.session import Database
 from pipeline.core import similarity as sim
 from pipeline.outputs.browse import GalleryFilter, resolve_criteria
 
-__all__ = ["COLOURS", "MAX_MAP_POINTS", "DatasetMap", "dataset_map", "diversity_of", "similar_personas",
-           "view_version"]
+__all__ = ["COLOURS", "MAP_THUMBNAILS", "MAX_MAP_POINTS", "DatasetMap", "dataset_map", "diversity_of",
+           "similar_personas", "view_version"]
 
 MAX_MAP_POINTS = 20_000  # a view larger than this is mapped by its first personas in generation order
 MAP_DIMENSIONS = 16  # bio components the map's two axes are drawn from (its picture, not a search: fewer suffice)
+MAP_THUMBNAILS = 300  # hover thumbnails travel inside the chart's data: only a map this small carries them
 SIMILAR = 5
 # facet -> how a point reads it (the map colours by any of them)
 COLOURS: dict[str, str] = {
@@ -45,7 +46,8 @@ COLOURS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class DatasetMap:
-    """One row of ``table`` per persona: ``id``, ``name``, ``thumb_uri``, ``age``, the ``COLOURS`` facets,
+    """One row of ``table`` per persona: ``id``, ``name``, ``thumb_uri`` (the thumbnail's storage key, for a map
+    of at most ``MAP_THUMBNAILS`` personas; else missing), ``age``, the ``COLOURS`` facets,
     ``bio_x``/``bio_y`` and, for personas with a face embedding, ``face_x``/``face_y`` (else missing).
     ``truncated``: the view had more personas than ``MAX_MAP_POINTS``. A table, not a dict per point: a map of
     thousands of personas is kept in the page's cache and drawn from columns."""
@@ -98,7 +100,6 @@ def _table(columns: dict[str, list[Any]]) -> pd.DataFrame:
     table = pd.DataFrame({
         "id": columns["id"],
         "name": raw["firstname"].astype(str) + " " + raw["lastname"].astype(str),
-        "thumb_uri": columns["thumb_key"],
         "task_id": columns["task_id"],
         "gender": columns["gender"],
         "age": pd.array(columns["age"], dtype="Int64"),
@@ -133,7 +134,9 @@ def dataset_map(db: Database, user: User, flt: GalleryFilter, limit: int = MAX_M
         truncated = len(columns["id"]) > limit
         columns = {key: values[:limit] for key, values in columns.items()}
         terms = _bio_terms(session, columns)
+        thumbs = q.map_thumb_keys(session, columns["id"]) if len(columns["id"]) <= MAP_THUMBNAILS else {}
     table = _table(columns)
+    table.insert(2, "thumb_uri", [thumbs.get(i) for i in columns["id"]])
     table["bio_x"] = table["bio_y"] = table["face_x"] = table["face_y"] = np.nan
     if len(table):
         bio_xy = sim.project_2d(sim.term_vectors(terms, MAP_DIMENSIONS)).round(5)
@@ -157,22 +160,23 @@ def similar_personas(db: Database, user: User, result_id: int, k: int = SIMILAR)
         criteria = q.PersonaCriteria(viewer_id=_viewer(user), task_ids=(persona["task_id"],))
         columns = q.map_columns(session, criteria, limit=MAX_MAP_POINTS)
         terms = _bio_terms(session, columns)
-    if result_id not in columns["id"]:
-        return {"bio": [], "face": []}
-    index = columns["id"].index(result_id)
+        if result_id not in columns["id"]:
+            return {"bio": [], "face": []}
+        index = columns["id"].index(result_id)
+        vectors = sim.tfidf_of_counts(sim.term_counts(terms))  # all its words: a few dimensions lose small topics
+        by_bio = sim.nearest(vectors, index, k)
+        with_face, faces = _faces(columns)
+        by_face = []
+        if index in with_face:
+            own = with_face.index(index)
+            by_face = [(with_face[i], d) for i, d in sim.nearest(faces, own, k, metric="euclidean")]
+        thumbs = q.map_thumb_keys(session, [columns["id"][i] for i, _ in [*by_bio, *by_face]])
 
     def entry(i: int, distance: float) -> dict[str, Any]:
         return {"id": columns["id"][i], "name": f"{columns['firstname'][i]} {columns['lastname'][i]}",
-                "thumb_uri": columns["thumb_key"][i], "distance": distance}
+                "thumb_uri": thumbs.get(columns["id"][i]), "distance": distance}
 
-    vectors = sim.tfidf_of_counts(sim.term_counts(terms))  # all of its words: a few dimensions lose small topics
-    by_bio = [entry(i, d) for i, d in sim.nearest(vectors, index, k)]
-    with_face, faces = _faces(columns)
-    by_face: list[dict[str, Any]] = []
-    if index in with_face:
-        own = with_face.index(index)
-        by_face = [entry(with_face[i], d) for i, d in sim.nearest(faces, own, k, metric="euclidean")]
-    return {"bio": by_bio, "face": by_face}
+    return {"bio": [entry(i, d) for i, d in by_bio], "face": [entry(i, d) for i, d in by_face]}
 
 
 def diversity_of(db: Database, user: User, task_ids: list[str]) -> dict[str, dict[str, Any]]:
