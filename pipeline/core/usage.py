@@ -150,12 +150,14 @@ def call_cost(price: Price | None, *, ok: bool, images: int, input_tokens: int |
 
 
 def format_money(amount: float | None) -> str:
-    """``$1.10``; below a cent to four places (``$0.0042``); ``—`` when unknown."""
+    """``$1.10``; more places when cents are not exact (``$0.125``, ``$0.0042``, ``$0.3333``); ``—`` when unknown."""
     if amount is None:
         return "—"
-    if 0 < abs(amount) < 0.01:
-        return f"${amount:.4f}"
-    return f"${amount:,.2f}"
+    amount = round(amount, 6)
+    if amount == round(amount, 2):
+        return f"${amount:,.2f}"
+    whole, _, fraction = f"{amount:,.{4 if abs(amount) >= 0.01 else 6}f}".partition(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
 def usage_table(rows: list[UsageSummary]) -> list[dict[str, Any]]:

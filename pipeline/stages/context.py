@@ -92,15 +92,17 @@ class TaskContext:
             self.checkpoint()
             if self.calls.stopped is not None:
                 raise ProviderFailing(kind, self.calls.stopped)
-            self.usage.check(kind)
 
         checkpoint()
         provider = provider_key(kind, self.snapshot, self.settings.persona_provider, self.settings.image_provider)
         try:
-            with self.limiter.call(provider, kind, task=self.task_pk, task_id=self.task_id, worker_id=self.worker_id,
-                                   checkpoint=checkpoint):
+            # The price is reserved before the slot is waited for and the call recorded after it is given back:
+            # the slot is held for the call alone.
+            with self.usage.call(provider, kind) as metered, \
+                    self.limiter.call(provider, kind, task=self.task_pk, task_id=self.task_id,
+                                      worker_id=self.worker_id, checkpoint=checkpoint):
                 checkpoint()
-                with self.usage.call(provider, kind):
+                with metered.timed():
                     yield
         except ProviderFailing:
             raise

@@ -26,6 +26,7 @@ from pipeline.core.personas import name_key
 from pipeline.core.targets import allocate_slots, fill_slot
 from pipeline.stages.context import TaskContext
 from pipeline.stages.handoff import Handoff
+from pipeline.stages.limits import ProviderFailing
 
 MAX_EXCLUDED_NAMES = 200  # the newest names a batch request asks the provider not to repeat
 
@@ -50,12 +51,14 @@ def run_data_stage(ctx: TaskContext, handoff: Handoff | None = None) -> None:
     prompts = {key: ctx.snapshot.get("bio_prompts", {}).get(key, "") for key in BIO_PROMPT_KEYS}
     open_slots = _open_slots(ctx) if ctx.targets else []
     window: deque[tuple[int, int, Future[PersonaBatch]]] = deque()
+    stopped = False  # the task stopped calling the persona provider (early stop, budget): no more requests
     ctx.log.info("data stage: %d personas to generate", remaining)
     with ThreadPoolExecutor(MAX_BATCHES_IN_FLIGHT, thread_name_prefix=f"data-{ctx.task_id}") as pool:
         try:
             while remaining > 0:
                 in_flight = sum(n for _, n, _ in window)
-                while len(window) < MAX_BATCHES_IN_FLIGHT and in_flight < remaining and requests_made < max_requests:
+                while (len(window) < MAX_BATCHES_IN_FLIGHT and in_flight < remaining
+                       and requests_made < max_requests and not stopped):
                     handoff.check(ctx)
                     n = min(PERSONA_BATCH_SIZE, remaining - in_flight)
                     # Slots of the personas still missing; those in flight are asked for again only on top-up.
@@ -79,6 +82,9 @@ def run_data_stage(ctx: TaskContext, handoff: Handoff | None = None) -> None:
                 batch_number, _n, future = window.popleft()
                 try:
                     batch = future.result()
+                except ProviderFailing:  # noted once where it stopped; the batches already out are still stored
+                    stopped = True
+                    continue
                 except ProviderError as exc:
                     ctx.note(f"persona batch {batch_number} failed: {exc}")
                     continue

@@ -132,7 +132,7 @@ def finalize(ctx: TaskContext, review: Review | None = None) -> str:
         ]
         if progress.personas_done >= ctx.count:
             status = TaskStatus.COMPLETED.value
-        elif progress.personas_done == 0:
+        elif progress.personas_done == 0 and ctx.usage.stopped is None:  # a budget stop did what it allowed: partial
             status = TaskStatus.FAILED.value
         else:
             status = TaskStatus.PARTIAL.value

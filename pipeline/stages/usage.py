@@ -1,8 +1,8 @@
 """What a task's provider calls use and cost, and its budget (issue 21).
 
 Every call to a network provider through ``TaskContext.provider_call`` is one ``provider_usage`` row, written in a
-transaction of its own as soon as the call ends: before the stage commits the work the call paid for, and whether or
-not it ever does. What is counted:
+transaction of its own as soon as the call ends (its provider slot given back): before the stage commits the work the
+call paid for, and whether or not it ever does. What is counted:
 
 - a call that ended (succeeded, failed or was refused) is counted once, by the worker that made it, lease or no
   lease: the provider billed it whatever became of its result. A resumed task makes new calls for the work that was
@@ -13,7 +13,7 @@ not it ever does. What is counted:
   prices of the moment of the call (``pipeline.core.usage.call_cost``). Offline providers call no network and are
   not recorded.
 
-The budget: once a call holds its provider's slot, its price is reserved. The task's spend over all its runs, plus
+The budget: before a call waits for its provider's slot, its price is reserved. The task's spend over all its runs, plus
 the prices reserved by its calls in flight, plus this call's price must stay within the budget, or the call is not
 made and the task stops calling providers (``BudgetReached``: the stages end it as for a provider that fails, so
 nothing is half-written). A call's price before it is made is its price per call and per image, plus for a token
@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import db.queries as q
 from db.models import utcnow
@@ -61,6 +61,27 @@ class _Tokens:
         return (price.per_1k_input * self.input + price.per_1k_output * self.output) / 1000 / self.calls
 
 
+@dataclass
+class MeteredCall:
+    """One call as it is recorded: how long it took (None: it was never made), whether it succeeded, and the usage
+    its reply reported."""
+
+    seconds: float | None = None
+    ok: bool = False
+    reports: list[Usage] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        """Around the call itself (its slot held), in the thread that makes it."""
+        started = time.monotonic()
+        with collect_usage() as reports:
+            try:
+                yield
+                self.ok = True
+            finally:
+                self.seconds, self.reports = time.monotonic() - started, reports
+
+
 class UsageMeter:
     """One claim of a task: records each provider call's usage and holds the task to its budget."""
 
@@ -77,27 +98,26 @@ class UsageMeter:
         self._tokens: dict[str, _Tokens] = {}
         self.stopped: str | None = None  # the note, once the budget stopped the task
 
-    def check(self, kind: str) -> None:
-        """Raise ``BudgetReached`` once the budget stopped the task (before waiting for a provider's slot)."""
-        if self.stopped is not None:
-            raise BudgetReached(kind, self.stopped)
-
     @contextlib.contextmanager
-    def call(self, provider: str | None, kind: str) -> Iterator[None]:
-        """Around one call to ``provider`` (None: offline, not recorded), in the thread that makes it: reserves its
-        price within the budget, gathers the usage its reply reports and records the call when it ends."""
+    def call(self, provider: str | None, kind: str) -> Iterator[MeteredCall]:
+        """Around one call to ``provider`` (None: offline, not recorded), before it waits for its provider's slot:
+        reserves its price within the budget (``BudgetReached``) and records the call when it ends, once its slot
+        is given back. The call itself runs inside ``MeteredCall.timed()``; a call that never got there (cancelled
+        while waiting) is not recorded."""
+        call = MeteredCall()
         if provider is None:
-            yield
+            yield call
             return
         price = self._price(provider)
         reserved = self._reserve(provider, kind, price)
-        started, ok = time.monotonic(), False
-        with collect_usage() as reports:
-            try:
-                yield
-                ok = True
-            finally:
-                self._record(provider, kind, price, reserved, ok, reports, time.monotonic() - started)
+        try:
+            yield call
+        finally:
+            if call.seconds is None:
+                with self._lock:
+                    self._reserved = max(0.0, self._reserved - reserved)
+            else:
+                self._record(provider, kind, price, reserved, call)
 
     def _price(self, provider: str) -> Price | None:
         """The provider's price now (read at every call: a change applies to the next call)."""
@@ -140,10 +160,10 @@ class UsageMeter:
             self._note(self.stopped)
         raise BudgetReached(kind, self.stopped)
 
-    def _record(self, provider: str, kind: str, price: Price | None, reserved: float, ok: bool,
-                reports: list[Usage], seconds: float) -> None:
-        tokens_in = _total(u.input_tokens for u in reports)
-        tokens_out = _total(u.output_tokens for u in reports)
+    def _record(self, provider: str, kind: str, price: Price | None, reserved: float, call: MeteredCall) -> None:
+        ok, seconds = call.ok, call.seconds or 0.0
+        tokens_in = _total(u.input_tokens for u in call.reports)
+        tokens_out = _total(u.output_tokens for u in call.reports)
         images = 1 if ok and kind == "image" else 0  # an image call makes one image (a base, a face edit or a grid)
         cost, tokens_unpriced = call_cost(price, ok=ok, images=images, input_tokens=tokens_in,
                                           output_tokens=tokens_out)

@@ -133,8 +133,9 @@ def estimate_task(db: Database, settings: Settings, count: int, images_per_perso
             else:
                 seconds, observed = DEFAULT_SECONDS.get((kind, name), FALLBACK_SECONDS[kind]), 0
             cost, partial = _cost(_price(q.get_setting(session, price_key(provider))), kind, calls, recent)
-            kinds[kind] = KindEstimate(kind, provider, calls, seconds, observed, min(task_cap[kind], limits.concurrency),
-                                       limits.rate_per_minute, cost, partial)
+            at_once = min(task_cap[kind], limits.concurrency)
+            kinds[kind] = KindEstimate(kind, provider, calls, seconds, observed, at_once, limits.rate_per_minute, cost,
+                                       partial)
     chain = kinds["image"].seconds_per_call * 2 + blocks * kinds["prompt"].seconds_per_call  # base, prompts, a grid
     seconds = max(kinds["persona"].busy_seconds + chain, kinds["prompt"].busy_seconds, kinds["image"].busy_seconds)
     return Estimate(kinds, seconds)

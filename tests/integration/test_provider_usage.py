@@ -110,15 +110,41 @@ def test_the_budget_counts_what_earlier_runs_spent(database: Database, db_url: s
     notes: list[str] = []
     meter = UsageMeter(database, task_pk=task.id, task_id=task_id, user_id=task.user_id, worker_id="now",
                        budget=0.40, note=notes.append)
-    with meter.call(IMAGE_PROVIDER, "image"):
+    with meter.call(IMAGE_PROVIDER, "image") as call, call.timed():
         pass
     with pytest.raises(BudgetReached, match=r"stopped at the budget: spent \$0\.40 of \$0\.40"), \
             meter.call(IMAGE_PROVIDER, "image"):
         pytest.fail("a call over the budget was made")
-    with pytest.raises(BudgetReached):
-        meter.check("image")
+    with pytest.raises(BudgetReached), meter.call(IMAGE_PROVIDER, "image"):  # and every call after
+        pytest.fail("a call over the budget was made")
     assert notes == ["stopped at the budget: spent $0.40 of $0.40"]  # the note once
     assert usage_of(database, task_id)[IMAGE_PROVIDER].calls_ok == 4
+
+
+def test_a_budget_reached_in_the_data_stage_asks_for_no_more_batches(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    """A chat model at $0.01 a call and a budget of $0.035: three calls are made (batches or grid prompts), then
+    none. The task ends partial with one note, asks for no more batches (no "persona batch failed" per batch) and
+    keeps every batch that was paid for."""
+    with FakeOpenAI(latency=0.05) as fake:
+        settings = make_settings(db_url, tmp_path, persona_provider="openai", openai_base_url=fake.url + "/v1",
+                                 openai_api_key=OPENAI_KEY, openai_chat_model=CHAT_MODEL)
+        configure(database)
+        set_price(database, CHAT_PRICE, "per_call=0.01", actor=None)
+        user = make_user(database)
+        spec = validate_spec(user_id=user.id, description="cyclists", language="English", count=60,
+                             images_per_persona=4, seed=5)
+        task_id = submit_task(database, spec, build_snapshot(database, settings), budget=0.035)
+        run_worker(database, local_storage(tmp_path), settings, providers=ProviderCache(settings))
+    task = task_row(database, task_id)
+    assert task.status == TaskStatus.PARTIAL.value, task.error_log
+    assert task.error_log.count("stopped at the budget: spent $0.03 of $0.035") >= 1
+    assert "persona batch" not in task.error_log
+    batches = [r for r in fake.posts() if "personas" in str(r.json.get("response_format"))]
+    assert 1 <= len(batches) <= 3 and len(fake.posts()) == 3
+    assert len(results_of(database, task_id)) == 10 * len(batches)  # every batch paid for is stored
+    assert sum(u.calls_ok for u in usage_of(database, task_id).values()) == 3
 
 
 # -- counted once, across a resume ---------------------------------------------------------------------------------

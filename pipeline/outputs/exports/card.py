@@ -157,7 +157,8 @@ def _usage(usage: list[dict[str, Any]]) -> list[str]:
     if not usage:
         return []
     lines = ["Provider usage (tokens as the provider reported them; cost at the prices of the time):", "",
-             "| provider | calls ok | calls failed | images | tokens | seconds | cost |", "|---|---|---|---|---|---|---|"]
+             "| provider | calls ok | calls failed | images | tokens | seconds | cost |",
+             "|---|---|---|---|---|---|---|"]
     for row in usage_table([UsageSummary.from_dict(u) for u in usage]):
         lines.append(f"| `{row['provider']}` | {row['calls ok']} | {row['calls failed']} | {row['images']} | "
                      f"{row['tokens']} | {row['seconds']} | {row['cost']} |")
