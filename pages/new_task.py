@@ -23,16 +23,11 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.identity import IDENTITY_MODES, IDENTITY_SETTING_KEY, resolve_mode
 from pipeline.core.languages import LANGUAGES
 from pipeline.core.targets import load_targets_json
+from pipeline.core.usage import cost_text, parse_budget
+from pipeline.submit.estimates import estimate_task
 from pipeline.submit.image_preview import SamplePhoto, TogglePreview, preview_toggles, sample_photo
 from pipeline.submit.settings import TASK_SETTING_KEYS, TaskSettings, default_task_settings, read_settings
-from pipeline.submit.submission import (
-    MAX_SEED,
-    build_snapshot,
-    estimate_task,
-    preview_personas,
-    submit_task,
-    validate_spec,
-)
+from pipeline.submit.submission import MAX_SEED, build_snapshot, preview_personas, submit_task, validate_spec
 from pipeline.submit.task_form import task_form
 
 rt = ui.runtime()
@@ -98,6 +93,9 @@ with left:
     images = c2.selectbox("Images per persona", ALLOWED_IMAGES_PER_PERSONA, key="nt_images")
     seed_text = c3.text_input("Seed (optional)", placeholder="random", key="nt_seed",
                               help="The same seed with the same config gives the same dataset.")
+    budget_text = st.text_input("Budget in dollars (optional)", placeholder="no budget", key="nt_budget",
+                                help="The task makes no provider call that would take its cost over this amount "
+                                     "(at the prices set on the Settings page): it then ends partial.")
     with st.expander("Demographic targets (optional)", icon=":material/groups:"):
         st.caption("The offline provider meets them exactly; LLM providers get one slot per persona. After the "
                    "data stage a requested-vs-achieved report (with a chi-square test) is stored with the task.")
@@ -115,13 +113,19 @@ with left:
     previewed = st.button("Preview (no images, nothing stored)", icon=":material/visibility:")
 
 with right:
-    estimate = estimate_task(rt.settings, int(count), int(images))
+    estimate = estimate_task(rt.db, rt.settings, int(count), int(images))
     st.subheader("Estimate")
-    m1, m2 = st.columns(2)
+    m1, m2, m3 = st.columns(3)
     m1.metric("Provider calls", f"{estimate.calls:,}")
     m2.metric("Duration (rough)", ui.fmt_duration(estimate.seconds))
+    m3.metric("Cost", cost_text(estimate.cost, partial=estimate.cost_partial),
+              help="At the prices set on the Settings page; — when a provider has no price. ≥: a price per token "
+                   "is left out until the provider has reported the tokens of some calls.")
     st.caption(f"{ui.plural(estimate.persona_calls, 'persona batch', 'persona batches')} · "
-               f"{ui.plural(estimate.prompt_calls, 'grid prompt')} · {ui.plural(estimate.image_calls, 'image call')}")
+               f"{ui.plural(estimate.prompt_calls, 'grid prompt')} · {ui.plural(estimate.image_calls, 'image call')}"
+               " · " + ("seconds per call from recent tasks" if estimate.observed else
+                        "seconds per call: documented defaults until calls are observed")
+               + ", at the providers' limits")
     st.subheader("Config frozen with the task")
     st.write("Providers:", f"persona **{rt.settings.persona_provider}**, image **{rt.settings.image_provider}**")
     st.caption("Pre-filled from the global defaults (an administrator sets them on Settings); what you change here "
@@ -226,7 +230,7 @@ if submitted:
             targets=targets,
         )
         snapshot = build_snapshot(rt.db, rt.settings, _task_settings())
-        task_id = submit_task(rt.db, spec, snapshot)
+        task_id = submit_task(rt.db, spec, snapshot, budget=parse_budget(budget_text))
         rt.wake_worker()  # the in-app worker starts it now, not at its next poll
     except PipelineError as exc:
         ui.show_error(exc)

@@ -78,7 +78,7 @@ with general:
             for key, label in ((MAX_RUNNING_TASKS_PER_USER_KEY, "Max unfinished tasks per user"),
                                (MAX_PREVIEWS_PER_HOUR_KEY, "Max previews per user per hour"))
         }
-        if st.form_submit_button("Save limits", disabled=not editable):
+        if st.form_submit_button("Save user limits", disabled=not editable):
             for key, value in wanted.items():
                 if int(value) != current.user_limits.get(key, 0):
                     _save(key, str(int(value)))
@@ -152,7 +152,7 @@ with providers:
                 limit_values[f"{kind}_concurrency"] = str(int(concurrency))
             if rate.strip() != str(limits.rate_per_minute or "off"):
                 limit_values[f"{kind}_rate_per_minute"] = rate
-        if st.form_submit_button("Save limits", disabled=not editable):
+        if st.form_submit_button("Save provider limits", disabled=not editable):
             for key, value in limit_values.items():
                 _save(key, value)
             if not limit_values:

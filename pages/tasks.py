@@ -10,6 +10,7 @@ import streamlit as st
 from pages import ui
 from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import PipelineError
+from pipeline.core.usage import format_money, usage_table, usage_total
 from pipeline.submit.providers_status import provider_status
 from pipeline.submit.settings import (
     TASK_SETTING_KEYS,
@@ -28,6 +29,7 @@ from pipeline.submit.task_control import (
     resume_task,
     retry_task,
 )
+from pipeline.submit.usage import task_usage
 
 rt = ui.runtime()
 user = ui.current_user(rt)
@@ -108,6 +110,7 @@ def task_list() -> None:
         st.info("No tasks yet: create one on the New task page.")
         st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
         return
+    usage = task_usage(rt.db, [row.task.id for row in rows])
     for row in rows:
         task, progress = row.task, row.progress
         total_images = task.number_to_generate * task.images_per_persona
@@ -142,6 +145,11 @@ def task_list() -> None:
                     with st.expander("Dataset report: quality checks and demographic targets"):
                         ui.quality_summary(task.quality_summary)
                         ui.targets_report(task.targets_report)
+                if usage.get(task.id) or task.budget is not None:
+                    calls = usage.get(task.id, [])
+                    budget = "" if task.budget is None else f" of a budget of {format_money(task.budget)}"
+                    with st.expander(f"Provider usage: {usage_total(calls)}{budget}"):
+                        st.dataframe(usage_table(calls), hide_index=True)
                 if task.error_log:
                     with st.expander(f"Error log ({task.error_log.count(chr(10)) + 1} lines)"):
                         st.code(task.error_log, language=None)

@@ -19,7 +19,7 @@ def test_an_administrator_sets_a_providers_limits_and_a_bad_value_changes_nothin
     at = run(page("settings", ADMIN))
     by_label(at.number_input, "Image API: calls at once").set_value(24)
     by_label(at.text_input, "Image API: calls per minute (a number, or off)").input("120")
-    by_label(at.button, "Save limits").click()
+    by_label(at.button, "Save provider limits").click()
     run(at)
     assert not at.error
     limits = read_settings(app_env.db).provider_limits["image"]
@@ -27,7 +27,7 @@ def test_an_administrator_sets_a_providers_limits_and_a_bad_value_changes_nothin
     assert setting_history(app_env.db, "image_concurrency")[0].actor == ADMIN
     audits = app_env.count("audit_log")
     by_label(at.text_input, "Grid-prompt LLM: calls per minute (a number, or off)").input("0")
-    by_label(at.button, "Save limits").click()
+    by_label(at.button, "Save provider limits").click()
     run(at)
     assert "prompt_rate_per_minute must be between 1 and 100000" in joined(at.error).replace("\\", "")
     assert read_settings(app_env.db).provider_limits["prompt"].rate_per_minute is None

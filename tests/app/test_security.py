@@ -228,7 +228,7 @@ def test_an_administrator_sets_the_limits_per_user(app_env: AppEnv) -> None:
     at = _settings_page("admin@example.org")
     next(n for n in at.number_input if n.label == "Max unfinished tasks per user").set_value(3)
     next(n for n in at.number_input if n.label == "Max previews per user per hour").set_value(10)
-    next(b for b in at.button if b.label == "Save limits").click()
+    next(b for b in at.button if b.label == "Save user limits").click()
     at.run()
     assert not at.exception and not at.error
     assert read_settings(app_env.db).user_limits == {"max_running_tasks_per_user": 3,
