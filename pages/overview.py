@@ -4,6 +4,7 @@ While a task runs the page refreshes itself every few seconds; once none runs it
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -33,6 +34,7 @@ def _made(ov: Overview) -> None:
             color, icon = ui.STATUS_BADGES.get(status, ("gray", ":material/help:"))
             st.badge(f"{status} {n:,}", color=color, icon=icon)  # type: ignore[arg-type]
     frame = pd.DataFrame(ov.daily).set_index("day")
+    frame.index = frame.index.map(str)  # days as categories (ISO, in order): a time axis clips today's bars
     st.markdown(f"**Personas and images per day** (last {DAYS_CHARTED} days, UTC)")
     st.bar_chart(frame, height=220, stack=False)
 
@@ -76,8 +78,12 @@ def _quality(ov: Overview) -> None:
                f"({ov.flagged / ov.reviewed:.0%})")
     if ov.flags:
         shares = pd.DataFrame({"flag": [ui.flag_label(f) for f in ov.flags],
-                               "share of personas": [n / ov.reviewed for n in ov.flags.values()]})
-        st.bar_chart(shares.set_index("flag"), horizontal=True, height=40 + 28 * len(shares))
+                               "share": [n / ov.reviewed for n in ov.flags.values()]})
+        chart = alt.Chart(shares).mark_bar().encode(  # whole flag names, shares as percentages
+            x=alt.X("share:Q", title=None, axis=alt.Axis(format="%")),
+            y=alt.Y("flag:N", title=None, sort="-x", axis=alt.Axis(labelLimit=320)),
+            tooltip=["flag", alt.Tooltip("share:Q", format=".1%")])
+        st.altair_chart(chart.properties(height=30 + 30 * len(shares)), width="stretch")
 
 
 def _usage(viewer: User) -> None:
