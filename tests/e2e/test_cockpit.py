@@ -4,11 +4,17 @@ Map tab places its personas.
 
 Debian Chromium drives ``streamlit run app.py`` with offline providers and the in-app worker. A failed run
 leaves a screenshot of the page in the test's tmp_path.
+
+``SCREENSHOTS_DIR=docs pytest tests/e2e/test_cockpit.py -k screenshots`` also takes the README's screenshots
+(overview.png, new_task_preview.png, map.png, 1400 px wide) on a few offline tasks; without the variable that test
+is skipped, so the test command never rewrites docs/.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +35,15 @@ PERSONAS = 6
 IMAGES = 4
 TOGGLE = "Randomize image style"  # pages/new_task.py labels each toggle by its setting key
 COMPLETION_SECONDS = 120
+SHOTS_ENV = "SCREENSHOTS_DIR"
+WIDTH = 1400
+# the README's datasets: (description, personas, seed, this task's own settings)
+SHOWN_TASKS = (
+    ("urban cyclists in Lisbon, 25–40", 16, 11, ()),
+    ("retired teachers in Porto, 60–75", 12, 12, ("crop_white_borders=true",)),
+    ("nurses on night shifts in Manchester", 14, 13, ("randomize_image_style=true",)),
+)
+RUNNING = ("first-year students in Toronto, 18–21", 400, 8)  # long enough to be running when the Overview is shot
 
 
 @pytest.fixture
@@ -61,11 +76,13 @@ def sidebar_link(page: Any, title: str) -> Any:
     return page.get_by_test_id("stSidebar").get_by_role("link", name=title, exact=True)
 
 
-def metric(page: Any, label: str) -> str:
-    """The value of the ``st.metric`` labelled ``label`` on the page."""
+def metric(page: Any, label: str) -> str | None:
+    """The value of the ``st.metric`` labelled ``label``, or None unless exactly one is shown (while a rerun
+    replaces a part of the page, Streamlit shows its old elements beside the new ones)."""
     box = page.get_by_test_id("stMetric").filter(has=page.get_by_test_id("stMetricLabel").get_by_text(label,
                                                                                                      exact=True))
-    return str(box.get_by_test_id("stMetricValue").inner_text()).strip()
+    values = box.get_by_test_id("stMetricValue").all_inner_texts()
+    return values[0].strip() if len(values) == 1 else None
 
 
 def wait_until(condition: Callable[[], bool], what: str, page: Any, timeout: float = 30) -> None:
@@ -75,6 +92,13 @@ def wait_until(condition: Callable[[], bool], what: str, page: Any, timeout: flo
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not after {timeout} s:\n{main_text(page)[:2000]}")
         page.wait_for_timeout(250)
+
+
+def log_in(page: Any) -> None:
+    page.get_by_label("E-mail").fill(ADMIN)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("Signed in as").wait_for()
 
 
 def test_overview_toggle_preview_task_and_map(page: Any, server: Server, tmp_path: Path) -> None:
@@ -97,13 +121,9 @@ def _cockpit(page: Any, server: Server, tmp_path: Path) -> None:
 
     # Log in: the Overview is the landing page, with the earlier task counted.
     page.goto(server.url)
-    page.get_by_label("E-mail").fill(ADMIN)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.get_by_text("Signed in as").wait_for()
+    log_in(page)
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
-    wait_until(lambda: page.get_by_test_id("stMetric").count() >= 5, "the Overview's headline figures", page)
-    assert metric(page, "Tasks") == "1"
+    wait_until(lambda: metric(page, "Tasks") == "1", "the Overview counting the earlier task", page)
     expect(page.get_by_role("heading", name="Running now")).to_be_visible()
     expect(page.get_by_role("heading", name="Quality at a glance")).to_be_visible()
     wait_idle(page)
@@ -150,12 +170,12 @@ def _cockpit(page: Any, server: Server, tmp_path: Path) -> None:
     sidebar_link(page, "Overview").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     total = EARLIER_PERSONAS + PERSONAS
-    wait_until(lambda: page.get_by_test_id("stMetric").count() >= 5 and metric(page, "Personas") == str(total)
-               and metric(page, "Images") == str(total * IMAGES) and metric(page, "Running or waiting") == "0",
+    wait_until(lambda: metric(page, "Personas") == str(total) and metric(page, "Images") == str(total * IMAGES)
+               and metric(page, "Running or waiting") == "0",
                f"the Overview counting {total} personas and no task running", page, COMPLETION_SECONDS)
-    assert metric(page, "Tasks") == "2"
-    expect(page.get_by_test_id("stMain")).to_contain_text("completed 2")
     wait_idle(page)
+    wait_until(lambda: metric(page, "Tasks") == "2", "the Overview counting two tasks", page)
+    expect(page.get_by_test_id("stMain")).to_contain_text("completed 2")
 
     # Tasks: the toggle was frozen with the task (and marked as differing from the global default).
     sidebar_link(page, "Tasks").click()
@@ -187,3 +207,113 @@ def _cockpit(page: Any, server: Server, tmp_path: Path) -> None:
     assert all(f"task_id: {task_id}" in label for label in labels), labels
     expect(chart.locator("g.role-legend")).to_contain_text("gender")
     expect(page.get_by_test_id("stException")).to_have_count(0)
+
+
+# --------------------------------------------------------------------------- the README's screenshots
+
+
+def statuses(server: Server) -> dict[str, str]:
+    with sqlite3.connect(server.data / "app.db") as conn:
+        return dict(conn.execute("SELECT task_id, status FROM generation_tasks").fetchall())
+
+
+def images_done(server: Server, task_id: str) -> int:
+    with sqlite3.connect(server.data / "app.db") as conn:
+        row = conn.execute("SELECT COUNT(*) FROM generation_results r JOIN generation_tasks t ON t.id = r.task_id "
+                           "WHERE t.task_id = ? AND r.status = 'completed'", (task_id,)).fetchone()
+    return int(row[0])
+
+
+def shoot(page: Any, path: Path, most: int = 2000) -> None:
+    """The whole page at ``WIDTH`` px: the viewport grown to the main area's content (Streamlit scrolls inside
+    it, so a full-page screenshot would cut it at the viewport), at most ``most`` px tall."""
+    height = page.evaluate("() => document.querySelector('[data-testid=stMainBlockContainer]').scrollHeight")
+    page.set_viewport_size({"width": WIDTH, "height": max(900, min(most, int(height) + 40))})
+    page.wait_for_timeout(500)  # a resized chart redraws itself
+    page.screenshot(path=str(path))
+
+
+def test_readme_screenshots(page: Any, server: Server) -> None:
+    folder = os.environ.get(SHOTS_ENV)
+    if not folder:
+        pytest.skip(f"{SHOTS_ENV} not set: the README's screenshots are taken only when asked for")
+    from playwright.sync_api import expect
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    run_cli(server, "create-user", ADMIN, "--admin", "--password", PASSWORD)
+    shown = []
+    for description, count, seed, own in SHOWN_TASKS:
+        sets = [arg for setting in own for arg in ("--set", setting)]
+        shown.append(run_cli(server, "submit", "--user", ADMIN, "--description", description, "--language",
+                             "English", "--count", str(count), "--images", "4", "--seed", str(seed), *sets))
+    page.goto(server.url)  # the app's first session starts its in-app worker
+    log_in(page)
+    deadline = time.monotonic() + 300
+    while any(statuses(server).get(t) != "completed" for t in shown):
+        assert time.monotonic() < deadline, statuses(server)
+        page.wait_for_timeout(500)
+    description, count, images = RUNNING
+    running = run_cli(server, "submit", "--user", ADMIN, "--description", description, "--language", "English",
+                      "--count", str(count), "--images", str(images), "--seed", "14")
+    deadline = time.monotonic() + 120
+    while images_done(server, running) < 10:
+        assert time.monotonic() < deadline, statuses(server)
+        page.wait_for_timeout(500)
+
+    # The Overview with three finished tasks and one running.
+    page.set_viewport_size({"width": WIDTH, "height": 1000})
+    sidebar_link(page, "Overview").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.get_by_text(running).first).to_be_visible()
+    wait_idle(page)
+    shoot(page, out / "overview.png")
+
+    # New task: both image toggles on, a seed, the before/after preview.
+    page.set_viewport_size({"width": WIDTH, "height": 1000})
+    sidebar_link(page, "New task").click()
+    expect(page.get_by_role("heading", name="New task")).to_be_visible()
+    wait_idle(page)
+    page.get_by_label("Population description").fill("graduate students in Berlin, 22–30")
+    page.get_by_label("Population description").press("Tab")
+    count = page.get_by_label("Personas", exact=True)
+    count.fill("24")
+    count.press("Enter")
+    wait_idle(page)
+    seed = page.get_by_role("textbox", name="Seed (optional)")
+    seed.fill("7")
+    seed.press("Enter")
+    wait_idle(page)
+    for toggle in ("Crop white borders", TOGGLE):
+        page.get_by_text(toggle, exact=True).click()
+        wait_idle(page)
+    expect(page.get_by_text(re.compile(r"^As the task stores it: border crop \+ style"))).to_be_visible()
+    shoot(page, out / "new_task_preview.png")
+
+    # Gallery → Map of the three finished tasks, coloured by ethnicity, a tooltip open.
+    page.set_viewport_size({"width": WIDTH, "height": 1000})
+    page.goto(f"{server.url}/gallery?tasks={','.join(shown)}")
+    expect(page.get_by_role("heading", name="Gallery")).to_be_visible()
+    total = sum(count for _, count, _, _ in SHOWN_TASKS)
+    expect(page.get_by_text(f"{total} personas match")).to_be_visible()
+    wait_idle(page)
+    page.get_by_role("tab", name="Map").click()
+    chart = page.get_by_test_id("stVegaLiteChart")
+    expect(chart.locator("g.mark-symbol.role-mark > path")).to_have_count(total)
+    page.get_by_role("combobox", name="Colour by").click()
+    page.get_by_role("option", name="ethnicity", exact=True).click()
+    wait_idle(page)
+    expect(chart.locator("g.role-legend")).to_contain_text("ethnicity")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    height = page.evaluate("() => document.querySelector('[data-testid=stMainBlockContainer]').scrollHeight")
+    page.set_viewport_size({"width": WIDTH, "height": min(2000, int(height) + 40)})
+    page.wait_for_timeout(500)  # the resized chart redraws itself
+    points = chart.locator("g.mark-symbol.role-mark > path")
+    boxes = [points.nth(i).bounding_box() for i in range(total)]
+    area = chart.bounding_box()
+    top = [b for b in boxes if b and b["y"] < area["y"] + area["height"] / 3] or [b for b in boxes if b]
+    point = min(top, key=lambda b: b["x"])  # its tooltip opens down and right, above the caption
+    page.mouse.move(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)
+    page.locator("#vg-tooltip-element.visible").wait_for()
+    page.wait_for_timeout(500)  # the tooltip's thumbnail decodes
+    page.screenshot(path=str(out / "map.png"))
