@@ -169,9 +169,8 @@ def task_config() -> None:
     toggle's change reruns only this part of the page."""
     ui.fresh_user(rt)  # a fragment run skips the gate: a deactivated session ends here
     labels = {key: key.replace("_", " ").capitalize() for key in CONFIG_TOGGLES}
-    t1, t2 = st.columns(2)
-    for i, key in enumerate(CONFIG_TOGGLES):
-        (t1 if i % 2 == 0 else t2).toggle(labels[key], key=CFG + key)
+    for key in CONFIG_TOGGLES:  # one per line: the column is too narrow for two whole labels side by side
+        st.toggle(labels[key], key=CFG + key)
     auto_on = resolve_mode("auto", rt.settings.image_provider)
     st.radio(
         "Identity check (face embeddings on every image)", IDENTITY_MODES, horizontal=True,
