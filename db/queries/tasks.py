@@ -274,6 +274,17 @@ def request_cancel(session: Session, task: GenerationTask, now: datetime | None 
     return TaskStatus.CANCELLED.value
 
 
+def _make_claimable(task: GenerationTask, now: datetime) -> None:
+    """Pending, unleased, with its claims counted afresh: the next worker to poll may start it."""
+    task.status = TaskStatus.PENDING.value
+    task.completed_at = None
+    task.cancel_requested = False
+    task.attempts = 0
+    task.lease_expires_at = None
+    task.worker_id = None
+    task.updated_at = now
+
+
 def reset_task_for_retry(session: Session, task: GenerationTask, now: datetime | None = None) -> int:
     """Make failed personas pending again and the task runnable. Returns the number of personas reset."""
     now = now or utcnow()
@@ -283,13 +294,7 @@ def reset_task_for_retry(session: Session, task: GenerationTask, now: datetime |
         .values(status=PersonaStatus.PENDING.value, error=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    task.status = TaskStatus.PENDING.value
-    task.completed_at = None
-    task.cancel_requested = False
-    task.attempts = 0
-    task.lease_expires_at = None
-    task.worker_id = None
-    task.updated_at = now
+    _make_claimable(task, now)
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -299,13 +304,7 @@ def resume_held_task(
     """Make a held task claimable (pending) with its completed configuration; it resumes from what is stored."""
     now = now or utcnow()
     task.config_snapshot = snapshot
-    task.status = TaskStatus.PENDING.value
-    task.completed_at = None
-    task.cancel_requested = False
-    task.attempts = 0
-    task.lease_expires_at = None
-    task.worker_id = None
-    task.updated_at = now
+    _make_claimable(task, now)
 
 
 def delete_task_row(session: Session, task: GenerationTask) -> None:

@@ -167,3 +167,28 @@ def browser() -> Iterator[Any]:
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    """One fresh app server for the test (tests that need a special one call ``start_server`` themselves)."""
+    return start_server()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    """A tab 1400 px wide in a context of its own (its own cookies), closed after the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def wait_idle(page: Any) -> None:
+    """Let the current script run finish (Streamlit shows a 'Running…' status widget while it runs)."""
+    page.wait_for_timeout(300)
+    page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+

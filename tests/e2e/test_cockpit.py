@@ -16,13 +16,13 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server, run_cli
+from tests.e2e.conftest import Server, run_cli, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -46,26 +46,7 @@ SHOWN_TASKS = (
 RUNNING = ("first-year students in Toronto, 18–21", 400, 8)  # long enough to be running when the Overview is shot
 
 
-@pytest.fixture
-def server(start_server: Callable[..., Server]) -> Server:
-    return start_server()
 
-
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(30_000)
-    tab = context.new_page()
-    try:
-        yield tab
-    finally:
-        context.close()
-
-
-def wait_idle(page: Any) -> None:
-    """Let the current script run finish (Streamlit shows a 'Running…' status widget while it runs)."""
-    page.wait_for_timeout(300)
-    page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
 
 
 def main_text(page: Any) -> str:

@@ -13,14 +13,14 @@ import io
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.conftest import Server, run_cli
+from tests.e2e.conftest import Server, run_cli, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -64,26 +64,7 @@ class Shots:
             shutil.copy2(path, SHOTS_FOR_DEVELOPER / path.name)
 
 
-@pytest.fixture
-def server(start_server: Callable[..., Server]) -> Server:
-    return start_server()
 
-
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(30_000)
-    tab = context.new_page()
-    try:
-        yield tab
-    finally:
-        context.close()
-
-
-def wait_idle(page: Any) -> None:
-    """Let the current script run finish (Streamlit shows a 'Running…' status widget while it runs)."""
-    page.wait_for_timeout(300)
-    page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
 
 
 def wait_for_cookie(context: Any, name: str, timeout: float = 20) -> None:

@@ -18,11 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def server(start_server: Any) -> Server:
-    server: Server = start_server()
-    return server
-
 
 def _fetch(url: str) -> tuple[int, bytes]:
     try:

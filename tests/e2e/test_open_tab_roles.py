@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,20 +23,6 @@ AUTH_COOKIE = "adg_auth"  # pages/ui.py: COOKIE_NAME
 REFRESH_DEADLINE = 45  # the fragment reruns every 3 s; a loaded machine gets a wide margin
 
 
-@pytest.fixture
-def server(start_server: Callable[..., Server]) -> Server:
-    return start_server()
-
-
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(30_000)
-    tab = context.new_page()
-    try:
-        yield tab
-    finally:
-        context.close()
 
 
 def _main_text(page: Any) -> str:
