@@ -60,7 +60,6 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     task_max_attempts: int = 10  # claims of one task before it is failed (its workers keep dying)
     worker_task_slots: int = 4
-    persona_threads: int = 4
     # one task's personas whose images are under way at once; their calls wait for the providers' limits
     personas_in_flight: int = Field(default=64, ge=1, le=1024)
     provider_max_in_flight: int = 8

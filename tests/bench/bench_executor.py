@@ -63,7 +63,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LATENCY_S = 0.25  # a task is a few calls long: at 0.1 s a call its claim and review were a third of it
 TASKS, PERSONAS, IMAGES = 6, 10, 4
 LIMITS = {"persona": 8, "prompt": 16, "image": 16}  # the providers' default limits (db.queries.limits)
-PERSONA_THREADS = 2  # no longer a bound on a task's calls (the providers' limits are): kept to show it
 PROVIDER_MAX_IN_FLIGHT = 16  # the HTTP clients' connection pools
 WORKER_TASK_SLOTS = 4
 CAPS = (1, 2, 4)
@@ -187,7 +186,6 @@ def _env(url: str, folder: Path, flowise: FakeFlowise, openai: FakeOpenAI) -> di
         "IMAGE_PROVIDER": "openai",
         "OPENAI_BASE_URL": f"{openai.url}/v1",
         "OPENAI_API_KEY": KEY,
-        "PERSONA_THREADS": str(PERSONA_THREADS),
         "PROVIDER_MAX_IN_FLIGHT": str(PROVIDER_MAX_IN_FLIGHT),
         "WORKER_TASK_SLOTS": str(WORKER_TASK_SLOTS),
         "WORKER_IN_APP": "false",

@@ -65,7 +65,7 @@ def _task_wall(identity_mode: str, root: Path) -> tuple[float, float]:
     url = f"sqlite:///{root / 'bench.db'}"
     migrate(url)
     db = Database(url)
-    settings = make_settings(url, root, persona_threads=4)
+    settings = make_settings(url, root)
     user = make_user(db)
     set_setting_value(db, IDENTITY_SETTING_KEY, identity_mode, actor=None)
     submit(db, settings, user, count=6, images=8)

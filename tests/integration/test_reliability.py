@@ -25,8 +25,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def env(pg_url: str, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, **offline_env(pg_url, tmp_path, LEASE_SECONDS="3", WORKER_TASK_SLOTS="4",
-                                           PERSONA_THREADS="2")}
+    return {**os.environ, **offline_env(pg_url, tmp_path, LEASE_SECONDS="3", WORKER_TASK_SLOTS="4")}
 
 
 def cli(env: dict[str, str], *argv: str) -> str:
@@ -198,7 +197,7 @@ def test_ten_random_kills_lose_nothing_and_duplicate_nothing(
 
     # Each victim that lives long enough claims the task once, and the rescuer's is then the eleventh claim: above
     # the default TASK_MAX_ATTEMPTS of 10, which would (rightly) fail a task that keeps killing its workers.
-    env = {**env, "LEASE_SECONDS": "1.5", "HEARTBEAT_SECONDS": "0.3", "PERSONA_THREADS": "1",
+    env = {**env, "LEASE_SECONDS": "1.5", "HEARTBEAT_SECONDS": "0.3",
            "OFFLINE_IMAGE_SIDE": "320", "TASK_MAX_ATTEMPTS": "12"}
     (task_id,) = submit_many(env, 1, count=24, images=12)
     rng = random.Random(20261125)

@@ -89,11 +89,11 @@ class _SlowGrids(ProviderCache):
         return Providers(base.persona, base.prompt, Image())
 
 
-def test_personas_in_flight_bounds_the_personas_under_way_not_persona_threads(
+def test_personas_in_flight_bounds_the_personas_under_way(
     database: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``PERSONAS_IN_FLIGHT`` personas of a task are made at once, whatever ``PERSONA_THREADS`` says: their calls
-    wait for the providers' limits, not for each other."""
+    """``PERSONAS_IN_FLIGHT`` personas of a task are made at once: their calls wait for the providers' limits,
+    not for each other."""
     settings = make_settings(db_url, tmp_path, personas_in_flight=6)
     meter = _Meter(CALL_SECONDS)  # the providers' calls
     under_way = _Meter()  # the personas being made
