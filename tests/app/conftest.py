@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 import db.queries as q
-from db.models import User
+from db.models import GenerationResult, User
 from db.session import Database, migrate
 from pipeline.core.config import Settings, get_settings, reset_settings_cache
-from tests.factories import make_user, offline_env
+from tests.factories import local_storage, make_settings, make_user, offline_env, run_worker, submit
 
 
 @dataclass
@@ -74,3 +76,25 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppEnv]
         _clear_streamlit_caches()
         reset_settings_cache()
         database.dispose()
+
+
+def open_persona_with(app_env: AppEnv, **fields: str) -> AppTest:
+    """The gallery's detail view of one persona (opened from its card, as an administrator) whose stored fields are
+    set to ``fields``: what a page shows of text a model wrote."""
+    admin = app_env.admin()
+    settings = make_settings(app_env.db_url, app_env.tmp)
+    task_id = submit(app_env.db, settings, admin, count=1, images=4)
+    run_worker(app_env.db, local_storage(app_env.tmp), settings)
+    with app_env.db.transaction() as session:
+        task = q.get_task(session, task_id)
+        assert task is not None
+        session.execute(sa.update(GenerationResult).where(GenerationResult.task_id == task.id).values(**fields))
+        result_id = session.scalar(sa.select(GenerationResult.id).where(GenerationResult.task_id == task.id))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "gallery.py"), default_timeout=60)
+    at.session_state["adg_user_email"] = admin.email
+    at.session_state["g_detail"] = result_id
+    at.session_state["g_tab"] = "Cards"
+    at.query_params["tasks"] = task_id
+    at.run()
+    return at
+

@@ -6,17 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 import db.queries as q
-from db.models import GenerationResult
 from pipeline.core.config import Settings, reset_settings_cache
 from pipeline.core.errors import ConfigError
 from pipeline.submit import accounts
 from pipeline.submit.settings import read_settings
 from pipeline.worker.runtime import open_runtime
-from tests.app.conftest import AppEnv
+from tests.app.conftest import AppEnv, open_persona_with
 from tests.factories import PASSWORD, local_storage, make_settings, run_worker, submit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,22 +87,7 @@ def test_production_refuses_to_start_without_a_cookie_key(tmp_path: Path) -> Non
 
 
 def test_llm_text_is_rendered_as_text(app_env: AppEnv) -> None:
-    admin = app_env.admin()
-    settings = make_settings(app_env.db_url, app_env.tmp)
-    task_id = submit(app_env.db, settings, admin, count=1, images=4)
-    run_worker(app_env.db, local_storage(app_env.tmp), settings)
-    with app_env.db.transaction() as session:
-        task = q.get_task(session, task_id)
-        assert task is not None
-        session.execute(sa.update(GenerationResult).where(GenerationResult.task_id == task.id)
-                        .values(bio_facebook=SCRIPT, about=SCRIPT))
-        result_id = session.scalar(sa.select(GenerationResult.id).where(GenerationResult.task_id == task.id))
-    at = AppTest.from_file(str(ROOT / "pages" / "gallery.py"), default_timeout=60)
-    at.session_state["adg_user_email"] = admin.email
-    at.session_state["g_detail"] = result_id
-    at.session_state["g_tab"] = "Cards"  # the detail view of the persona opened from its card
-    at.query_params["tasks"] = task_id
-    at.run()
+    at = open_persona_with(app_env, bio_facebook=SCRIPT, about=SCRIPT)
     assert not at.exception
     assert any(t.value == SCRIPT for t in at.text), "the bio is shown verbatim as text"
     assert not any("<script>" in m.value for m in at.markdown), "LLM text must never reach markdown/HTML"
