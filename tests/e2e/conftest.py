@@ -192,3 +192,19 @@ def wait_idle(page: Any) -> None:
     page.wait_for_timeout(300)
     page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
 
+
+def fill_new_task(page: Any, description: str, personas: int, images: int) -> Any:
+    """Type a population, a persona count and images per persona into the open New task form, letting each run
+    finish; returns the persona count's field."""
+    page.get_by_label("Population description").fill(description)
+    page.get_by_label("Population description").press("Tab")  # a text area commits its value on blur
+    wait_idle(page)
+    count = page.get_by_label("Personas", exact=True)
+    count.fill(str(personas))
+    count.press("Enter")
+    wait_idle(page)
+    page.get_by_role("combobox", name="Images per persona").click()
+    page.get_by_role("option", name=str(images), exact=True).click()
+    wait_idle(page)
+    return count
+

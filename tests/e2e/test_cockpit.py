@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server, run_cli, wait_idle
+from tests.e2e.conftest import Server, fill_new_task, run_cli, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -128,16 +128,7 @@ def _cockpit(page: Any, server: Server, tmp_path: Path) -> None:
            ).to_be_visible()
 
     # Submit a small task with the toggle on.
-    page.get_by_label("Population description").fill(DESCRIPTION)
-    page.get_by_label("Population description").press("Tab")  # a text area commits its value on blur
-    wait_idle(page)
-    count = page.get_by_label("Personas", exact=True)
-    count.fill(str(PERSONAS))
-    count.press("Enter")
-    wait_idle(page)
-    page.get_by_role("combobox", name="Images per persona").click()
-    page.get_by_role("option", name=str(IMAGES), exact=True).click()
-    wait_idle(page)
+    count = fill_new_task(page, DESCRIPTION, PERSONAS, IMAGES)
     expect(count).to_have_value(str(PERSONAS))
     page.get_by_role("button", name="Submit task").click()
     success = page.get_by_text(re.compile(r"Task \w+ submitted"))

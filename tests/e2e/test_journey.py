@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.conftest import Server, run_cli, wait_idle
+from tests.e2e.conftest import Server, fill_new_task, run_cli, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -197,16 +197,7 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     wait_idle(page)
 
     # New task: 4 personas × 4 images.
-    page.get_by_label("Population description").fill(DESCRIPTION)
-    page.get_by_label("Population description").press("Tab")  # a text area commits its value on blur
-    wait_idle(page)
-    count = page.get_by_label("Personas", exact=True)
-    count.fill(str(PERSONAS))
-    count.press("Enter")
-    wait_idle(page)
-    page.get_by_role("combobox", name="Images per persona").click()
-    page.get_by_role("option", name=str(IMAGES), exact=True).click()
-    wait_idle(page)
+    count = fill_new_task(page, DESCRIPTION, PERSONAS, IMAGES)
     expect(page.get_by_label("Population description")).to_have_value(DESCRIPTION)
     expect(count).to_have_value(str(PERSONAS))
     shots("new-task-filled")
