@@ -41,6 +41,7 @@ from pipeline.stages.limits import ProviderFailing
 log = logging.getLogger(__name__)
 
 BUDGET_SLACK = 1e-9  # dollars: float sums of prices that add up to the budget exactly are within it
+PRICE_READ_SECONDS = 1.0  # a change of a price applies to a running task's calls within this
 
 
 class BudgetReached(ProviderFailing):
@@ -96,6 +97,7 @@ class UsageMeter:
         self.spent = 0.0  # over every run of the task, the calls of this run that ended included
         self._reserved = 0.0  # the prices of this run's calls in flight
         self._tokens: dict[str, _Tokens] = {}
+        self._prices: dict[str, tuple[float, Price | None]] = {}  # provider -> (when read, price)
         self.stopped: str | None = None  # the note, once the budget stopped the task
 
     @contextlib.contextmanager
@@ -120,15 +122,24 @@ class UsageMeter:
                 self._record(provider, kind, price, reserved, call)
 
     def _price(self, provider: str) -> Price | None:
-        """The provider's price now (read at every call: a change applies to the next call)."""
+        """The provider's price now: read again once this meter's copy is over ``PRICE_READ_SECONDS`` old, so that
+        a change applies to the calls that follow it (and the calls in between spare a read)."""
+        now = time.monotonic()
+        with self._lock:
+            read = self._prices.get(provider)
+        if read is not None and now - read[0] < PRICE_READ_SECONDS:
+            return read[1]
         with self.db.session() as session:
             text = q.get_setting(session, price_key(provider))
         try:
-            return parse_price(text or "")
+            price = parse_price(text or "")
         except ValidationError as exc:  # edited by hand: the calls go on, unpriced, and the log says why
             log.warning("the stored %s%s is not valid (%s): its calls are not priced", PRICE_PREFIX,
                         provider.split(":", 1)[-1], exc)
-            return None
+            price = None
+        with self._lock:
+            self._prices[provider] = (now, price)
+        return price
 
     def _load(self) -> None:  # under self._lock
         if not self._loaded:
