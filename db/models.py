@@ -306,6 +306,7 @@ class ProviderState(Base):
 
     provider: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
     effective_limit: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)  # None: the configured one
+    ceiling: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)  # the limit when it last pushed back
     successes: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)  # since the last change
     refusals_in_row: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

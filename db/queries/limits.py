@@ -23,10 +23,12 @@ from db.models import ProviderSlot, ProviderState, Setting
 
 __all__ = [
     "BREAKER_REFUSALS",
+    "DECREASE_FACTOR",
     "DEFAULT_CONCURRENCY",
     "LIMIT_KINDS",
     "MAX_PROVIDER_CONCURRENCY",
     "MAX_PROVIDER_RATE",
+    "PROBE_WINDOWS",
     "RATE_OFF",
     "Admission",
     "ProviderLimits",
@@ -57,6 +59,8 @@ _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 THROTTLE_WINDOW = timedelta(minutes=10)  # "recent" refusals on the Tasks page
 BREAKER_REFUSALS = 5  # refusals in a row that open the circuit breaker
 BREAKER_PAUSE_SECONDS = 10.0  # at least this long (longer when the provider's Retry-After says so)
+DECREASE_FACTOR = 0.7  # a pushback multiplies the effective limit by this (TCP CUBIC's factor)
+PROBE_WINDOWS = 8  # up to the limit at which the provider last pushed back, and past it, the limit grows this slower
 
 
 def concurrency_key(kind: str) -> str:
@@ -206,18 +210,27 @@ def renew_slots(session: Session, holders: list[str], now: datetime, expires_at:
 
 def record_successes(session: Session, provider: str, successes: int, configured: int, now: datetime) -> None:
     """Calls that went through: the refusals in a row end, and a reduced limit grows back by one for each window of
-    as many successes as the limit (additive increase), up to the configured one."""
+    as many successes as the limit (additive increase), up to the configured one. The steps to the limit at which
+    the provider last pushed back (its ``ceiling``) and past it take ``PROBE_WINDOWS`` windows each: the limit
+    stays just below the provider's own for a while instead of running into it again at once; past it, the
+    ceiling is forgotten (the provider takes more now)."""
     state = _locked_state(session, provider, now)
     state.refusals_in_row = 0
     if state.effective_limit is not None:
         limit = effective_limit(state, configured)
         state.successes += successes
-        while state.successes >= limit and limit < configured:
-            state.successes -= limit
+        while limit < configured:
+            near = state.ceiling is not None and limit + 1 >= state.ceiling
+            window = limit * (PROBE_WINDOWS if near else 1)
+            if state.successes < window:
+                break
+            state.successes -= window
             limit += 1
+            if state.ceiling is not None and limit > state.ceiling:
+                state.ceiling = None
         state.effective_limit = None if limit >= configured else limit
         if state.effective_limit is None:
-            state.successes = 0
+            state.successes, state.ceiling = 0, None
     state.updated_at = now
 
 
@@ -233,8 +246,9 @@ def record_pushback(
     cooldown_seconds: float,
 ) -> None:
     """The provider pushed back: a refusal (``throttled``: 429, 503 or a ``Retry-After``; else another 5xx or no
-    reply) or a reply far slower than usual (``slow``). A throttle or a slow reply halves its effective limit (not
-    below 1, at most once per ``cooldown_seconds``: the calls already out when it halved come back refused too);
+    reply) or a reply far slower than usual (``slow``). A throttle or a slow reply multiplies its effective limit by
+    ``DECREASE_FACTOR`` (not below 1, at most once per ``cooldown_seconds``: the calls already out when it dropped
+    come back refused too) and remembers the limit it dropped from as the provider's ``ceiling``;
     ``BREAKER_REFUSALS`` refusals in a row (no success between them, at least ``cooldown_seconds`` apart) open the
     circuit breaker: no call until a pause is over (at least the ``Retry-After``), then one probe at a time."""
     state = _locked_state(session, provider, now)
@@ -249,7 +263,8 @@ def record_pushback(
         state.last_refusal_at = now
     cooled = state.last_decrease_at is None or (now - state.last_decrease_at).total_seconds() >= cooldown_seconds
     if (throttled or slow) and cooled:
-        state.effective_limit = max(1, effective_limit(state, configured) // 2)
+        state.ceiling = effective_limit(state, configured)
+        state.effective_limit = max(1, int(state.ceiling * DECREASE_FACTOR))
         state.successes = 0
         state.last_decrease_at = now
     if state.refusals_in_row >= BREAKER_REFUSALS:

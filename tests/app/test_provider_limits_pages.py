@@ -50,5 +50,5 @@ def test_the_tasks_page_shows_each_providers_calls_in_flight_limit_and_recent_42
     table = rows[0].set_index("provider")
     assert table.loc[PROVIDER, "in flight"] == 3
     assert table.loc[PROVIDER, "configured"] == limits.concurrency
-    assert table.loc[PROVIDER, "limit in force"] == limits.concurrency // 2
+    assert table.loc[PROVIDER, "limit in force"] == int(limits.concurrency * q.DECREASE_FACTOR)
     assert table.loc[PROVIDER, "recent 429s"] == 1

@@ -1,5 +1,5 @@
 """The provider limiter's rules, one at a time, on both databases with a controlled clock: slots expire, the rate
-limit counts the calls started in the last minute, the limit halves and grows back, refusals in a row open the
+limit counts the calls started in the last minute, the limit drops and grows back, refusals in a row open the
 circuit breaker; and a process's waiting calls are served round-robin by task."""
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def test_the_rate_limit_counts_the_calls_started_in_the_last_minute(database: Da
     assert acquire(database, "h3", t0 + timedelta(seconds=60, milliseconds=1), limits) is None
 
 
-def test_pushback_halves_the_limit_once_per_cooldown_and_successes_grow_it_back(database: Database) -> None:
+def test_pushback_lowers_the_limit_once_per_cooldown_and_successes_grow_it_back_slowly_near_the_ceiling(
+        database: Database) -> None:
     t0 = utcnow()
 
     def pushback(seconds: float) -> None:
@@ -77,19 +78,26 @@ def test_pushback_halves_the_limit_once_per_cooldown_and_successes_grow_it_back(
             q.record_pushback(session, P, configured=8, now=t0 + timedelta(seconds=seconds), throttled=True,
                               slow=False, retry_after=None, cooldown_seconds=2.0)
 
+    def grow(successes: int, seconds: float) -> tuple[int | None, int | None]:
+        with database.transaction() as session:
+            q.record_successes(session, P, successes, 8, t0 + timedelta(seconds=seconds))
+        row = state(database)
+        return row.effective_limit, row.ceiling
+
     pushback(0)
-    assert state(database).effective_limit == 4
-    pushback(1)  # the same burst: no second halving
-    assert state(database).effective_limit == 4
+    assert (state(database).effective_limit, state(database).ceiling) == (5, 8)  # int(8 x 0.7)
+    pushback(1)  # the same burst: no second decrease
+    assert state(database).effective_limit == 5
     pushback(3)
-    assert state(database).effective_limit == 2
-    with database.transaction() as session:
-        q.record_successes(session, P, 2, 8, t0 + timedelta(seconds=4))  # one window of 2: +1
-    assert (state(database).effective_limit, state(database).refusals_in_row) == (3, 0)
-    with database.transaction() as session:
-        q.record_successes(session, P, 3 + 4 + 5 + 6 + 7, 8, t0 + timedelta(seconds=5))
-    assert state(database).effective_limit is None  # back to the configured limit
-    assert acquire(database, "x", t0 + timedelta(seconds=6), q.ProviderLimits(8, None)) is None
+    assert (state(database).effective_limit, state(database).ceiling) == (3, 5)
+    assert grow(3, 4) == (4, 5)  # one window of 3: +1
+    assert state(database).refusals_in_row == 0
+    assert grow(4 * q.PROBE_WINDOWS - 1, 5) == (4, 5)  # the step to the ceiling takes PROBE_WINDOWS windows
+    assert grow(1, 6) == (5, 5)
+    assert grow(5 * q.PROBE_WINDOWS, 7) == (6, None)  # and the step past it: then the ceiling is forgotten
+    assert grow(6, 8) == (7, None)  # the usual pace again
+    assert grow(7, 9) == (None, None)  # back to the configured limit
+    assert acquire(database, "x", t0 + timedelta(seconds=10), q.ProviderLimits(8, None)) is None
 
 
 def test_refusals_in_row_open_the_breaker_for_the_retry_after_then_one_probe(database: Database) -> None:
