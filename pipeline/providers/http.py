@@ -61,28 +61,21 @@ _observers = threading.local()
 
 
 @contextlib.contextmanager
-def observe(callback: Callable[[Attempt], None], *, before: Callable[[], None] | None = None) -> Iterator[None]:
-    """Call ``callback`` with each HTTP attempt this thread makes inside the block, once it is over, and ``before``
-    (if given) as each attempt is about to go out, after any wait for its retry. Either may block or raise (an
-    exception ends the request)."""
-    previous = getattr(_observers, "callback", None), getattr(_observers, "before", None)
-    _observers.callback, _observers.before = callback, before
+def observe(callback: Callable[[Attempt], None]) -> Iterator[None]:
+    """Call ``callback`` with each HTTP attempt this thread makes inside the block (it may block or raise: the
+    attempt is over, and an exception ends the request)."""
+    previous = getattr(_observers, "callback", None)
+    _observers.callback = callback
     try:
         yield
     finally:
-        _observers.callback, _observers.before = previous
+        _observers.callback = previous
 
 
 def _report(attempt: Attempt) -> None:
     callback = getattr(_observers, "callback", None)
     if callback is not None:
         callback(attempt)
-
-
-def _about_to_send() -> None:
-    before = getattr(_observers, "before", None)
-    if before is not None:
-        before()
 
 
 @dataclass(frozen=True)
@@ -295,7 +288,6 @@ class HttpClient:
         limits = (min(read_timeout, CONNECT_TIMEOUT_CAP_SECONDS), read_timeout)
         host = urlsplit(call.url).netloc or call.url
         endpoint = f"{call.method} {urlsplit(call.url).path}"
-        _about_to_send()
         started = time.monotonic()
         try:
             response = self._session.request(

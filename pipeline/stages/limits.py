@@ -10,10 +10,10 @@ In a process, the calls waiting for one provider queue here, served round-robin 
 another), and only the head of the queue asks the database: at once when a call of this process ends, else with a
 growing pause, so that 64 waiting threads do not hammer the database.
 
-The limit adapts (``record_pushback``, ``record_successes``): each HTTP attempt is reported by the HTTP client
-(``http.observe``); a 429, 503 or ``Retry-After`` lowers the provider's effective limit, a reply far slower than its
-recent median does the same, successes grow it back, and refusals in a row open a circuit breaker. A refused call gives its slot back, waits for its retry
-without one, and then for a new slot, so the retries of a burst that was refused do not all go out again at once.
+The limit adapts (``record_pushback``): each HTTP attempt is reported by the HTTP client (``http.observe``); a
+429, 503 or ``Retry-After`` halves the provider's effective limit, a reply far slower than its recent median does
+the same, and refusals in a row open a circuit breaker. A refused call gives its slot back and waits for a new one
+before its retry, so the retries of a burst that was refused do not all go out again at once.
 
 The offline providers call no network: their calls are only bounded by this host's cores.
 """
@@ -56,7 +56,7 @@ LATENCY_SAMPLES = 50  # a reply is slow when far above the median of this many r
 LATENCY_MIN_SAMPLES = 10
 SLOW_FACTOR = 3.0
 SLOW_MIN_EXTRA_SECONDS = 1.0  # ...and at least this much above it (a loaded machine's jitter is not a slow provider)
-DECREASE_COOLDOWN_SECONDS = 2.0  # at least; else one median latency (the calls out when it dropped come back refused)
+DECREASE_COOLDOWN_SECONDS = 2.0  # at least; else one median latency (the calls out when it halved come back refused)
 THROTTLE_STATUSES = frozenset({429, 503})
 FAILURE_WINDOW = 8  # a task stops early when most of the last calls of one kind failed for good
 FAILURE_MIN_CALLS = 6
@@ -215,7 +215,7 @@ class ProviderLimiter:
         call = _Call(provider, kind, task, task_id, worker_id, checkpoint)
         self._acquire(call, gate)
         try:
-            with observe(lambda attempt: self._on_attempt(call, attempt), before=lambda: self._retake(call, gate)):
+            with observe(lambda attempt: self._on_attempt(call, attempt)):
                 yield
         finally:
             self._release(call, gate)
@@ -306,14 +306,10 @@ class ProviderLimiter:
         if not (throttled or status is None or status >= 500):
             return  # another 4xx: this request's fault, not the provider's load
         self._pushback(call, attempt, throttled=throttled, slow=False)
-        # Give the slot back: the retry waits (its backoff, the Retry-After) without one, then takes one under the
-        # lowered limit, or after the breaker's pause (``_retake``).
-        self._release(call, self._gate(call.provider))
-
-    def _retake(self, call: _Call, gate: _Gate) -> None:
-        """Before each HTTP attempt of a call: a retry whose slot was given back waits for a new one."""
-        if call.holder is None:
-            self._acquire(call, gate)
+        # Give the slot back and wait for one under the lowered limit (or the breaker's pause) before the retry.
+        gate = self._gate(call.provider)
+        self._release(call, gate)
+        self._acquire(call, gate)
 
     def _pushback(self, call: _Call, attempt: Attempt, *, throttled: bool, slow: bool) -> None:
         call.recovering = True

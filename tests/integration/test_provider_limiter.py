@@ -13,10 +13,7 @@ import sqlalchemy as sa
 import db.queries as q
 from db.models import ProviderSlot, ProviderState, utcnow
 from db.session import Database
-from pipeline.providers.http import HttpClient
-from pipeline.stages.limits import QUEUE_LOOK_SECONDS, ProviderLimiter, _Gate, provider_key
-from pipeline.submit.settings import set_setting_value
-from tests.fakes.servers import FakeOpenAI, ok, rate_limited
+from pipeline.stages.limits import QUEUE_LOOK_SECONDS, _Gate, provider_key
 
 P = "image:openai:gpt-image-1.5"
 
@@ -117,30 +114,6 @@ def test_refusals_in_row_open_the_breaker_for_the_retry_after_then_one_probe(dat
     after = opened + timedelta(seconds=31)
     assert acquire(database, "probe", after, limits) is None
     assert acquire(database, "second", after, limits) == 0.0  # one probe at a time
-
-
-def test_a_refused_call_waits_for_its_retry_without_holding_a_slot(database: Database) -> None:
-    """With a limit of 1, a call answered 429 + ``Retry-After`` gives its slot back for the wait: another task's
-    call goes out during it, before the retry (which then takes the slot again)."""
-    set_setting_value(database, "image_concurrency", "1", actor=None)
-    limiter = ProviderLimiter(database)
-    with FakeOpenAI() as fake:
-        fake.script(rate_limited(retry_after=2), ok(), ok())
-        client = HttpClient("openai", timeout=10, max_attempts=3, max_in_flight=2)
-
-        def call(task: str, label: str) -> None:
-            with limiter.call(P, "image", task=task, task_id=task, worker_id="w", checkpoint=lambda: None):
-                client.request("POST", f"{fake.url}/v1/images/generations", json={"prompt": label})
-
-        refused = threading.Thread(target=call, args=("a", "refused first"))
-        refused.start()
-        deadline = time.monotonic() + 5
-        while not fake.requests and time.monotonic() < deadline:
-            time.sleep(0.01)
-        call("b", "other task")  # while the first call waits out its Retry-After
-        refused.join(timeout=10)
-        client.close()
-    assert [r.json["prompt"] for r in fake.requests] == ["refused first", "other task", "refused first"]
 
 
 def test_waiting_calls_are_served_round_robin_by_task() -> None:
