@@ -7,7 +7,7 @@ the call graph and the providers' limits alone (``ideal_seconds``); the ratio is
 While the tasks run, the database's running-task count is sampled: a sample above the cap, or a task started
 while the cap was already reached (from the tasks' start and end times), is a violation.
 
-Each configuration's row is the median of 7 runs, the configurations taking turns. The ideal is computed, not
+Each configuration's row is the median of 5 runs, the configurations taking turns. The ideal is computed, not
 timed, so the machine's noise cannot cancel out as it does against a timed baseline: each run records the CPU
 time the hypervisor gave to other guests while its tasks ran, and a run with over ``STEAL_LIMIT`` stolen is
 measured again (``MAX_SET_ASIDE`` times at most; the row's notes list those runs).
@@ -60,7 +60,8 @@ from tests.fakes.servers import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-LATENCY_S = 0.25  # a task is a few calls long: at 0.1 s a call its claim and review were a third of it
+LATENCY_S = 1.0  # a task is a few calls long: at 0.25 s a call its own CPU (claim, post-processing, review,
+# ~0.45 s a task) was a third of it, where real calls take 5-40 s
 TASKS, PERSONAS, IMAGES = 6, 10, 4
 LIMITS = {"persona": 8, "prompt": 16, "image": 16}  # the providers' default limits (db.queries.limits)
 PROVIDER_MAX_IN_FLIGHT = 16  # the HTTP clients' connection pools
@@ -132,19 +133,27 @@ def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: 
     cap on running tasks, the workers' places).
 
     At most ``concurrent = min(cap, workers * slots)`` tasks run at once, so identical tasks run in waves. Within a
-    wave of ``c`` tasks nothing can beat ``max(sum of its call-seconds per provider / its limit, one persona's
-    chain)``: a persona's chain is its batch, its base, its grid prompts one after another and the last one's grid
-    (its grids run in parallel); each task has ``ceil(personas / 10)`` batches, each persona 1 base and per block
-    of 4 images 1 grid prompt and 1 grid. The limits are the providers', over all workers together."""
+    wave of ``c`` tasks nothing can beat one persona's chain (its batch, its base, its grid prompts one after
+    another and the last one's grid: its grids run in parallel), nor, for each provider, the calls that must come
+    before its first call, plus its call-seconds divided by its limit, plus the calls that must follow its last
+    one (an image call waits for a batch; a grid prompt for a batch and a base, and a grid follows it; a batch is
+    followed by a base, the prompts and a grid), nor the bases' own rounds: with more personas than image slots the
+    last base starts ``ceil(personas / image limit) - 1`` latencies after the first batch at the earliest, and its
+    persona's chain follows it. Each task has ``ceil(personas / 10)`` batches, each persona 1
+    base and per block of 4 images 1 grid prompt and 1 grid. The limits are the providers', over all workers
+    together."""
     concurrent = min(cap, workers * slots)
     blocks = images // IMAGES_PER_BLOCK
     chain = 3 + blocks  # batch, base, the prompts, the last grid
     per_task = {"persona": math.ceil(personas / PERSONA_BATCH_SIZE), "prompt": personas * blocks,
                 "image": personas * (1 + blocks)}
+    before_after = {"persona": (0, chain - 1), "prompt": (2, 1), "image": (1, 0)}  # calls, in latencies
     total, left = 0.0, tasks
     while left > 0:
         c = min(concurrent, left)
-        total += max(chain, *(c * per_task[kind] / limits[kind] for kind in per_task))
+        last_base = 1 + math.ceil(c * personas / limits["image"]) - 1  # in latencies, when it starts at the earliest
+        total += max(chain, last_base + chain - 1,
+                     *(sum(before_after[kind]) + c * per_task[kind] / limits[kind] for kind in per_task))
         left -= c
     return latency * total
 
@@ -341,7 +350,7 @@ def _fresh_url(tmp: Path, name: str) -> str:
 FAKES_SWITCH_INTERVAL_S = 0.0005
 
 
-def bench_executor_efficiency(repeat: int = 7, caps: tuple[int, ...] = CAPS,
+def bench_executor_efficiency(repeat: int = 5, caps: tuple[int, ...] = CAPS,
                                workers: tuple[int, ...] = WORKERS) -> list[BenchRow]:
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(FAKES_SWITCH_INTERVAL_S)
@@ -403,7 +412,7 @@ if __name__ == "__main__":
     from tests.bench.harness import machine, render
 
     parser = argparse.ArgumentParser(description="the executor rows (fewer runs or configurations on request)")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--caps", type=int, nargs="+", default=list(CAPS))
     parser.add_argument("--workers", type=int, nargs="+", default=list(WORKERS))
     args = parser.parse_args()
