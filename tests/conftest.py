@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 import sqlalchemy as sa
 
@@ -21,6 +22,29 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from db.session import Database, migrate  # noqa: E402
+from pipeline.submit import accounts  # noqa: E402
+
+# bcrypt's cost in tests: 2^4 rounds instead of the default 2^12 (0.25 s per hash or check on the CI machine, and
+# the suite creates and logs in hundreds of users). What a test checks of a password (stored as bcrypt, checked,
+# locked, the same cost for every attempt) does not depend on the cost; the test of the same cost for every
+# attempt runs at the real cost (marker ``real_bcrypt_cost``), so a decoy hard-coded to a cheap cost still fails.
+TEST_BCRYPT_ROUNDS = 4
+
+
+@pytest.fixture(autouse=True)
+def cheap_bcrypt(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Hash passwords at ``TEST_BCRYPT_ROUNDS`` in this process unless the test is marked ``real_bcrypt_cost``."""
+    # The decoy hash is made once per process at the cost in force then: drop it whenever the cost changes.
+    accounts._decoy_hash.cache_clear()
+    if request.node.get_closest_marker("real_bcrypt_cost") is None:
+        real_gensalt = bcrypt.gensalt
+
+        def gensalt(rounds: int = TEST_BCRYPT_ROUNDS, prefix: bytes = b"2b") -> bytes:
+            return real_gensalt(rounds, prefix)
+
+        monkeypatch.setattr(bcrypt, "gensalt", gensalt)
+    yield
+    accounts._decoy_hash.cache_clear()
 
 
 def postgres_admin_url() -> str:

@@ -114,6 +114,7 @@ def test_a_stranger_cannot_keep_an_account_locked(database: Database) -> None:
     assert owner.user is not None
 
 
+@pytest.mark.real_bcrypt_cost  # a decoy hard-coded to a cheap cost must fail this
 def test_unknown_and_known_emails_get_the_same_messages_and_bcrypt_cost(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
