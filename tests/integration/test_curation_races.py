@@ -8,6 +8,7 @@ a chosen statement) and waiting until that writer has finished or is blocked on 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,9 @@ from pipeline.outputs.browse import (
 )
 from tests.factories import make_user
 
-BLOCKED_OR_DONE_SECONDS = 5.0  # how long the first writer waits for the other one to finish or block
+BLOCKED_OR_DONE_SECONDS = 5.0  # how long the first writer waits at most for the other one to finish or block
+# The code of Database.transaction (a generator under contextlib.contextmanager): a thread running it is on its stack.
+TRANSACTION_CODE = Database.transaction.__wrapped__.__code__  # type: ignore[attr-defined]
 
 
 def add_personas(database: Database, user: User, count: int, task_id: str = "curation0001") -> list[int]:
@@ -148,12 +151,24 @@ def _lock_waiters(database: Database) -> int:
         return int(conn.execute(sa.text(query)).scalar_one())
 
 
+def _in_a_transaction(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside ``Database.transaction`` now (sys._current_frames: documented, for debugging
+    and tests like this one)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code is TRANSACTION_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def racing(database: Database, other: Callable[[], Any], *, after: str) -> Iterator[list[BaseException]]:
     """Within the block, right after the block's first statement on ``database`` whose SQL holds ``after`` (in
-    the block's thread), run ``other`` in a thread and go on only once it has finished or is blocked (a PostgreSQL lock wait, or on
-    SQLite the time limit: its writers queue in-process). Joins it at the end; its exception, if any, is in the
-    yielded list."""
+    the block's thread), run ``other`` in a thread and go on only once it has finished or is blocked: a PostgreSQL
+    lock wait, or on SQLite, when the statement ran in a write transaction, the other thread inside
+    ``Database.transaction``, where it queues in-process for the write lock this thread holds. Joins it at the
+    end; its exception, if any, is in the yielded list."""
     errors: list[BaseException] = []
     done = threading.Event()
     block_thread = threading.get_ident()
@@ -167,17 +182,19 @@ def racing(database: Database, other: Callable[[], Any], *, after: str) -> Itera
         finally:
             done.set()
 
-    def after_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def after_statement(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if started or threading.get_ident() != block_thread or after not in statement:
             return
+        # Database.transaction begins SQLite's write transactions with BEGIN IMMEDIATE, holding its write lock.
+        holds_sqlite_write_lock = bool(conn.get_execution_options().get("sqlite_immediate"))
         thread = threading.Thread(target=run_other, daemon=True)
         started.append(thread)
         thread.start()
         deadline = time.monotonic() + BLOCKED_OR_DONE_SECONDS
         while not done.is_set() and time.monotonic() < deadline:
-            if _lock_waiters(database):
+            if _lock_waiters(database) or (holds_sqlite_write_lock and _in_a_transaction(thread)):
                 return
-            done.wait(0.05)
+            done.wait(0.01)
 
     sa.event.listen(database.engine, "after_cursor_execute", after_statement)
     try:
