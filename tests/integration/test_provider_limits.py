@@ -24,7 +24,7 @@ from pipeline.core.errors import ValidationError
 from pipeline.providers.registry import ProviderCache
 from pipeline.submit.settings import get_setting_value, set_setting_value
 from pipeline.worker.executor import Worker
-from tests.factories import local_storage, make_settings, make_user, offline_env, submit, task_row
+from tests.factories import cli_in_process, local_storage, make_settings, make_user, offline_env, submit, task_row
 from tests.fakes.servers import IMAGE_MODEL, FakeOpenAI, error
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,16 +88,12 @@ def test_bad_limit_values_are_refused_with_a_clear_message_and_nothing_written(d
 
 
 def test_the_command_line_refuses_a_bad_limit(db_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, **offline_env(db_url, tmp_path)}
-    run = [sys.executable, "-m", "pipeline", "settings"]
-    done = subprocess.run([*run, "set", "image_concurrency", "0"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = offline_env(db_url, tmp_path)
+    done = cli_in_process(env, "settings", "set", "image_concurrency", "0")
     assert done.returncode == 2 and "image_concurrency must be between 1 and 512, got 0" in done.stderr
-    done = subprocess.run([*run, "set", "image_concurrency", "24"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = cli_in_process(env, "settings", "set", "image_concurrency", "24")
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([*run, "get", "image_concurrency"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = cli_in_process(env, "settings", "get", "image_concurrency")
     assert done.stdout.strip() == "24"
 
 
@@ -183,9 +179,8 @@ def test_the_limit_holds_across_three_worker_processes(pg_url: str, tmp_path: Pa
                                        OPENAI_API_KEY=OPENAI_KEY, OPENAI_IMAGE_MODEL=IMAGE_MODEL,
                                        WORKER_TASK_SLOTS="2", LEASE_SECONDS="10")}
 
-    def cli(*argv: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=180)
+    def cli(*argv: str) -> str:  # in this process: the workers are the processes under test
+        done = cli_in_process(env, *argv)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 

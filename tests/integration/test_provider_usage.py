@@ -4,9 +4,7 @@ stops partial at it; bad prices and budgets are refused; the New task page's est
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +25,7 @@ from pipeline.submit.submission import build_snapshot, submit_task, validate_spe
 from pipeline.submit.usage import get_price, set_price
 from pipeline.worker.executor import Worker
 from tests.factories import (
+    cli_in_process,
     local_storage,
     make_settings,
     make_user,
@@ -47,7 +46,6 @@ from tests.fakes.servers import (
 from tests.integration.test_executor import referenced_keys, stored_files
 from tests.integration.test_provider_limits import OPENAI_KEY, configure, openai_images_settings, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGE_PRICE = f"price:openai:{IMAGE_MODEL}"
 CHAT_PRICE = f"price:openai:{CHAT_MODEL}"
 IMAGE_PROVIDER = f"image:openai:{IMAGE_MODEL}"
@@ -297,11 +295,10 @@ def test_budgets_as_typed() -> None:
 
 
 def test_the_command_line_takes_a_budget_and_a_price_and_refuses_bad_ones(db_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, **offline_env(db_url, tmp_path)}
+    env = offline_env(db_url, tmp_path)
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=180)
+        return cli_in_process(env, *argv)
 
     assert cli("create-user", "ana@example.org", "--password", "a long password").returncode == 0
     request = ["submit", "--user", "ana@example.org", "--description", "cyclists", "--language", "English",

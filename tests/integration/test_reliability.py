@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shlex
@@ -19,9 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline.cli import main
-from pipeline.core.config import reset_settings_cache
-from tests.factories import offline_env
+from tests.factories import cli_in_process, offline_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.postgres
@@ -33,21 +29,10 @@ def env(pg_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *argv: str) -> str:
-    """``python -m pipeline ARGV`` with ``env``, run in this process: the workers are the processes under test; a
-    command that submits, sets or reads need not pay a fresh interpreter's imports (1.5 s each, on CI more)."""
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        patch.chdir(ROOT)
-        reset_settings_cache()
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(list(argv))
-        finally:
-            reset_settings_cache()
-    assert code == 0, err.getvalue()
-    return out.getvalue().strip()
+    """A command that submits, sets or reads, run in this process (the workers are the processes under test)."""
+    done = cli_in_process(env, *argv)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def work_until_idle(env: dict[str, str], name: str) -> None:
