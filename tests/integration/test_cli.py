@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from pipeline.cli import main
 from pipeline.core.config import reset_settings_cache
-from tests.factories import offline_env
+from tests.factories import cli_in_process, offline_env
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ["--user", "ana@example.org", "--description", "urban cyclists in Lisbon", "--language", "Portuguese",
@@ -174,17 +174,18 @@ def test_full_journey_through_processes(cli_env: dict[str, str], tmp_path: Path)
 
 
 def _status(env: dict[str, str], task_id: str) -> dict[str, object]:
-    result = run_cli(env, "status", task_id, "--json")
+    result = cli_in_process(env, "status", task_id, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def test_sigkilled_worker_is_resumed_without_duplicates(cli_env: dict[str, str], tmp_path: Path) -> None:
-    assert run_cli(cli_env, "create-user", "ana@example.org", "--password", "a long password").returncode == 0
+    # Only the worker that is killed and the one that resumes need to be processes.
+    assert cli_in_process(cli_env, "create-user", "ana@example.org", "--password", "a long password").returncode == 0
     args = list(GOOD)
     args[args.index("--count") + 1] = "20"
     args[args.index("--images") + 1] = "20"
-    task_id = run_cli(cli_env, "submit", *args).stdout.strip()
+    task_id = cli_in_process(cli_env, "submit", *args).stdout.strip()
     worker = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "work", "--worker-id", "victim"],
         cwd=ROOT, env={**os.environ, **cli_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -237,19 +238,19 @@ def test_sigkilled_worker_is_resumed_without_duplicates(cli_env: dict[str, str],
 
 
 def test_targets_are_met_exactly_and_reported(cli_env: dict[str, str], tmp_path: Path) -> None:
-    assert run_cli(cli_env, "create-user", "ana@example.org", "--password", "a long password").returncode == 0
+    assert cli_in_process(cli_env, "create-user", "ana@example.org", "--password", "a long password").returncode == 0
     bad = tmp_path / "bad.json"
     bad.write_text('{"gender": {"f": 1, "nb": 1}}')
     args = list(GOOD)
     args[args.index("--count") + 1] = "10"
-    result = run_cli(cli_env, "submit", *args, "--targets", str(bad))
+    result = cli_in_process(cli_env, "submit", *args, "--targets", str(bad))
     assert result.returncode == 2 and result.stderr.startswith("error:") and "nb" in result.stderr
     assert count_rows(cli_env["DATABASE_URL"], "generation_tasks") == 0
     good = tmp_path / "targets.json"
     good.write_text(json.dumps({"gender": {"f": 0.6, "m": 0.4}, "age": {"bands": [
         {"min": 18, "max": 29, "share": 1}, {"min": 60, "max": 75, "share": 1}]}}))
-    task_id = run_cli(cli_env, "submit", *args, "--targets", str(good)).stdout.strip()
-    assert run_cli(cli_env, "work", "--until-idle").returncode == 0
+    task_id = cli_in_process(cli_env, "submit", *args, "--targets", str(good)).stdout.strip()
+    assert cli_in_process(cli_env, "work", "--until-idle").returncode == 0
     report = _status(cli_env, task_id)
     achieved = {r["category"]: r["achieved"] for r in report["targets_report"]["gender"]["rows"]}  # type: ignore[index]
     assert achieved == {"f": 6, "m": 4}
