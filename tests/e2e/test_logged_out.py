@@ -38,7 +38,7 @@ def test_a_logged_out_visitor_reaches_no_persona_data_or_image(browser: Any, ser
     deadline = time.monotonic() + 90  # the server's in-app worker makes the dataset
     while json.loads(run_cli(server, "status", task_id, "--json"))["status"] != "completed":
         assert time.monotonic() < deadline, "the in-app worker did not finish the task"
-        time.sleep(1)
+        time.sleep(0.25)
     with sqlite3.connect(server.data / "app.db") as conn:
         names = [f"{f} {last}" for f, last in conn.execute("SELECT firstname, lastname FROM generation_results")]
         keys = [k for (k,) in conn.execute("SELECT base_image_url FROM generation_results")]
