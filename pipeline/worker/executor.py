@@ -30,6 +30,7 @@ from db.session import Database
 from pipeline.core.config import Settings
 from pipeline.providers.registry import ProviderCache
 from pipeline.stages.context import TaskContext
+from pipeline.stages.review.quality import warm_up as warm_up_review
 from pipeline.stages.run import fail_unstartable, run_task
 from pipeline.storage import Storage
 from pipeline.worker.cleanups import StorageCleaner
@@ -102,6 +103,7 @@ class Worker:
     def run(self, *, until_idle: bool = False) -> None:
         """Claim and run tasks until ``stop()``; with ``until_idle``, also return once nothing is left to claim
         and this worker holds no task."""
+        warm_up_review()
         log.info("worker %s started (slots=%d)", self.worker_id, self.settings.worker_task_slots)
         self._register()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.worker_id}", daemon=True)
