@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import db.queries as q
 from db.models import User
@@ -45,6 +47,18 @@ def cli_in_process(env: Mapping[str, str], *argv: str, stdin: str = "") -> subpr
         finally:
             reset_settings_cache()
     return subprocess.CompletedProcess(["python", "-m", "pipeline", *argv], code, out.getvalue(), err.getvalue())
+
+
+def copy_migrated_sqlite(template: Path, url: str) -> None:
+    """Make ``url``'s SQLite file (which must not exist yet) a copy of ``template``, a migrated database."""
+    path = sa.engine.make_url(url).database
+    assert path and not Path(path).exists(), url
+    source, copy = sqlite3.connect(template), sqlite3.connect(path)
+    try:
+        source.backup(copy)  # a consistent copy whatever the journal mode
+    finally:
+        copy.close()
+        source.close()
 
 
 def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:

@@ -19,9 +19,17 @@ from streamlit.testing.v1 import AppTest
 
 import db.queries as q
 from db.models import GenerationResult, User
-from db.session import Database, migrate
+from db.session import Database
 from pipeline.core.config import Settings, get_settings, reset_settings_cache
-from tests.factories import local_storage, make_settings, make_user, offline_env, run_worker, submit
+from tests.factories import (
+    copy_migrated_sqlite,
+    local_storage,
+    make_settings,
+    make_user,
+    offline_env,
+    run_worker,
+    submit,
+)
 
 
 @dataclass
@@ -58,7 +66,7 @@ def _clear_streamlit_caches() -> None:
 
 
 @pytest.fixture
-def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppEnv]:
+def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_sqlite_file: Path) -> Iterator[AppEnv]:
     db_url = f"sqlite:///{tmp_path / 'app.db'}"
     env = offline_env(db_url, tmp_path, WORKER_IN_APP="0", APP_ENV="test", LEASE_SECONDS="10")
     for key, value in env.items():
@@ -68,7 +76,7 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppEnv]
     monkeypatch.chdir(tmp_path)  # no stray .env from the repository
     reset_settings_cache()
     _clear_streamlit_caches()
-    migrate(db_url)
+    copy_migrated_sqlite(migrated_sqlite_file, db_url)  # as migrate(db_url) leaves it, without the 0.1-0.3 s
     database = Database(db_url)
     try:
         yield AppEnv(tmp=tmp_path, db_url=db_url, media=tmp_path / "media", db=database)
