@@ -186,9 +186,10 @@ def test_sigkilled_worker_is_resumed_without_duplicates(cli_env: dict[str, str],
     args[args.index("--count") + 1] = "20"
     args[args.index("--images") + 1] = "20"
     task_id = cli_in_process(cli_env, "submit", *args).stdout.strip()
+    workers_env = {**cli_env, "LEASE_SECONDS": "2"}  # the rescuer waits out the victim's lease: a short one
     worker = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "work", "--worker-id", "victim"],
-        cwd=ROOT, env={**os.environ, **cli_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env={**os.environ, **workers_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     engine = sa.create_engine(cli_env["DATABASE_URL"])
     try:
@@ -212,7 +213,7 @@ def test_sigkilled_worker_is_resumed_without_duplicates(cli_env: dict[str, str],
         media = tmp_path / "media"
         base_bytes = {k: (media / v).read_bytes() for k, v in bases.items()}
 
-        resumed = run_cli(cli_env, "work", "--until-idle", "--worker-id", "rescuer")
+        resumed = run_cli(workers_env, "work", "--until-idle", "--worker-id", "rescuer")
         assert resumed.returncode == 0, resumed.stderr
         report = _status(cli_env, task_id)
         assert (report["status"], report["personas_done"], report["images_done"]) == ("completed", 20, 400)

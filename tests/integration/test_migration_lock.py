@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from db.session import alembic_config, make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCESSES = 6
+PROCESSES = 3
 # Each process imports everything, says it is ready, waits for "go" and migrates: the upgrades start together.
 MIGRATE_ON_GO = textwrap.dedent("""
     import pathlib, sys, time
