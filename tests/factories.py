@@ -7,7 +7,7 @@ import io
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,20 @@ def cli_in_process(env: Mapping[str, str], *argv: str, stdin: str = "") -> subpr
         finally:
             reset_settings_cache()
     return subprocess.CompletedProcess(["python", "-m", "pipeline", *argv], code, out.getvalue(), err.getvalue())
+
+
+def on_databases(cases: Sequence[tuple[Any, ...]], *, both: Collection[str]) -> list[Any]:
+    """Parameters ``(db_url, *case)`` for ``parametrize(..., indirect=["db_url"])``: every case on SQLite, and those
+    whose name (``case[0]``) is in ``both`` on PostgreSQL too. For input refused before it reaches the database,
+    where a second database adds nothing but time; a case that does reach it belongs in ``both``."""
+    unknown = set(both) - {case[0] for case in cases}
+    assert not unknown, unknown
+    params = []
+    for case in cases:
+        params.append(pytest.param("sqlite", *case, id=f"sqlite-{case[0]}"))
+        if case[0] in both:
+            params.append(pytest.param("postgresql", *case, id=f"postgresql-{case[0]}", marks=pytest.mark.postgres))
+    return params
 
 
 def copy_migrated_sqlite(template: Path, url: str) -> None:

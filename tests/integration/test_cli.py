@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from pipeline.cli import main
 from pipeline.core.config import reset_settings_cache
-from tests.factories import cli_in_process, offline_env
+from tests.factories import cli_in_process, offline_env, on_databases
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ["--user", "ana@example.org", "--description", "urban cyclists in Lisbon", "--language", "Portuguese",
@@ -70,7 +70,9 @@ BAD_SUBMITS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "change", "message"), BAD_SUBMITS, ids=[c[0] for c in BAD_SUBMITS])
+# Refused while the request is checked, before anything is written: on SQLite; the user look-ups on both databases.
+@pytest.mark.parametrize(("db_url", "case", "change", "message"),
+                         on_databases(BAD_SUBMITS, both={"unknown user", "sql in user"}), indirect=["db_url"])
 def test_bad_submit_exits_2_and_writes_nothing(
     cli_env: dict[str, str], capsys: pytest.CaptureFixture[str], case: str, change: dict[str, str], message: str
 ) -> None:

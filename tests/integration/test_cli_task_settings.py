@@ -13,6 +13,7 @@ import pytest
 import db.queries as q
 from db.session import Database
 from pipeline.submit.settings import read_settings
+from tests.factories import on_databases
 from tests.integration.test_cli import GOOD, cli, cli_env, count_rows
 
 __all__ = ["cli_env"]  # the fixture, imported for the tests below
@@ -109,7 +110,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("case", "sets", "config", "message"), BAD, ids=[c[0] for c in BAD])
+# Refused while the settings are read, before anything is written: on SQLite; one case on both databases.
+@pytest.mark.parametrize(("db_url", "case", "sets", "config", "message"),
+                         on_databases(BAD, both={"a good config, a bad --set"}), indirect=["db_url"])
 def test_bad_settings_exit_2_and_write_nothing(
     cli_env: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str, sets: list[str],
     config: str | None, message: str,
