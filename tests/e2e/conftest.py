@@ -158,10 +158,11 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             _stop(server.process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One Chromium for every e2e test (starting it takes a second); each test opens contexts of its own, which
-    share no cookies or storage."""
+    """One Chromium for the e2e tests (starting it takes a second); each test opens contexts of its own, which
+    share no cookies or storage. Closed after the last of them: Playwright's sync API runs an asyncio loop in the
+    main thread while it is open, and later tests call asyncio.run."""
     path = chromium_path()
     from playwright.sync_api import sync_playwright
 
