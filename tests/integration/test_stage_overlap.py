@@ -10,11 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 import db.queries as q
 from db.models import GenerationTask, PersonaStatus, TaskStatus, utcnow
 from db.session import Database
 from pipeline.core.domain import PersonaBatch, PersonaRequest
 from pipeline.providers.registry import ProviderCache, Providers
+from pipeline.stages.images import stage
 from pipeline.worker.executor import Worker
 from tests.factories import local_storage, make_settings, make_user, results_of, run_worker, submit, task_row
 from tests.integration.test_executor import referenced_keys, stored_files
@@ -146,3 +149,54 @@ def test_an_overlapped_run_interrupted_resumes_without_losing_or_duplicating_any
     assert referenced_keys(rows) == stored_files(storage.root)  # nothing orphaned, nothing missing
     with database.session() as session:
         assert session.get(GenerationTask, task_after.id).attempts == 2
+
+
+class _HeldPrompts:
+    """The offline grid-prompt provider, except that its first call signals ``held`` and waits for ``release``."""
+
+    def __init__(self, inner: Any, held: threading.Event, release: threading.Event):
+        self.inner, self.held, self.release = inner, held, release
+        self.first = threading.Lock()
+
+    def grid_prompt(self, *args: Any, **kwargs: Any) -> str:
+        if self.first.acquire(blocking=False):
+            self.held.set()
+            self.release.wait(DEADLINE_S)
+        return str(self.inner.grid_prompt(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_persona_under_way_when_the_database_drops_is_resumed_not_failed(
+    database: Database, db_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The database goes away (a PostgreSQL restart) while a persona waits on its grid prompt: the stage stops,
+    and the persona, once its call returns, must not fail for good on the stage's own shutdown (its grid can no
+    longer be scheduled); it stays pending and the resumed task completes it."""
+    settings = make_settings(db_url, tmp_path, lease_seconds=1.0, heartbeat_seconds=0.2)
+    held, release = threading.Event(), threading.Event()
+    real_store = stage._store_block
+    dropped = threading.Event()
+
+    def store_block(*args: Any, **kwargs: Any) -> bool:  # another persona's commit finds the database gone
+        if held.is_set() and not dropped.is_set():
+            dropped.set()
+            threading.Timer(0.5, release.set).start()  # the held call returns once the stage is shutting down
+            raise OperationalError("UPDATE ...", {}, Exception("the database system is shutting down"))
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "_store_block", store_block)
+    base = ProviderCache(settings)
+
+    class _Providers(ProviderCache):
+        def for_names(self, persona: str, image: str) -> Providers:
+            inner = base.for_names(persona, image)
+            return Providers(inner.persona, _HeldPrompts(inner.prompt, held, release), inner.image)
+
+    task_id = submit(database, settings, make_user(database), count=10, images=4)
+    run_worker(database, local_storage(tmp_path), settings, providers=_Providers(settings))
+    assert dropped.is_set()
+    task = task_row(database, task_id)
+    assert task.status == TaskStatus.COMPLETED.value, task.error_log
+    assert all(r.status == PersonaStatus.COMPLETED.value for r in results_of(database, task_id))

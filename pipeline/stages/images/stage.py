@@ -67,9 +67,10 @@ def run_image_stage(
     started: set[int] = set()
     running: set[Future[None]] = set()
     # Threads wait on HTTP most of the time: one per persona under way and one per grid of each (the CPU work in
-    # them is bounded separately, ``cpu_slot``).
-    with ThreadPoolExecutor(personas_at_once, thread_name_prefix=f"img-{ctx.task_id}") as personas, \
-            ThreadPoolExecutor(personas_at_once * n_blocks, thread_name_prefix=f"grid-{ctx.task_id}") as grids:
+    # them is bounded separately, ``cpu_slot``). The personas' pool is shut down first (the inner ``with``): a
+    # persona still under way when the stage stops may yet hand a grid to the grids' pool.
+    with ThreadPoolExecutor(personas_at_once * n_blocks, thread_name_prefix=f"grid-{ctx.task_id}") as grids, \
+            ThreadPoolExecutor(personas_at_once, thread_name_prefix=f"img-{ctx.task_id}") as personas:
         try:
             seen, status_written = -1, False
             while True:
