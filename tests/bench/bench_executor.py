@@ -132,14 +132,15 @@ def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: 
     time: only what the providers impose (their latency and their limits) and the configuration under test (the
     cap on running tasks, the workers' places).
 
-    At most ``concurrent = min(cap, workers * slots)`` tasks run at once, so identical tasks run in waves. Within a
-    wave of ``c`` tasks nothing can beat one persona's chain (its batch, its base, its grid prompts one after
-    another and the last one's grid: its grids run in parallel), nor, for each provider, the calls that must come
-    before its first call, plus its call-seconds divided by its limit, plus the calls that must follow its last
-    one (an image call waits for a batch; a grid prompt for a batch and a base, and a grid follows it; a batch is
-    followed by a base, the prompts and a grid), nor the bases' own rounds: with more personas than image slots the
-    last base starts ``ceil(personas / image limit) - 1`` latencies after the first batch at the earliest, and its
-    persona's chain follows it. Each task has ``ceil(personas / 10)`` batches, each persona 1
+    At most ``concurrent = min(cap, workers * slots)`` tasks run at once, so identical tasks run in rounds of
+    ``c`` tasks. No round can beat one persona's chain (its batch, its base, its grid prompts one after another and
+    the last one's grid: its grids run in parallel), nor each provider's call-seconds divided by its limit. The first
+    round's tasks all start at once, so for it two more bounds hold: for each provider, the calls that must come
+    before its first call and after its last (an image call waits for a batch; a grid prompt for a batch and a
+    base, and a grid follows it; a batch is followed by a base, the prompts and a grid), and the bases' own rounds
+    (with more personas than image slots, the last base starts ``ceil(personas / image limit) - 1`` latencies after
+    the first batch at the earliest, and its persona's chain follows it). A later round may start while the one
+    before it ends, so it counts only the first two. Each task has ``ceil(personas / 10)`` batches, each persona 1
     base and per block of 4 images 1 grid prompt and 1 grid. The limits are the providers', over all workers
     together."""
     concurrent = min(cap, workers * slots)
@@ -148,13 +149,16 @@ def ideal_seconds(*, tasks: int, personas: int, images: int, cap: int, workers: 
     per_task = {"persona": math.ceil(personas / PERSONA_BATCH_SIZE), "prompt": personas * blocks,
                 "image": personas * (1 + blocks)}
     before_after = {"persona": (0, chain - 1), "prompt": (2, 1), "image": (1, 0)}  # calls, in latencies
-    total, left = 0.0, tasks
+    total, left, first = 0.0, tasks, True
     while left > 0:
         c = min(concurrent, left)
-        last_base = 1 + math.ceil(c * personas / limits["image"]) - 1  # in latencies, when it starts at the earliest
-        total += max(chain, last_base + chain - 1,
-                     *(sum(before_after[kind]) + c * per_task[kind] / limits[kind] for kind in per_task))
-        left -= c
+        bounds = [chain, *(c * per_task[kind] / limits[kind] for kind in per_task)]
+        if first:
+            last_base = 1 + math.ceil(c * personas / limits["image"]) - 1  # in latencies, when it starts at the earliest
+            bounds += [last_base + chain - 1,
+                       *(sum(before_after[kind]) + c * per_task[kind] / limits[kind] for kind in per_task)]
+        total += max(bounds)
+        left, first = left - c, False
     return latency * total
 
 
