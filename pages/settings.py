@@ -6,6 +6,8 @@ Administrators edit; everyone else reads. Changes apply to the next submitted ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from pages import ui
@@ -33,9 +35,10 @@ st.caption("Changes take effect for the next submitted task; running tasks keep 
 current = read_settings(rt.db)
 
 
-def _save(key: str, value: str) -> None:
+def _save(key: str, value: str, setter: Callable[..., bool] = set_setting_value) -> None:
+    """Store one setting (or, with ``setter``, a price) and say so; a refused value shows why and changes nothing."""
     try:
-        changed = set_setting_value(rt.db, key, value, user)
+        changed = setter(rt.db, key, value, user)
     except PipelineError as exc:
         ui.show_error(exc)
     else:
@@ -177,11 +180,6 @@ with providers:
                     price_values[price.key] = text
             if st.form_submit_button("Save prices", disabled=not editable):
                 for key, value in price_values.items():
-                    try:
-                        changed = set_price(rt.db, key, value, user)
-                    except PipelineError as exc:
-                        ui.show_error(exc)
-                    else:
-                        st.toast(f"{key} saved" if changed else f"{key} unchanged", icon=":material/check:")
+                    _save(key, value, set_price)
                 if not price_values:
                     st.toast("prices unchanged", icon=":material/check:")
