@@ -8,6 +8,7 @@ silently skipping the journey.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -212,4 +213,15 @@ def fill_new_task(page: Any, description: str, personas: int, images: int) -> An
     page.get_by_role("option", name=str(images), exact=True).click()
     wait_idle(page)
     return count
+
+
+def submit_new_task(page: Any) -> str:
+    """Press Submit task on the filled New task form; returns the task id its success message names."""
+    page.get_by_role("button", name="Submit task").click()
+    success = page.get_by_text(re.compile(r"Task \w+ submitted"))
+    success.wait_for()
+    found = re.search(r"Task (\w+) submitted", success.inner_text())
+    assert found, success.inner_text()
+    wait_idle(page)
+    return found.group(1)
 

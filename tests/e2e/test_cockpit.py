@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server, fill_new_task, run_cli, wait_idle
+from tests.e2e.conftest import Server, fill_new_task, run_cli, submit_new_task, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -130,13 +130,7 @@ def _cockpit(page: Any, server: Server, tmp_path: Path) -> None:
     # Submit a small task with the toggle on.
     count = fill_new_task(page, DESCRIPTION, PERSONAS, IMAGES)
     expect(count).to_have_value(str(PERSONAS))
-    page.get_by_role("button", name="Submit task").click()
-    success = page.get_by_text(re.compile(r"Task \w+ submitted"))
-    success.wait_for()
-    found = re.search(r"Task (\w+) submitted", success.inner_text())
-    assert found, success.inner_text()
-    task_id = found.group(1)
-    wait_idle(page)
+    task_id = submit_new_task(page)
 
     # The Overview follows the task until it completes (it refreshes itself while a task runs).
     sidebar_link(page, "Overview").click()

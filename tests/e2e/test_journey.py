@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.conftest import Server, fill_new_task, run_cli, wait_idle
+from tests.e2e.conftest import Server, fill_new_task, run_cli, submit_new_task, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -201,13 +201,7 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     expect(page.get_by_label("Population description")).to_have_value(DESCRIPTION)
     expect(count).to_have_value(str(PERSONAS))
     shots("new-task-filled")
-    page.get_by_role("button", name="Submit task").click()
-    success = page.get_by_text(re.compile(r"Task \w+ submitted"))
-    success.wait_for()
-    task_id = re.search(r"Task (\w+) submitted", success.inner_text())
-    assert task_id, success.inner_text()
-    task_id_text = task_id.group(1)
-    wait_idle(page)
+    task_id_text = submit_new_task(page)
     shots("task-submitted")
 
     # Tasks: the fragment refreshes every 3 s until the badge says completed.
