@@ -11,7 +11,6 @@ rows that no longer count are cleared by each process's renewal of its slots (``
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import ProviderSlot, ProviderState, Setting
+from db.queries.settings import parse_whole_number
 
 __all__ = [
     "BREAKER_REFUSALS",
@@ -54,7 +54,6 @@ MAX_PROVIDER_RATE = 100_000  # requests per minute
 RATE_WINDOW = timedelta(minutes=1)
 RATE_OFF = "off"
 _OFF_WORDS = {"off", "none"}
-_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 THROTTLE_WINDOW = timedelta(minutes=10)  # "recent" refusals on the Tasks page
 BREAKER_REFUSALS = 5  # refusals in a row that open the circuit breaker
@@ -77,19 +76,9 @@ def limit_setting_keys() -> tuple[str, ...]:
     return tuple(key for kind in LIMIT_KINDS for key in (concurrency_key(kind), rate_key(kind)))
 
 
-def _whole(text: str, name: str) -> int:
-    value = str(text).strip()
-    if not _WHOLE_NUMBER.fullmatch(value):
-        raise ValueError(f"{name} must be a whole number, got {value[:40]!r}")
-    return int(value)
-
-
 def parse_provider_concurrency(text: str, name: str = "a provider's concurrency") -> int:
     """A concurrency limit as typed: a whole number from 1 to ``MAX_PROVIDER_CONCURRENCY``; ``ValueError`` else."""
-    value = _whole(text, name)
-    if not 1 <= value <= MAX_PROVIDER_CONCURRENCY:
-        raise ValueError(f"{name} must be between 1 and {MAX_PROVIDER_CONCURRENCY}, got {value}")
-    return value
+    return parse_whole_number(text, name, 1, MAX_PROVIDER_CONCURRENCY)
 
 
 def parse_provider_rate(text: str, name: str = "a provider's rate") -> int | None:
@@ -97,11 +86,7 @@ def parse_provider_rate(text: str, name: str = "a provider's rate") -> int | Non
     ``MAX_PROVIDER_RATE``; ``ValueError`` else."""
     if str(text).strip().lower() in _OFF_WORDS:
         return None
-    value = _whole(text, name)
-    if not 1 <= value <= MAX_PROVIDER_RATE:
-        raise ValueError(f"{name} must be between 1 and {MAX_PROVIDER_RATE} requests per minute (or off), "
-                         f"got {value}")
-    return value
+    return parse_whole_number(text, name, 1, MAX_PROVIDER_RATE, besides="per minute, or off")
 
 
 @dataclass(frozen=True)

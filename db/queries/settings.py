@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_TASKS_KEY = "max_concurrent_tasks"
 MAX_CONCURRENT_LIMIT = 64
 DEFAULT_MAX_CONCURRENT_TASKS = 1  # the seed's value, also used when the stored one is missing or damaged
-_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")  # more digits can only be absurd (and int() of a long text is slow)
 MAX_RUNNING_TASKS_PER_USER_KEY = "max_running_tasks_per_user"
 MAX_PREVIEWS_PER_HOUR_KEY = "max_previews_per_user_per_hour"
 USER_LIMIT_KEYS = (MAX_RUNNING_TASKS_PER_USER_KEY, MAX_PREVIEWS_PER_HOUR_KEY)  # 0 (or no row): no limit
@@ -85,16 +85,22 @@ def set_setting(session: Session, key: str, value: str, actor: User | None) -> b
     return True
 
 
-def parse_max_concurrent_tasks(text: str) -> int:
-    """The global cap on running tasks from its text form: a whole number from 1 to ``MAX_CONCURRENT_LIMIT``.
-    Raises ``ValueError`` saying what is wrong otherwise."""
+def parse_whole_number(text: str, name: str, low: int, high: int, *, besides: str = "") -> int:
+    """A setting's value as an administrator typed it: a whole number from ``low`` to ``high``. Raises
+    ``ValueError`` saying what is wrong otherwise; ``besides`` is added to the message (``"0 for no limit"``)."""
     value = str(text).strip()
+    note = f" ({besides})" if besides else ""
     if not _WHOLE_NUMBER.fullmatch(value):
-        raise ValueError(f"max_concurrent_tasks must be a whole number, got {value[:40]!r}")
-    cap = int(value)
-    if not 1 <= cap <= MAX_CONCURRENT_LIMIT:
-        raise ValueError(f"max_concurrent_tasks must be between 1 and {MAX_CONCURRENT_LIMIT}, got {cap}")
-    return cap
+        raise ValueError(f"{name} must be a whole number{note}, got {value[:40]!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}{note}, got {number}")
+    return number
+
+
+def parse_max_concurrent_tasks(text: str) -> int:
+    """The global cap on running tasks from its text form: a whole number from 1 to ``MAX_CONCURRENT_LIMIT``."""
+    return parse_whole_number(text, MAX_CONCURRENT_TASKS_KEY, 1, MAX_CONCURRENT_LIMIT)
 
 
 def read_max_concurrent_tasks(session: Session, *, lock: bool = False) -> int:
@@ -169,14 +175,8 @@ def list_audit(session: Session, *, target: str | None = None, limit: int = 100)
 
 def parse_user_limit(key: str, text: str) -> int:
     """A per-user limit (``USER_LIMIT_KEYS``) from its text form: a whole number from 0 (no limit) to
-    ``MAX_USER_LIMIT``. Raises ``ValueError`` saying what is wrong otherwise."""
-    value = str(text).strip()
-    if not _WHOLE_NUMBER.fullmatch(value) or len(value) > 8:
-        raise ValueError(f"{key} must be a whole number (0 for no limit), got {value[:40]!r}")
-    limit = int(value)
-    if not 0 <= limit <= MAX_USER_LIMIT:
-        raise ValueError(f"{key} must be between 0 (no limit) and {MAX_USER_LIMIT}, got {limit}")
-    return limit
+    ``MAX_USER_LIMIT``."""
+    return parse_whole_number(text, key, 0, MAX_USER_LIMIT, besides="0 for no limit")
 
 
 def read_user_limit(session: Session, key: str) -> int:
