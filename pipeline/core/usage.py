@@ -15,6 +15,7 @@ leaves them out and says so (``tokens_unpriced``).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ MAX_BUDGET = 1_000_000.0  # dollars
 _OFF_WORDS = {"", "off", "none"}
 _AMOUNT = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 _SEPARATORS = re.compile(r"[\s,;]+")
+_warned: set[str | None] = set()  # stored prices already logged as not valid
+
+log = logging.getLogger(__name__)
 
 
 def provider_key(kind: str, snapshot: dict[str, Any], default_persona: str = "offline",
@@ -116,6 +120,19 @@ def parse_price(text: str, what: str = "a price") -> Price | None:
             raise ValidationError(f"{what}: {name} is given twice")
         parts[name] = _amount(amount, f"{what}: {name}", MAX_PRICE)
     return Price(**parts)
+
+
+def stored_price(provider: str, text: str | None) -> Price | None:
+    """``provider``'s price as stored (``price_key``): None when there is none, or when the stored text does not
+    parse (edited by hand), which the log says once."""
+    try:
+        return parse_price(text or "")
+    except ValidationError as exc:
+        if text not in _warned:
+            _warned.add(text)
+            log.warning("the stored %s%s is not valid (%s): its calls are not priced", PRICE_PREFIX,
+                        provider.split(":", 1)[-1], exc)
+        return None
 
 
 def parse_budget(text: object) -> float | None:

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 import db.queries as q
 from db.models import utcnow
 from db.session import Database
-from pipeline.core.errors import ValidationError
-from pipeline.core.usage import PRICE_PREFIX, Price, call_cost, format_money, parse_price, price_key
+from pipeline.core.usage import Price, call_cost, format_money, price_key, stored_price
 from pipeline.providers.http import Usage, collect_usage
 from pipeline.stages.limits import ProviderFailing
 
@@ -131,12 +130,7 @@ class UsageMeter:
             return read[1]
         with self.db.session() as session:
             text = q.get_setting(session, price_key(provider))
-        try:
-            price = parse_price(text or "")
-        except ValidationError as exc:  # edited by hand: the calls go on, unpriced, and the log says why
-            log.warning("the stored %s%s is not valid (%s): its calls are not priced", PRICE_PREFIX,
-                        provider.split(":", 1)[-1], exc)
-            price = None
+        price = stored_price(provider, text)  # edited by hand so that it does not parse: the calls go on, unpriced
         with self._lock:
             self._prices[provider] = (now, price)
         return price

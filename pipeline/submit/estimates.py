@@ -24,8 +24,7 @@ import db.queries as q
 from db.session import Database
 from pipeline.core.config import Settings
 from pipeline.core.domain import IMAGES_PER_BLOCK, MAX_BATCHES_IN_FLIGHT, PERSONA_BATCH_SIZE
-from pipeline.core.errors import ValidationError
-from pipeline.core.usage import Price, parse_price, price_key, provider_key
+from pipeline.core.usage import Price, price_key, provider_key, stored_price
 from pipeline.submit.submission import build_snapshot
 
 KINDS = ("persona", "prompt", "image")
@@ -132,20 +131,13 @@ def estimate_task(db: Database, settings: Settings, count: int, images_per_perso
                 seconds, observed = statistics.median(c.seconds for c in recent), len(recent)
             else:
                 seconds, observed = DEFAULT_SECONDS.get((kind, name), FALLBACK_SECONDS[kind]), 0
-            cost, partial = _cost(_price(q.get_setting(session, price_key(provider))), kind, calls, recent)
+            cost, partial = _cost(stored_price(provider, q.get_setting(session, price_key(provider))), kind, calls, recent)
             at_once = min(task_cap[kind], limits.concurrency)
             kinds[kind] = KindEstimate(kind, provider, calls, seconds, observed, at_once, limits.rate_per_minute, cost,
                                        partial)
     chain = kinds["image"].seconds_per_call * 2 + blocks * kinds["prompt"].seconds_per_call  # base, prompts, a grid
     seconds = max(kinds["persona"].busy_seconds + chain, kinds["prompt"].busy_seconds, kinds["image"].busy_seconds)
     return Estimate(kinds, seconds)
-
-
-def _price(text: str | None) -> Price | None:
-    try:
-        return parse_price(text or "")
-    except ValidationError:  # a stored value edited by hand: as if there were no price
-        return None
 
 
 def _cost(price: Price | None, kind: str, calls: int, recent: list[q.RecentCall]) -> tuple[float | None, bool]:

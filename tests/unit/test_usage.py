@@ -6,7 +6,16 @@ import pytest
 
 from db.queries.usage import UsageSummary
 from pipeline.core.errors import ValidationError
-from pipeline.core.usage import Price, call_cost, format_money, parse_price, price_key, usage_table, usage_total
+from pipeline.core.usage import (
+    Price,
+    call_cost,
+    format_money,
+    parse_price,
+    price_key,
+    stored_price,
+    usage_table,
+    usage_total,
+)
 
 
 @pytest.mark.parametrize(("text", "price"), [
@@ -22,6 +31,16 @@ def test_prices_as_typed(text: str, price: Price | None) -> None:
 def test_a_price_is_stored_in_its_own_words() -> None:
     assert Price(per_1k_input=0.00015, per_image=0.04).text() == "per_image=0.04 per_1k_input=0.00015"
     assert parse_price(Price(per_call=1.5, per_1k_output=2).text()) == Price(per_call=1.5, per_1k_output=2)
+
+
+def test_a_stored_price_edited_by_hand_prices_nothing_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    provider = "image:openai:gpt-image-1.5"
+    assert stored_price(provider, "per_image=0.04") == Price(per_image=0.04)
+    assert stored_price(provider, None) is None
+    with caplog.at_level("WARNING"):
+        assert stored_price(provider, "per_image=lots") is None
+        assert stored_price(provider, "per_image=lots") is None
+    assert caplog.text.count("price:openai:gpt-image-1.5 is not valid") == 1, caplog.text
 
 
 def test_the_price_of_a_provider_is_per_provider_and_model() -> None:
