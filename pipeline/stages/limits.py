@@ -6,13 +6,14 @@ read live: at an admission, when this process's copy is over ``LIMITS_READ_SECON
 A call takes a slot in ``provider_slots`` (one short transaction) and gives it back when it ends; its holder renews it
 while the call runs, so the slots of a process that died expire on their own.
 
-In a process, the calls waiting for one provider queue here, served round-robin by task (no task starves
-another), and only the head of the queue asks the database: at once when a call of this process ends, else with a
+In a process, the calls waiting for one provider queue here, served by task in turns: the earliest-submitted task
+waiting gets ``OLDEST_TURNS`` calls for each call of every other task (first come, mostly first served; no task
+starves another), and only the head of the queue asks the database: at once when a call of this process ends, else with a
 growing pause, so that 64 waiting threads do not hammer the database.
 
 The limit adapts (``record_pushback``): each HTTP attempt is reported by the HTTP client (``http.observe``); a
-429, 503 or ``Retry-After`` halves the provider's effective limit, a reply far slower than its recent median does
-the same, and refusals in a row open a circuit breaker. A refused call gives its slot back and waits for a new one
+429, 503 or ``Retry-After`` lowers the provider's effective limit to ``DECREASE_FACTOR`` of itself, a reply far slower
+than its recent median does the same, and refusals in a row open a circuit breaker. A refused call gives its slot back and waits for a new one
 before its retry, so the retries of a burst that was refused do not all go out again at once.
 
 The offline providers call no network: their calls are only bounded by this host's cores.
@@ -30,7 +31,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http import HTTPStatus
@@ -73,8 +74,13 @@ class ProviderFailing(ProviderError):
         return str(self.args[0])
 
 
+OLDEST_TURNS = 3  # calls in a row for the earliest-submitted waiting task, against one for each other task: it
+# ends sooner, which frees its place under the running-task cap sooner, and a later task still gets a call in four
+
+
 class _Gate:
-    """One provider's waiting calls in this process, served round-robin by task. Guarded by ``lock``.
+    """One provider's waiting calls in this process, served by task in turns, the earliest-submitted task (the
+    smallest ``task``, a task's primary key) ``OLDEST_TURNS`` calls at a time. Guarded by ``lock``.
 
     Each waiting call waits on a condition of its own (``waiter``), and only the head of the queue is woken when
     its turn comes or a call ends: with a hundred calls waiting, waking them all at every call's end cost more CPU
@@ -82,8 +88,9 @@ class _Gate:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.queues: dict[Hashable, deque[threading.Condition]] = {}
-        self.order: deque[Hashable] = deque()  # tasks with waiting calls; the first one is served next
+        self.queues: dict[int, deque[threading.Condition]] = {}
+        self.order: deque[int] = deque()  # tasks with waiting calls; the first one is served next
+        self.streak: tuple[int | None, int] = (None, 0)  # the task at the front and the calls it had in a row
         self.ends = 0  # calls of this process that ended: the head asks again at once
         self.in_use = 0  # calls in flight (used by the offline gate, bounded by the cores)
 
@@ -91,7 +98,7 @@ class _Gate:
         """A waiting call's place in the queue (``join``), woken when it becomes the head."""
         return threading.Condition(self.lock)
 
-    def join(self, task: Hashable, waiter: threading.Condition) -> None:
+    def join(self, task: int, waiter: threading.Condition) -> None:
         if task not in self.queues:
             self.queues[task] = deque()
             self.order.append(task)
@@ -100,13 +107,18 @@ class _Gate:
     def head(self) -> threading.Condition | None:
         return self.queues[self.order[0]][0] if self.order else None
 
-    def leave(self, task: Hashable, waiter: threading.Condition, *, served: bool) -> None:
+    def leave(self, task: int, waiter: threading.Condition, *, served: bool) -> None:
         waiting = self.queues[task]
         waiting.remove(waiter)
-        if served:  # the task had its turn: it goes to the back of the line
-            self.order.remove(task)
-            if waiting:
-                self.order.append(task)
+        if served:  # the task had a call: the earliest-submitted one keeps its turn, else it goes to the back
+            in_row = self.streak[1] + 1 if self.streak[0] == task else 1
+            if waiting and task == min(self.queues) and in_row < OLDEST_TURNS:
+                self.streak = (task, in_row)
+            else:
+                self.streak = (None, 0)
+                self.order.remove(task)
+                if waiting:
+                    self.order.append(task)
         elif not waiting:
             self.order.remove(task)
         if not waiting:
@@ -124,7 +136,7 @@ class _Gate:
         if head is not None:
             head.notify()
 
-    def admit(self, task: Hashable, try_once: Callable[[], float | None], checkpoint: Callable[[], None]) -> None:
+    def admit(self, task: int, try_once: Callable[[], float | None], checkpoint: Callable[[], None]) -> None:
         """Wait for this call's turn, then ask ``try_once`` (None: admitted; else seconds to wait at least, 0 for
         "until a call ends") until it admits the call. ``checkpoint`` raises to give up (cancel, lease lost)."""
         me = self.waiter()
@@ -170,7 +182,7 @@ class _Call:
 
     provider: str
     kind: str
-    task: Hashable
+    task: int
     task_id: str
     worker_id: str
     checkpoint: Callable[[], None]
@@ -200,7 +212,7 @@ class ProviderLimiter:
             return self._gates.setdefault(provider, _Gate())
 
     @contextlib.contextmanager
-    def call(self, provider: str | None, kind: str, *, task: Hashable, task_id: str, worker_id: str,
+    def call(self, provider: str | None, kind: str, *, task: int, task_id: str, worker_id: str,
              checkpoint: Callable[[], None]) -> Iterator[None]:
         """Hold a slot of ``provider`` (None: an offline provider, bounded by the cores) around one call, observing
         its HTTP attempts. ``checkpoint`` is called while waiting and may raise to give up."""

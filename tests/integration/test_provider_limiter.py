@@ -1,6 +1,6 @@
 """The provider limiter's rules, one at a time, on both databases with a controlled clock: slots expire, the rate
 limit counts the calls started in the last minute, the limit drops and grows back, refusals in a row open the
-circuit breaker; and a process's waiting calls are served round-robin by task."""
+circuit breaker; and a process's waiting calls are served by task in turns."""
 
 from __future__ import annotations
 
@@ -116,19 +116,41 @@ def test_refusals_in_row_open_the_breaker_for_the_retry_after_then_one_probe(dat
     assert acquire(database, "second", after, limits) == 0.0  # one probe at a time
 
 
-def test_waiting_calls_are_served_round_robin_by_task() -> None:
-    gate = _Gate()
-    a1, a2, a3, b1, c1 = (gate.waiter() for _ in range(5))
+def served_order(gate: _Gate) -> list[threading.Condition]:
+    """Admit the gate's waiting calls one at a time, as the head of the queue is admitted; the order they went in."""
+    served = []
     with gate.lock:
-        for task, token in (("A", a1), ("A", a2), ("A", a3), ("B", b1), ("C", c1)):
-            gate.join(task, token)
-        served = []
-        while gate.head() is not None:
-            head = gate.head()
+        while (head := gate.head()) is not None:
             task = next(t for t, waiting in gate.queues.items() if waiting[0] is head)
             served.append(head)
             gate.leave(task, head, served=True)
-    assert served == [a1, b1, c1, a2, a3]  # task A's burst does not hold B and C back
+    return served
+
+
+def test_waiting_calls_are_served_by_task_in_turns_the_earliest_task_three_at_a_time() -> None:
+    gate = _Gate()
+    a = [gate.waiter() for _ in range(7)]  # task 1, submitted first: a burst
+    b = [gate.waiter() for _ in range(3)]
+    c = [gate.waiter() for _ in range(2)]
+    with gate.lock:
+        for task, tokens in ((3, c), (1, a), (2, b)):
+            for token in tokens:
+                gate.join(task, token)
+    assert served_order(gate) == [c[0], a[0], a[1], a[2], b[0], c[1], a[3], a[4], a[5], b[1], a[6], b[2]]
+    assert not gate.queues and not gate.order
+
+
+def test_a_later_task_is_served_while_an_earlier_one_has_hundreds_of_calls_waiting() -> None:
+    gate = _Gate()
+    early = [gate.waiter() for _ in range(300)]
+    late = [gate.waiter() for _ in range(5)]
+    with gate.lock:
+        for token in early:
+            gate.join(7, token)
+        for token in late:
+            gate.join(8, token)
+    order = served_order(gate)
+    assert [order.index(token) for token in late] == [3, 7, 11, 15, 19]  # one call in four, from the start
 
 
 def test_a_call_that_ends_wakes_the_head_of_the_queue_not_every_waiting_call() -> None:
