@@ -10,7 +10,7 @@ import streamlit as st
 from pages import ui
 from pipeline.core.domain import TaskStatus
 from pipeline.core.errors import PipelineError
-from pipeline.core.usage import format_money, usage_table, usage_total
+from pipeline.core.usage import format_money, parse_budget, usage_table, usage_total
 from pipeline.submit.providers_status import provider_status
 from pipeline.submit.settings import (
     TASK_SETTING_KEYS,
@@ -164,9 +164,14 @@ def task_list() -> None:
                               on_click=_act, args=("Resumed: {result}",
                                                    lambda who, t=tid: resume_task(rt.db, rt.settings, t, who)))
                 if task.status in RETRYABLE:
+                    budget_key = f"retry_budget_{tid}"
+                    if task.budget is not None:  # a task stopped at its budget goes on with a higher one
+                        st.text_input("Budget for the retry ($)", value=f"{task.budget:g}", key=budget_key,
+                                      help="More than the task has spent so far, over all its runs")
                     st.button("Retry failed", key=f"retry_{tid}", icon=":material/replay:",
                               on_click=_act, args=("{result} persona(s) queued again",
-                                                   lambda who, t=tid: retry_task(rt.db, t, who)))
+                                                   lambda who, t=tid, k=budget_key: retry_task(
+                                                       rt.db, t, who, budget=parse_budget(st.session_state.get(k)))))
                 if task.status != TaskStatus.HELD.value:  # resumed or cancelled first
                     c1, c2 = st.columns(2)
                     c1.button("Re-run", key=f"rerun_{tid}", help="Same request, same seed",

@@ -99,8 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task_id")
     p.add_argument("--json", action="store_true")
 
-    for name in ("cancel", "retry", "delete"):
+    for name in ("cancel", "delete"):
         sub.add_parser(name, help=f"{name} a task").add_argument("task_id")
+    p = sub.add_parser("retry", help="re-run what failed in a partial, failed or cancelled task")
+    p.add_argument("task_id")
+    p.add_argument("--budget", metavar="DOLLARS",
+                   help="a new budget for the task, more than it has spent (a task stopped at its budget goes on "
+                        "with a higher one)")
     sub.add_parser("resume", help="resume a task held at upgrade (calls the configured providers: may cost money)"
                    ).add_argument("task_id")
 
@@ -266,7 +271,8 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    print(f"{retry_task(_open(settings), args.task_id)} persona(s) queued again")
+    budget = parse_budget(args.budget)  # before anything is opened or written
+    print(f"{retry_task(_open(settings), args.task_id, budget=budget)} persona(s) queued again")
     return 0
 
 

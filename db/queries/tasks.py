@@ -285,9 +285,13 @@ def _make_claimable(task: GenerationTask, now: datetime) -> None:
     task.updated_at = now
 
 
-def reset_task_for_retry(session: Session, task: GenerationTask, now: datetime | None = None) -> int:
-    """Make failed personas pending again and the task runnable. Returns the number of personas reset."""
+def reset_task_for_retry(session: Session, task: GenerationTask, now: datetime | None = None, *,
+                         budget: float | None = None) -> int:
+    """Make failed personas pending again and the task runnable, with ``budget`` as its budget when one is given.
+    Returns the number of personas reset."""
     now = now or utcnow()
+    if budget is not None:
+        task.budget = budget
     result = session.execute(
         sa.update(GenerationResult)
         .where(GenerationResult.task_id == task.id, GenerationResult.status == PersonaStatus.FAILED.value)

@@ -17,9 +17,10 @@ from db.models import GenerationTask, TaskStatus, User, utcnow
 from db.session import Database
 from pipeline.core.config import Settings
 from pipeline.core.domain import TaskSpec
-from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError
+from pipeline.core.errors import AccessDenied, ConflictError, NotFoundError, PipelineError, ValidationError
 from pipeline.core.identity import snapshot as identity_snapshot
 from pipeline.core.keys import task_prefix
+from pipeline.core.usage import format_money
 from pipeline.storage import Storage
 from pipeline.submit.submission import build_snapshot, submit_task
 
@@ -114,15 +115,23 @@ def cancel_task(db: Database, task_id: str, actor: User | None = None) -> str:
         return q.request_cancel(session, task)
 
 
-def retry_task(db: Database, task_id: str, actor: User | None = None) -> int:
-    """Re-run only what failed (failed personas, missing personas, missing images). Returns personas reset."""
+def retry_task(db: Database, task_id: str, actor: User | None = None, *, budget: float | None = None) -> int:
+    """Re-run only what failed (failed personas, missing personas, missing images). Returns personas reset.
+
+    ``budget`` (dollars, from ``parse_budget``; None keeps the task's) replaces the task's budget: a task that
+    stopped at its budget goes on with a higher one. It must be more than the task has spent over all its runs."""
     with db.transaction(immediate=True) as session:
         task = _visible_task(session, task_id, actor)
         if task.status not in (TaskStatus.PARTIAL.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value):
             raise ConflictError(f"task {task_id} is {task.status}: only partial, failed or cancelled tasks can be retried")
         if not task.config_snapshot:  # it would run with empty bio prompts
             raise ConflictError(f"task {task_id} has no frozen config to retry (a legacy task): submit it anew")
-        return q.reset_task_for_retry(session, task)
+        if budget is not None:
+            spent = q.task_spend(session, task.id).spent
+            if budget <= spent:
+                raise ValidationError(f"task {task_id} has spent {format_money(spent)} already: its new budget must "
+                                      f"be more than that, got {format_money(budget)}")
+        return q.reset_task_for_retry(session, task, budget=budget)
 
 
 def resume_task(db: Database, settings: Settings, task_id: str, actor: User | None = None) -> str:

@@ -97,6 +97,36 @@ def test_the_tasks_page_shows_a_tasks_usage_and_budget(app_env: AppEnv) -> None:
     assert shown == (3, 0, 3, "—", "$0.12")
 
 
+def test_a_task_stopped_at_its_budget_is_retried_with_a_higher_one_and_a_budget_not_above_the_spend_changes_nothing(
+        app_env: AppEnv) -> None:
+    admin = app_env.admin(ADMIN)
+    task_id = submit(app_env.db, app_env.settings, admin)
+    _record(app_env, task_id, calls=10, cost=0.10)  # $1.00 spent of a $1.00 budget
+    with app_env.db.transaction() as session:
+        task = q.get_task(session, task_id)
+        assert task is not None
+        task.budget, task.status = 1.0, "partial"
+    at = run(page("tasks", ADMIN))
+    field = at.text_input(key=f"retry_budget_{task_id}")
+    assert field.value == "1"
+    for bad, message in (("1", "has spent $1.00 already: its new budget must be more than that, got $1.00"),
+                         ("lots", "budget must be an amount in dollars like 12.50")):
+        at.text_input(key=f"retry_budget_{task_id}").input(bad)
+        at.button(key=f"retry_{task_id}").click()
+        run(at)
+        assert message in joined(at.error).replace("\\", ""), joined(at.error)
+        with app_env.db.session() as session:
+            task = q.get_task(session, task_id)
+            assert task is not None and (task.status, task.budget) == ("partial", 1.0)
+    at.text_input(key=f"retry_budget_{task_id}").input("2.50")
+    at.button(key=f"retry_{task_id}").click()
+    run(at)
+    assert not at.error
+    with app_env.db.session() as session:
+        task = q.get_task(session, task_id)
+        assert task is not None and (task.status, task.budget) == ("pending", 2.5)
+
+
 def test_the_overview_counts_the_provider_calls_of_the_week(app_env: AppEnv) -> None:
     admin = app_env.admin(ADMIN)
     task_id = submit(app_env.db, app_env.settings, admin)

@@ -93,6 +93,40 @@ def test_a_task_with_a_budget_stops_partial_at_the_budget(database: Database, db
     assert usage.cost == pytest.approx(1.10)
 
 
+def test_a_task_stopped_at_its_budget_goes_on_when_retried_with_a_higher_one(
+        database: Database, db_url: str, tmp_path: Path) -> None:
+    """The task above, stopped at $1.10 of $1.15: a retry with a budget not above the spend is refused and changes
+    nothing; with $2.00 the persona left short gets its images, and the task completes within the new budget."""
+    storage = local_storage(tmp_path)
+    with FakeOpenAI(latency=0.05) as fake:
+        settings = openai_images_settings(db_url, tmp_path, fake)
+        configure(database)
+        set_price(database, IMAGE_PRICE, "per_image=0.10", actor=None)
+        user = make_user(database)
+        spec = validate_spec(user_id=user.id, description="cyclists", language="English", count=6,
+                             images_per_persona=4, seed=3)
+        task_id = submit_task(database, spec, build_snapshot(database, settings), budget=1.15)
+        run_worker(database, storage, settings, providers=ProviderCache(settings))
+        assert task_row(database, task_id).status == TaskStatus.PARTIAL.value
+        env = offline_env(db_url, tmp_path)
+        for bad, message in (("1.10", "has spent $1.10 already: its new budget must be more than that, got $1.10"),
+                             ("-2", "budget must be an amount in dollars like 12.50")):
+            done = cli_in_process(env, "retry", task_id, "--budget", bad)
+            assert done.returncode == 2 and message in done.stderr, done.stderr
+            task = task_row(database, task_id)
+            assert (task.status, task.budget) == (TaskStatus.PARTIAL.value, 1.15)
+        done = cli_in_process(env, "retry", task_id, "--budget", "2.00")
+        assert done.returncode == 0 and "1 persona(s) queued again" in done.stdout, done.stderr
+        run_worker(database, storage, settings, providers=ProviderCache(settings))
+    task = task_row(database, task_id)
+    assert (task.status, task.budget) == (TaskStatus.COMPLETED.value, 2.0), task.error_log
+    rows = results_of(database, task_id)
+    assert all(r.status == PersonaStatus.COMPLETED.value and r.image_count == 4 for r in rows)
+    assert referenced_keys(rows) == stored_files(storage.root)
+    usage = usage_of(database, task_id)[IMAGE_PROVIDER]
+    assert usage.calls_failed == 0 and 12 <= usage.calls_ok <= 13 and usage.cost <= 2.0
+
+
 def test_the_budget_counts_what_earlier_runs_spent(database: Database, db_url: str, tmp_path: Path) -> None:
     """A resumed task's meter starts from the calls its earlier runs recorded: with $0.30 of a $0.40 budget spent
     before, one more $0.10 call is made and the next is refused, with the whole spend in the note."""
