@@ -151,7 +151,7 @@ def task_list() -> None:
                     with st.expander(f"Provider usage: {usage_total(calls)}{budget}"):
                         st.dataframe(usage_table(calls), hide_index=True)
                 if task.error_log:
-                    with st.expander(f"Error log ({task.error_log.count(chr(10)) + 1} lines)"):
+                    with st.expander(f"Error log ({ui.plural(task.error_log.count(chr(10)) + 1, 'line')})"):
                         st.code(task.error_log, language=None)
             with actions:
                 tid = task.task_id
@@ -166,7 +166,8 @@ def task_list() -> None:
                 if task.status in RETRYABLE:
                     budget_key = f"retry_budget_{tid}"
                     if task.budget is not None:  # a task stopped at its budget goes on with a higher one
-                        st.text_input("Budget for the retry ($)", value=f"{task.budget:g}", key=budget_key,
+                        shown = f"{task.budget:.2f}" if round(task.budget, 2) == task.budget else f"{task.budget:g}"
+                        st.text_input("Budget for the retry ($)", value=shown, key=budget_key,
                                       help="More than the task has spent so far, over all its runs")
                     st.button("Retry failed", key=f"retry_{tid}", icon=":material/replay:",
                               on_click=_act, args=("{result} persona(s) queued again",

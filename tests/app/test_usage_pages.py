@@ -108,7 +108,7 @@ def test_a_task_stopped_at_its_budget_is_retried_with_a_higher_one_and_a_budget_
         task.budget, task.status = 1.0, "partial"
     at = run(page("tasks", ADMIN))
     field = at.text_input(key=f"retry_budget_{task_id}")
-    assert field.value == "1"
+    assert field.value == "1.00"
     for bad, message in (("1", "has spent $1.00 already: its new budget must be more than that, got $1.00"),
                          ("lots", "budget must be an amount in dollars like 12.50")):
         at.text_input(key=f"retry_budget_{task_id}").input(bad)
