@@ -8,13 +8,14 @@ while the call runs, so the slots of a process that died expire on their own.
 
 In a process, the calls waiting for one provider queue here, served by task in turns: the earliest-submitted task
 waiting gets ``OLDEST_TURNS`` calls for each call of every other task (first come, mostly first served; no task
-starves another), and only the head of the queue asks the database: at once when a call of this process ends, else with a
-growing pause, so that 64 waiting threads do not hammer the database.
+starves another). Only the head of the queue asks the database: at once when a call of this process ends, else
+with a growing pause, so that 64 waiting threads do not hammer the database.
 
 The limit adapts (``record_pushback``): each HTTP attempt is reported by the HTTP client (``http.observe``); a
-429, 503 or ``Retry-After`` lowers the provider's effective limit to ``DECREASE_FACTOR`` of itself, a reply far slower
-than its recent median does the same, and refusals in a row open a circuit breaker. A refused call gives its slot back and waits for a new one
-before its retry, so the retries of a burst that was refused do not all go out again at once.
+429, 503 or ``Retry-After`` lowers the provider's effective limit to ``DECREASE_FACTOR`` of itself, a reply far
+slower than its recent median does the same, and refusals in a row open a circuit breaker. A refused call gives
+its slot back and waits for a new one before its retry, so the retries of a burst that was refused do not all go
+out again at once.
 
 The offline providers call no network: their calls are only bounded by this host's cores.
 """

@@ -24,7 +24,6 @@ its reservation becomes its real cost when it ends.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +35,6 @@ from db.session import Database
 from pipeline.core.usage import Price, call_cost, format_money, price_key, stored_price
 from pipeline.providers.http import Usage, collect_usage
 from pipeline.stages.limits import ProviderFailing
-
-log = logging.getLogger(__name__)
 
 BUDGET_SLACK = 1e-9  # dollars: float sums of prices that add up to the budget exactly are within it
 PRICE_READ_SECONDS = 1.0  # a change of a price applies to a running task's calls within this
