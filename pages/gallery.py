@@ -36,7 +36,7 @@ flt = gallery.GalleryFilter.from_query_params(params)
 choices = gallery.visible_task_choices(rt.db, user)
 if not choices:
     st.info("No tasks to browse yet.")
-    st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
+    st.page_link("pages/new.py", label="New task", icon=":material/add_circle:")
     st.stop()
 labels = {c["task_id"]: f"{c['task_id']} · {c['description']} ({c['personas']} personas, {c['status']})" for c in choices}
 default_tasks = [t for t in flt.task_ids if t in labels] or [choices[0]["task_id"]]

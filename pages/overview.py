@@ -108,7 +108,7 @@ def _show(ov: Overview, viewer: User) -> None:
     """The page below its caption, for ``viewer`` (a refresh passes the user as the database has them now)."""
     if not ov.tasks:
         st.info("No tasks yet: describe a population on the New task page to generate your first dataset.")
-        st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
+        st.page_link("pages/new.py", label="New task", icon=":material/add_circle:")
         return
     _made(ov)
     left, right = st.columns(2)

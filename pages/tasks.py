@@ -108,7 +108,7 @@ def task_list() -> None:
     defaults = default_task_settings(read_settings(rt.db))  # what a task gets unless it sets its own
     if not rows:
         st.info("No tasks yet: create one on the New task page.")
-        st.page_link("pages/new_task.py", label="New task", icon=":material/add_circle:")
+        st.page_link("pages/new.py", label="New task", icon=":material/add_circle:")
         return
     usage = task_usage(rt.db, [row.task.id for row in rows])
     for row in rows:
@@ -184,7 +184,7 @@ def task_list() -> None:
                                                    lambda who, t=tid: rerun_task(rt.db, t, who, same_seed=False)))
                     if st.button("Re-run with changes", key=f"rerun_edit_{tid}", icon=":material/edit_note:",
                                  help="New task, pre-filled with this task's request and settings"):
-                        st.switch_page("pages/new_task.py", query_params={"from": tid})
+                        st.switch_page("pages/new.py", query_params={"from": tid})
                 if task.status in (*TaskStatus.finished(), TaskStatus.PENDING.value, TaskStatus.HELD.value):
                     confirm = st.checkbox("confirm delete", key=f"confirm_{tid}")
                     st.button("Delete", key=f"delete_{tid}", icon=":material/delete:", disabled=not confirm,

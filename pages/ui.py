@@ -36,7 +36,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
     # The default page's URL path differs from its file's name: in Streamlit's pages/-folder mode (AppTest runs
     # every script in it) the current page would otherwise run as pages/overview.py alone, without the login gate.
     "dashboard": ("overview.py", "Overview", ":material/dashboard:"),
-    "new": ("new_task.py", "New task", ":material/add_circle:"),
+    "new": ("new.py", "New task", ":material/add_circle:"),
     "tasks": ("tasks.py", "Tasks", ":material/list_alt:"),
     "gallery": ("gallery.py", "Gallery", ":material/photo_library:"),
     "settings": ("settings.py", "Settings", ":material/tune:"),

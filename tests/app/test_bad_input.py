@@ -46,7 +46,7 @@ TASK_CASES: list[tuple[str, dict[str, Any], str]] = [
 @pytest.mark.parametrize(("case", "change", "message"), TASK_CASES, ids=[c[0] for c in TASK_CASES])
 def test_new_task_bad_input(app_env: AppEnv, case: str, change: dict[str, Any], message: str) -> None:
     app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     at.text_area(key="nt_description").input(change.get("description", "urban cyclists in Lisbon"))
     if "seed" in change:
         at.text_input(key="nt_seed").input(change["seed"])

@@ -217,7 +217,7 @@ def test_deactivated_account_cannot_log_in(app_env: AppEnv) -> None:
 
 def test_a_page_without_a_logged_in_user_asks_for_login(app_env: AppEnv) -> None:
     app_env.admin(ADMIN)
-    for name in ("overview", "new_task", "tasks", "gallery", "settings", "users"):
+    for name in ("overview", "new", "tasks", "gallery", "settings", "users"):
         at = run(direct(name))
         assert "Please log in." in joined(at.warning), name
         assert not at.header, name
@@ -234,7 +234,7 @@ def _fill_task(at: AppTest, description: str, count: int = 3, images: int = 4) -
 
 def test_new_task_submits_a_valid_task(app_env: AppEnv) -> None:
     admin = app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     assert "New task" in texts(at.header)
     assert at.metric  # the estimate
     _fill_task(at, "urban cyclists in Lisbon, 25–40", count=3, images=8)
@@ -262,7 +262,7 @@ def test_new_task_with_a_blank_description_shows_an_error_and_writes_nothing(
     app_env: AppEnv, description: str
 ) -> None:
     app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     _fill_task(at, description)
     by_label(at.button, "Submit task").click()
     run(at)
@@ -273,7 +273,7 @@ def test_new_task_with_a_blank_description_shows_an_error_and_writes_nothing(
 
 def test_new_task_with_a_bad_seed_shows_an_error_and_writes_nothing(app_env: AppEnv) -> None:
     app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     _fill_task(at, "urban cyclists in Lisbon")
     at.text_input(key="nt_seed").input("not a number")
     by_label(at.button, "Submit task").click()
@@ -284,7 +284,7 @@ def test_new_task_with_a_bad_seed_shows_an_error_and_writes_nothing(app_env: App
 
 def test_new_task_preview_shows_personas_and_stores_nothing(app_env: AppEnv) -> None:
     app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     _fill_task(at, "retired fishermen in Porto")
     at.slider(key="nt_preview_n").set_value(3)
     at.text_input(key="nt_seed").input("5")
@@ -302,7 +302,7 @@ def test_new_task_preview_shows_personas_and_stores_nothing(app_env: AppEnv) -> 
 
 def test_new_task_preview_with_a_blank_description_shows_an_error(app_env: AppEnv) -> None:
     app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     by_label(at.button, "Preview (no images, nothing stored)").click()
     run(at)
     assert "description is empty" in joined(at.error)

@@ -59,7 +59,7 @@ def test_settings_changed_on_the_form_are_frozen_with_that_task_only(app_env: Ap
     app_env.admin(ADMIN)
     member = app_env.member(MEMBER)  # not an administrator: the global settings are not theirs, a task's are
     before = read_settings(app_env.db)
-    at = run(page("new_task", MEMBER))
+    at = run(page("new", MEMBER))
     assert at.toggle(key=CFG + "crop_white_borders").value is before.toggles["crop_white_borders"] is False
     assert at.text_area(key=CFG + "bio_prompt_x").value == before.bio_prompts["bio_prompt_x"]
     _fill(at)
@@ -86,7 +86,7 @@ def test_settings_changed_on_the_form_are_frozen_with_that_task_only(app_env: Ap
 
 def test_unchanged_settings_freeze_the_global_defaults(app_env: AppEnv) -> None:
     app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     _fill(at)
     by_label(at.button, "Submit task").click()
     run(at)
@@ -101,7 +101,7 @@ def test_unchanged_settings_freeze_the_global_defaults(app_env: AppEnv) -> None:
                          ids=["over the limit", "blank"])
 def test_a_bad_prompt_is_refused_and_nothing_is_written(app_env: AppEnv, text: str, message: str) -> None:
     app_env.admin(ADMIN)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     _fill(at)
     at.toggle(key=CFG + "crop_white_borders").set_value(True)
     at.text_area(key=CFG + "bio_prompt_tiktok").input(text)
@@ -123,7 +123,7 @@ def test_the_persona_preview_uses_the_forms_prompts(app_env: AppEnv, monkeypatch
         return generate(self, request)
 
     monkeypatch.setattr(OfflinePersonaProvider, "generate", spy)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     _fill(at)
     at.text_area(key=CFG + "bio_prompt_x").input(X_PROMPT)
     by_label(at.button, "Preview (no images, nothing stored)").click()
@@ -141,7 +141,7 @@ def test_from_a_task_prefills_the_form_and_submits_a_new_task(app_env: AppEnv) -
     source = _submit(app_env, member, {"randomize_image_style": True, "bio_prompt_x": X_PROMPT},
                      description="night-shift nurses in Leeds", language="English", count=5, images=8, seed=1234,
                      targets=targets)
-    at = run(page("new_task", MEMBER, **{"from": source}))
+    at = run(page("new", MEMBER, **{"from": source}))
     assert source in joined(at.info).replace("\\", "")
     assert at.text_area(key="nt_description").value == "night-shift nurses in Leeds"
     assert at.selectbox(key="nt_language").value == "English"
@@ -171,10 +171,10 @@ def test_from_another_users_task_is_refused_unless_an_administrator(app_env: App
     owner = app_env.member(MEMBER)
     app_env.member("other@example.org")
     source = _submit(app_env, owner, {"crop_white_borders": True}, description="beekeepers in Ghent")
-    at = run(page("new_task", "other@example.org", **{"from": source}))
+    at = run(page("new", "other@example.org", **{"from": source}))
     assert "no task" in joined(at.error)
     assert at.text_area(key="nt_description").value == ""
-    at = run(page("new_task", ADMIN, **{"from": source}))
+    at = run(page("new", ADMIN, **{"from": source}))
     assert not at.error
     assert at.text_area(key="nt_description").value == "beekeepers in Ghent"
     assert at.toggle(key=CFG + "crop_white_borders").value is True
@@ -250,7 +250,7 @@ def test_the_preview_follows_crop_style_and_seed_without_any_provider_call(
 ) -> None:
     app_env.admin(ADMIN)
     calls = _forbid_provider_calls(monkeypatch)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     plain_before, plain_after, caption = _preview_images(at)
     assert "trim only" in caption
     assert "offline portrait" in joined(at.caption)
@@ -288,11 +288,11 @@ def test_the_preview_uses_the_last_base_image_of_the_users_own_tasks(
     with app_env.db.session() as session:
         [latest, *_] = q.latest_base_images(session, admin.id)
     calls = _forbid_provider_calls(monkeypatch)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     assert "the last base image of your tasks" in joined(at.caption)
     with_photo = _preview_images(at)[0]
     app_env.member(MEMBER)  # a user without tasks gets the offline portrait
-    other = run(page("new_task", MEMBER))
+    other = run(page("new", MEMBER))
     assert "offline portrait" in joined(other.caption)
     assert _preview_images(other)[0] != with_photo
     assert latest and calls == []

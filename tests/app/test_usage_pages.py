@@ -44,7 +44,7 @@ def test_a_budget_on_the_new_task_form_and_a_bad_one_writes_nothing(openai_image
     env = openai_images
     env.admin(ADMIN)
     set_price(env.db, PRICE, "per_image=0.04", actor=None)
-    at = run(page("new_task", ADMIN))
+    at = run(page("new", ADMIN))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Cost"] == "$2.40"  # 20 personas × 3 image calls at $0.04 (the form's defaults: 8 images)
     at.text_area(key="nt_description").input("urban cyclists")

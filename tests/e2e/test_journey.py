@@ -376,22 +376,26 @@ def open_first(tab: Any, url: str, until: Any, first_frame: Path) -> None:
         assert tab.get_by_role("link", name=name, exact=True).count() == 0, name
 
 
+@pytest.mark.parametrize("path", ["users", "new"])
 def test_first_request_for_a_page_on_a_fresh_server_goes_through_the_gate(
-        browser: Any, server: Server, tmp_path: Path) -> None:
-    """/users as the very first request of a fresh server: the first-administrator form, no list of files."""
+        browser: Any, server: Server, tmp_path: Path, path: str) -> None:
+    """A page's URL as the very first request of a fresh server: the first-administrator form, no list of files,
+    and no "Page not found" dialog over it (Streamlit shows one when no file of pages/ has the URL's name)."""
     from playwright.sync_api import expect
 
     context = browser.new_context()
     try:
         tab = context.new_page()
         first_frame = tmp_path / "first-frame.png"
-        open_first(tab, f"{server.url}/users", tab.get_by_role("button", name="Create administrator"), first_frame)
+        open_first(tab, f"{server.url}/{path}", tab.get_by_role("button", name="Create administrator"), first_frame)
         SHOTS_FOR_DEVELOPER.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(first_frame, SHOTS_FOR_DEVELOPER / "first-frame-users.png")
+        shutil.copy2(first_frame, SHOTS_FOR_DEVELOPER / f"first-frame-{path}.png")
         # The form's field, waited for: on a loaded machine a page change may redraw the form after the button was
-        # first seen (the first run of a fresh server runs pages/users.py itself, then the gate's run replaces it).
+        # first seen (the first run of a fresh server runs the page's file itself, then the gate's run replaces it).
         expect(tab.get_by_label("E-mail")).to_have_count(1, timeout=10_000)
         expect(tab.get_by_role("button", name="Create administrator")).to_be_visible()
+        expect(tab.get_by_text("Page not found")).to_have_count(0)
+        expect(tab.get_by_label("E-mail")).to_be_editable()  # not behind a dialog
     finally:
         context.close()
 
