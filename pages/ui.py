@@ -176,18 +176,36 @@ def _password_form(rt: Runtime, authenticator: Any) -> None:
     authenticator.cookie_controller.set_cookie()
 
 
+DRAFT_PREFIX = "nt_"  # the New task form's widget keys: a draft the user keeps while looking at other pages
+
+
+def keep_drafts() -> None:
+    """Keep the New task form's values through runs of other pages (Home.py calls this before every page).
+
+    Streamlit drops a widget's value at the end of a run that did not draw the widget, so a population typed on New
+    task was gone after a look at the gallery. Set again as session state, the values stay until the logout."""
+    for key in [key for key in st.session_state if str(key).startswith(DRAFT_PREFIX)]:
+        st.session_state[key] = st.session_state[key]
+
+
+def _forget_session() -> None:
+    """What this browser session knew of its user: who they are, since when, and their New task draft."""
+    for key in [key for key in st.session_state if str(key).startswith(DRAFT_PREFIX)]:
+        del st.session_state[key]
+    for key in (USER_KEY, _SINCE_KEY):
+        st.session_state.pop(key, None)
+
+
 def log_out(rt: Runtime, email: str) -> None:
     """The logout button's callback: this account's sessions and login cookies end everywhere (a copy of the
     cookie is refused by the gate from now on, not only the one this browser deletes)."""
     accounts.end_sessions(rt.db, email)
-    for key in (USER_KEY, _SINCE_KEY):
-        st.session_state.pop(key, None)
+    _forget_session()
 
 
 def _end_session(authenticator: Any, message: str) -> tuple[None, Any]:
     authenticator.logout(location="unrendered")
-    for key in (USER_KEY, _SINCE_KEY):
-        st.session_state.pop(key, None)
+    _forget_session()
     st.error(message)
     return None, authenticator
 

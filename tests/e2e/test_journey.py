@@ -357,6 +357,47 @@ def test_a_reload_keeps_the_login_and_the_page(browser: Any, server: Server) -> 
         context.close()
 
 
+def test_a_new_task_draft_stays_while_the_user_looks_at_other_pages_and_goes_at_the_logout(
+        browser: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        first_admin_then_login_form(tab, server)
+        wait_idle(tab)
+        log_in(tab)
+        tab.get_by_text("Signed in as").wait_for()
+        wait_idle(tab)
+        sidebar_link(tab, "New task").click()
+        expect(tab.get_by_role("heading", name="New task")).to_be_visible()
+        wait_idle(tab)
+        fill_new_task(tab, "retired ferry captains in Lisbon", personas=7, images=4)
+        for elsewhere in ("Gallery", "Tasks"):
+            sidebar_link(tab, elsewhere).click()
+            expect(tab.get_by_role("heading", name=elsewhere)).to_be_visible()
+            wait_idle(tab)
+        sidebar_link(tab, "New task").click()
+        expect(tab.get_by_role("heading", name="New task")).to_be_visible()
+        wait_idle(tab)
+        expect(tab.get_by_label("Population description")).to_have_value("retired ferry captains in Lisbon")
+        expect(tab.get_by_label("Personas", exact=True)).to_have_value("7")
+
+        tab.get_by_role("button", name="Log out").click()  # the next person at this browser starts afresh
+        tab.get_by_role("button", name="Log in").wait_for()
+        wait_idle(tab)
+        log_in(tab)
+        tab.get_by_text("Signed in as").wait_for()
+        wait_idle(tab)
+        sidebar_link(tab, "New task").click()
+        expect(tab.get_by_role("heading", name="New task")).to_be_visible()
+        wait_idle(tab)
+        expect(tab.get_by_label("Population description")).to_have_value("")
+        expect(tab.get_by_label("Personas", exact=True)).to_have_value("20")
+    finally:
+        context.close()
+
+
 def open_first(tab: Any, url: str, until: Any, first_frame: Path) -> None:
     """Open ``url`` as the first request of a fresh server and watch every frame until ``until`` shows: no list
     of pages (Streamlit's, which would name the files of pages/) and no page link may appear before the login.
