@@ -199,6 +199,22 @@ def wait_idle(page: Any) -> None:
     page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
 
 
+ADMIN = "admin@example.org"  # the account the e2e tests create first
+PASSWORD = "correct horse battery"
+
+
+def sidebar_link(page: Any, title: str) -> Any:
+    """A page link of the sidebar (drawn by Home.py; Streamlit's own page list is switched off)."""
+    return page.get_by_test_id("stSidebar").get_by_role("link", name=title, exact=True)
+
+
+def log_in(page: Any) -> None:
+    """Fill the open login form as ``ADMIN`` and press Log in."""
+    page.get_by_label("E-mail").fill(ADMIN)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
 def fill_new_task(page: Any, description: str, personas: int, images: int) -> Any:
     """Type a population, a persona count and images per persona into the open New task form, letting each run
     finish; returns the persona count's field."""

@@ -22,12 +22,20 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server, fill_new_task, run_cli, submit_new_task, wait_idle
+from tests.e2e import conftest
+from tests.e2e.conftest import (
+    ADMIN,
+    PASSWORD,
+    Server,
+    fill_new_task,
+    run_cli,
+    sidebar_link,
+    submit_new_task,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = "admin@example.org"
-PASSWORD = "correct horse battery"
 EARLIER = "retired teachers in Porto, 60–75"  # a task made from the CLI before the login
 EARLIER_PERSONAS = 3
 DESCRIPTION = "graduate students in Berlin, 22–30"
@@ -53,10 +61,6 @@ def main_text(page: Any) -> str:
     return str(page.get_by_test_id("stMain").inner_text())
 
 
-def sidebar_link(page: Any, title: str) -> Any:
-    return page.get_by_test_id("stSidebar").get_by_role("link", name=title, exact=True)
-
-
 def metric(page: Any, label: str) -> str | None:
     """The value of the ``st.metric`` labelled ``label``, or None unless exactly one is shown (while a rerun
     replaces a part of the page, Streamlit shows its old elements beside the new ones)."""
@@ -76,9 +80,7 @@ def wait_until(condition: Callable[[], bool], what: str, page: Any, timeout: flo
 
 
 def log_in(page: Any) -> None:
-    page.get_by_label("E-mail").fill(ADMIN)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    conftest.log_in(page)
     page.get_by_text("Signed in as").wait_for()
 
 

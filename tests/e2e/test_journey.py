@@ -20,12 +20,20 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.conftest import Server, fill_new_task, run_cli, submit_new_task, wait_idle
+from tests.e2e.conftest import (
+    ADMIN,
+    PASSWORD,
+    Server,
+    fill_new_task,
+    log_in,
+    run_cli,
+    sidebar_link,
+    submit_new_task,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = "admin@example.org"
-PASSWORD = "correct horse battery"
 DESCRIPTION = "urban cyclists in Lisbon, 25–40"
 PERSONAS = 4
 IMAGES = 4
@@ -96,11 +104,6 @@ def wait_for_count(page: Any, predicate: Callable[[int], bool], timeout: float =
         page.wait_for_timeout(250)
 
 
-def sidebar_link(page: Any, title: str) -> Any:
-    """A page link of the sidebar (drawn by Home.py; Streamlit's own page list is switched off)."""
-    return page.get_by_test_id("stSidebar").get_by_role("link", name=title, exact=True)
-
-
 def create_first_admin(page: Any) -> None:
     """Fill and submit the first-administrator form, then wait for the login form, checking all along that
     the page never shows two e-mail fields (the first-admin form's and the login form's)."""
@@ -124,12 +127,6 @@ def first_admin_then_login_form(tab: Any, server: Server) -> None:
     tab.get_by_role("button", name="Create administrator").wait_for()
     wait_idle(tab)
     create_first_admin(tab)
-
-
-def log_in(page: Any) -> None:
-    page.get_by_label("E-mail").fill(ADMIN)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
 
 
 def choose_narrowing_filter(page: Any, total: int) -> tuple[str, str, int]:

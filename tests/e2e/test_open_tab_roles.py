@@ -12,13 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server, run_cli
+from tests.e2e.conftest import ADMIN, PASSWORD, Server, log_in, run_cli
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = "admin@example.org"
 MEMBER = "member@example.org"
-PASSWORD = "correct horse battery"
 AUTH_COOKIE = "adg_auth"  # pages/ui.py: COOKIE_NAME
 REFRESH_DEADLINE = 45  # the fragment reruns every 3 s; a loaded machine gets a wide margin
 
@@ -46,9 +44,7 @@ def test_a_demoted_administrator_stops_seeing_others_tasks_in_the_open_tab(page:
     run_cli(server, "submit", "--user", MEMBER, "--description", "urban cyclists", "--language", "English",
             "--count", "2", "--images", "4")
     page.goto(server.url + "/tasks")
-    page.get_by_label("E-mail").fill(ADMIN)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    log_in(page)
     page.get_by_role("heading", name="Tasks").wait_for()
     page.get_by_text(MEMBER).first.wait_for()  # an administrator sees everyone's tasks
     _settle(page)
