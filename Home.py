@@ -33,7 +33,7 @@ if not known or was_admin != user.is_admin:
     st.rerun()  # just logged in (or the role changed): declare the pages that fit the user
 if authenticator is not None and ui.COOKIE_NAME not in st.context.cookies:
     authenticator.cookie_controller.set_cookie()  # the rerun above dropped stauth's cookie: set it now
-ui.keep_drafts()
+ui.keep_drafts(user.email)
 
 with st.sidebar:
     for page in pages:

@@ -179,19 +179,34 @@ def _password_form(rt: Runtime, authenticator: Any) -> None:
 DRAFT_PREFIX = "nt_"  # the New task form's widget keys: a draft the user keeps while looking at other pages
 
 
-def keep_drafts() -> None:
+_DRAFT_OWNER_KEY = "adg_draft_owner"
+
+
+def _drafts() -> list[str]:
+    return [key for key in st.session_state if str(key).startswith(DRAFT_PREFIX)]
+
+
+def keep_drafts(email: str) -> None:
     """Keep the New task form's values through runs of other pages (Home.py calls this before every page).
 
     Streamlit drops a widget's value at the end of a run that did not draw the widget, so a population typed on New
-    task was gone after a look at the gallery. Set again as session state, the values stay until the logout."""
-    for key in [key for key in st.session_state if str(key).startswith(DRAFT_PREFIX)]:
+    task was gone after a look at the gallery. Set again as session state, the values stay until the logout; a
+    draft left by another account in this browser session (its login expired, someone else logged in) goes."""
+    if st.session_state.get(_DRAFT_OWNER_KEY) != email:
+        _forget_drafts()
+        st.session_state[_DRAFT_OWNER_KEY] = email
+    for key in _drafts():
         st.session_state[key] = st.session_state[key]
+
+
+def _forget_drafts() -> None:
+    for key in _drafts():
+        del st.session_state[key]
 
 
 def _forget_session() -> None:
     """What this browser session knew of its user: who they are, since when, and their New task draft."""
-    for key in [key for key in st.session_state if str(key).startswith(DRAFT_PREFIX)]:
-        del st.session_state[key]
+    _forget_drafts()
     for key in (USER_KEY, _SINCE_KEY):
         st.session_state.pop(key, None)
 

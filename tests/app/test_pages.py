@@ -656,3 +656,26 @@ def test_gallery_card_details_and_curation(app_env: AppEnv, completed_task: str)
     at = run(page("gallery", ADMIN, tasks=completed_task, favorite="1"))
     assert _match_caption(at).startswith("1 persona matches")
     assert list(at.dataframe[0].value["id"]) == [first.id]
+
+
+def _draft_page() -> None:
+    """A page as Home.py runs it for the signed-in account named in the session state ``who``."""
+    import streamlit as st
+
+    from pages import ui
+
+    ui.keep_drafts(st.session_state["who"])
+    st.text_input("Population description", key="nt_description")
+
+
+def test_a_new_task_draft_belongs_to_the_account_that_typed_it() -> None:
+    at = AppTest.from_function(_draft_page, default_timeout=TIMEOUT)
+    at.session_state["who"] = "ana@example.org"
+    run(at)
+    at.text_input(key="nt_description").input("retired ferry captains")
+    run(at)
+    run(at)
+    assert at.text_input(key="nt_description").value == "retired ferry captains"
+    at.session_state["who"] = "bea@example.org"  # Ana's login expired in this browser; Bea logged in
+    run(at)
+    assert at.text_input(key="nt_description").value == ""
