@@ -177,9 +177,7 @@ def _password_form(rt: Runtime, authenticator: Any) -> None:
 
 
 DRAFT_PREFIX = "nt_"  # the New task form's widget keys: a draft the user keeps while looking at other pages
-
-
-_DRAFT_OWNER_KEY = "adg_draft_owner"
+_DRAFT_OWNER_KEY = "adg_draft_owner"  # the account whose draft it is
 
 
 def _drafts() -> list[str]:
