@@ -215,6 +215,22 @@ def log_in(page: Any) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def signed_in(page: Any) -> None:
+    """Log in as ``ADMIN`` from the open login form and let the first signed-in run finish."""
+    log_in(page)
+    page.get_by_text("Signed in as").wait_for()
+    wait_idle(page)
+
+
+def open_page(page: Any, title: str) -> None:
+    """Follow the sidebar's link to the page ``title`` and let its run finish."""
+    from playwright.sync_api import expect
+
+    sidebar_link(page, title).click()
+    expect(page.get_by_role("heading", name=title)).to_be_visible()
+    wait_idle(page)
+
+
 def fill_new_task(page: Any, description: str, personas: int, images: int) -> Any:
     """Type a population, a persona count and images per persona into the open New task form, letting each run
     finish; returns the persona count's field."""

@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     PASSWORD,
     Server,
     fill_new_task,
+    open_page,
     run_cli,
     sidebar_link,
     submit_new_task,
@@ -112,9 +113,7 @@ def _cockpit(page: Any, server: Server, tmp_path: Path) -> None:
     wait_idle(page)
 
     # New task: a toggle changed redraws the preview's "after" photo (no provider call).
-    sidebar_link(page, "New task").click()
-    expect(page.get_by_role("heading", name="New task")).to_be_visible()
-    wait_idle(page)
+    open_page(page, "New task")
     images = page.get_by_test_id("stImage")
     expect(images).to_have_count(2)
     after_caption = page.get_by_text(re.compile(r"^As the task stores it:"))
@@ -239,9 +238,7 @@ def test_readme_screenshots(page: Any, server: Server) -> None:  # skipped befor
 
     # New task: both image toggles on, a seed, the before/after preview.
     page.set_viewport_size({"width": WIDTH, "height": 1000})
-    sidebar_link(page, "New task").click()
-    expect(page.get_by_role("heading", name="New task")).to_be_visible()
-    wait_idle(page)
+    open_page(page, "New task")
     page.get_by_label("Population description").fill("graduate students in Berlin, 22–30")
     page.get_by_label("Population description").press("Tab")
     count = page.get_by_label("Personas", exact=True)

@@ -26,8 +26,10 @@ from tests.e2e.conftest import (
     Server,
     fill_new_task,
     log_in,
+    open_page,
     run_cli,
     sidebar_link,
+    signed_in,
     submit_new_task,
     wait_idle,
 )
@@ -189,9 +191,7 @@ def _journey(page: Any, server: Server, shots: Shots, tmp_path: Path) -> None:
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()  # the landing page
     wait_idle(page)
     shots("logged-in")
-    sidebar_link(page, "New task").click()
-    expect(page.get_by_role("heading", name="New task")).to_be_visible()
-    wait_idle(page)
+    open_page(page, "New task")
 
     # New task: 4 personas × 4 images.
     count = fill_new_task(page, DESCRIPTION, PERSONAS, IMAGES)
@@ -319,9 +319,7 @@ def test_shared_link_to_a_page_survives_the_login(browser: Any, server: Server) 
         tab.goto(f"{server.url}/gallery?gender=f")
         tab.get_by_role("button", name="Log in").wait_for()
         wait_idle(tab)
-        log_in(tab)
-        tab.get_by_text("Signed in as").wait_for()
-        wait_idle(tab)
+        signed_in(tab)
         expect(tab.get_by_role("heading", name="Gallery")).to_be_visible(timeout=5_000)
         assert urlparse(tab.url).path == "/gallery", tab.url
         assert parse_qs(urlparse(tab.url).query).get("gender") == ["f"], tab.url
@@ -337,12 +335,8 @@ def test_a_reload_keeps_the_login_and_the_page(browser: Any, server: Server) -> 
         tab = context.new_page()
         first_admin_then_login_form(tab, server)
         wait_idle(tab)
-        log_in(tab)
-        tab.get_by_text("Signed in as").wait_for()
-        wait_idle(tab)
-        sidebar_link(tab, "Tasks").click()
-        expect(tab.get_by_role("heading", name="Tasks")).to_be_visible()
-        wait_idle(tab)
+        signed_in(tab)
+        open_page(tab, "Tasks")
         wait_for_cookie(context, AUTH_COOKIE, timeout=10)  # set by streamlit-authenticator's cookie component
         tab.reload()  # a new session: the cookie logs the user in again, on the same page, without an error
         tab.get_by_text("Signed in as").wait_for()
@@ -363,32 +357,20 @@ def test_a_new_task_draft_stays_while_the_user_looks_at_other_pages_and_goes_at_
         tab = context.new_page()
         first_admin_then_login_form(tab, server)
         wait_idle(tab)
-        log_in(tab)
-        tab.get_by_text("Signed in as").wait_for()
-        wait_idle(tab)
-        sidebar_link(tab, "New task").click()
-        expect(tab.get_by_role("heading", name="New task")).to_be_visible()
-        wait_idle(tab)
+        signed_in(tab)
+        open_page(tab, "New task")
         fill_new_task(tab, "retired ferry captains in Lisbon", personas=7, images=4)
         for elsewhere in ("Gallery", "Tasks"):
-            sidebar_link(tab, elsewhere).click()
-            expect(tab.get_by_role("heading", name=elsewhere)).to_be_visible()
-            wait_idle(tab)
-        sidebar_link(tab, "New task").click()
-        expect(tab.get_by_role("heading", name="New task")).to_be_visible()
-        wait_idle(tab)
+            open_page(tab, elsewhere)
+        open_page(tab, "New task")
         expect(tab.get_by_label("Population description")).to_have_value("retired ferry captains in Lisbon")
         expect(tab.get_by_label("Personas", exact=True)).to_have_value("7")
 
         tab.get_by_role("button", name="Log out").click()  # the next person at this browser starts afresh
         tab.get_by_role("button", name="Log in").wait_for()
         wait_idle(tab)
-        log_in(tab)
-        tab.get_by_text("Signed in as").wait_for()
-        wait_idle(tab)
-        sidebar_link(tab, "New task").click()
-        expect(tab.get_by_role("heading", name="New task")).to_be_visible()
-        wait_idle(tab)
+        signed_in(tab)
+        open_page(tab, "New task")
         expect(tab.get_by_label("Population description")).to_have_value("")
         expect(tab.get_by_label("Personas", exact=True)).to_have_value("20")
     finally:
@@ -457,9 +439,7 @@ def test_first_request_for_a_shared_link_on_a_fresh_server_logs_in_to_that_view(
         SHOTS_FOR_DEVELOPER.mkdir(parents=True, exist_ok=True)
         shutil.copy2(first_frame, SHOTS_FOR_DEVELOPER / "first-frame-gallery.png")
         assert parse_qs(urlparse(tab.url).query).get("tasks") == [task_id], tab.url
-        log_in(tab)
-        tab.get_by_text("Signed in as").wait_for()
-        wait_idle(tab)
+        signed_in(tab)
         expect(tab.get_by_role("heading", name="Gallery")).to_be_visible(timeout=5_000)
         assert urlparse(tab.url).path == "/gallery", tab.url
         assert parse_qs(urlparse(tab.url).query).get("tasks") == [task_id], tab.url
