@@ -63,6 +63,18 @@ def usage_rows(database: Database) -> int:
 
 
 # -- budget ----------------------------------------------------------------------------------------------------------
+def _run_task_at_a_dime_an_image(database: Database, storage: Any, settings: Any, *, budget: float | None) -> str:
+    """Submit 6 personas × 4 images with ``budget``, images priced at $0.10, and run a worker until it is idle."""
+    configure(database)
+    set_price(database, IMAGE_PRICE, "per_image=0.10", actor=None)
+    user = make_user(database)
+    spec = validate_spec(user_id=user.id, description="cyclists", language="English", count=6,
+                         images_per_persona=4, seed=3)
+    task_id = submit_task(database, spec, build_snapshot(database, settings), budget=budget)
+    run_worker(database, storage, settings, providers=ProviderCache(settings))
+    return task_id
+
+
 def test_a_task_with_a_budget_stops_partial_at_the_budget(database: Database, db_url: str, tmp_path: Path) -> None:
     """6 personas × 4 images take 12 image calls (a base and a grid each) at $0.10: a budget of $1.15 allows 11.
     The 12th is never sent; the task ends partial with a note, 5 personas complete with their 4 images, the one
@@ -70,13 +82,7 @@ def test_a_task_with_a_budget_stops_partial_at_the_budget(database: Database, db
     storage = local_storage(tmp_path)
     with FakeOpenAI(latency=0.05) as fake:
         settings = openai_images_settings(db_url, tmp_path, fake)
-        configure(database)
-        set_price(database, IMAGE_PRICE, "per_image=0.10", actor=None)
-        user = make_user(database)
-        spec = validate_spec(user_id=user.id, description="cyclists", language="English", count=6,
-                             images_per_persona=4, seed=3)
-        task_id = submit_task(database, spec, build_snapshot(database, settings), budget=parse_budget("1.15"))
-        run_worker(database, storage, settings, providers=ProviderCache(settings))
+        task_id = _run_task_at_a_dime_an_image(database, storage, settings, budget=parse_budget("1.15"))
     task = task_row(database, task_id)
     assert task.status == TaskStatus.PARTIAL.value, task.error_log
     assert "stopped at the budget: spent $1.10 of $1.15" in task.error_log
@@ -100,13 +106,7 @@ def test_a_task_stopped_at_its_budget_goes_on_when_retried_with_a_higher_one(
     storage = local_storage(tmp_path)
     with FakeOpenAI(latency=0.05) as fake:
         settings = openai_images_settings(db_url, tmp_path, fake)
-        configure(database)
-        set_price(database, IMAGE_PRICE, "per_image=0.10", actor=None)
-        user = make_user(database)
-        spec = validate_spec(user_id=user.id, description="cyclists", language="English", count=6,
-                             images_per_persona=4, seed=3)
-        task_id = submit_task(database, spec, build_snapshot(database, settings), budget=1.15)
-        run_worker(database, storage, settings, providers=ProviderCache(settings))
+        task_id = _run_task_at_a_dime_an_image(database, storage, settings, budget=1.15)
         assert task_row(database, task_id).status == TaskStatus.PARTIAL.value
         env = offline_env(db_url, tmp_path)
         for bad, message in (("1.10", "has spent $1.10 already: its new budget must be more than that, got $1.10"),
